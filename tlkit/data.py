@@ -1,0 +1,346 @@
+"""Datasets of class folders, the dog-vs-cat data, and transforms that follow the backbone.
+
+* ``cats_vs_dogs()`` finds or downloads ``cats_and_dogs_filtered`` and returns
+  ``(train, val)`` datasets with classes ``["cats", "dogs"]``.
+* ``image_folder(root)`` does the same for any ``train/`` + ``val/`` (or
+  ``validation/``) tree of class folders.
+* ``subset(ds, per_class=10)`` keeps a few images per class, for
+  data-scarcity experiments.
+* ``transforms_for(model, train=True)`` builds the preprocessing the
+  backbone's weights expect (size, mean, std), with or without augmentation.
+
+Bad images never crash a run. Files that cannot even be opened (zero bytes,
+text named ``.jpg``, decompression bombs) are dropped when the dataset is
+built; files that fail to decode later (a truncated JPEG) are skipped by the
+loader. Either way one warning gives the count and the first paths.
+
+Example:
+    >>> train, val = cats_vs_dogs()
+    >>> len(train), len(val), train.classes
+    (2000, 1000, ['cats', 'dogs'])
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MAX_PIXELS = 64_000_000  # larger images are treated as decompression bombs and skipped
+DATASET_NAME = "cats_and_dogs_filtered"
+DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
+DATASET_COUNTS = {"train": 2000, "validation": 1000}
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be used (corrupt, not an image, too large)."""
+
+
+class DatasetLayoutError(ValueError):
+    """A folder that does not look like ``split/class/image`` (message says how to fix it)."""
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Opens any image as 8-bit RGB, or raises ImageReadError saying why.
+
+    Grayscale, palette, CMYK and 16-bit images are converted; transparency is
+    composited on white. Images above ``MAX_PIXELS`` are refused before
+    decoding (decompression bombs).
+
+    Example:
+        >>> open_image("cat.1.jpg").mode
+        'RGB'
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageReadError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise ImageReadError(f"{im.width}x{im.height} pixels is above the {MAX_PIXELS:,} limit")
+                im.load()
+                return _to_rgb(im)
+    except ImageReadError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:  # PIL's ways of saying "not a usable image"
+        raise ImageReadError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey -> 8-bit
+        im = im.point(lambda v: v / 256).convert("L")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def _header_ok(path: Path) -> str | None:
+    """Cheap check (header only, no decoding): None if usable, else the reason."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    return f"{im.width}x{im.height} pixels is above the {MAX_PIXELS:,} limit"
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def warn_skipped(paths: Sequence[str], reasons: Sequence[str] | None = None, where: str = "") -> None:
+    """One warning for a batch of skipped images: the count and the first few paths."""
+    if not paths:
+        return
+    first = ", ".join(f"{p} ({r})" if reasons else str(p) for p, r in zip(paths[:3], reasons or [""] * 3))
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    warnings.warn(f"Skipped {len(paths)} unreadable image(s){where}: {first}{more}.", stacklevel=3)
+
+
+class ImageDataset(Dataset):
+    """Images with integer labels. ``dataset[i]`` is ``(image_tensor, label)``.
+
+    An image that fails to decode yields ``(None, path)``; the loaders of
+    tlkit drop it and report the path. ``files``, ``targets`` and ``classes`` are
+    plain lists so that subsets and caches can use them.
+    """
+
+    def __init__(self, files: list[str], targets: list[int], classes: list[str],
+                 transform: Callable | None = None, name: str = ""):
+        if len(files) != len(targets):
+            raise ValueError("files and targets must have the same length.")
+        self.files, self.targets, self.classes = list(files), list(targets), list(classes)
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            img = open_image(self.files[i])
+        except ImageReadError:
+            return None, self.files[i]
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+    def with_transform(self, transform: Callable | None) -> "ImageDataset":
+        """The same files and labels with another transform."""
+        return ImageDataset(self.files, self.targets, self.classes, transform, self.name)
+
+    def class_counts(self) -> dict[str, int]:
+        return {c: self.targets.count(i) for i, c in enumerate(self.classes)}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{c}: {n}" for c, n in self.class_counts().items())
+        return f"ImageDataset({self.name or 'images'}: {len(self)} images; {counts})"
+
+
+def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None,
+                       name: str = "") -> ImageDataset:
+    """An ImageDataset from ``root/<class>/**/<image>`` (nested folders allowed).
+
+    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are
+    ignored. Files whose header cannot be read are dropped with one warning.
+
+    Example:
+        >>> scan_class_folders("data/train").classes
+        ['cats', 'dogs']
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root} is not a folder. Expected {root}/<class name>/<images>.")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = classes if classes is not None else found
+    if len(classes) < 2:
+        raise DatasetLayoutError(
+            f"{root} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
+            "needs at least 2. Put each class's images in its own sub-folder, e.g. train/cats, train/dogs.")
+    files, targets, bad, reasons = [], [], [], []
+    for label, cls in enumerate(classes):
+        n_before = len(files)
+        for path in sorted(_walk_images(root / cls)):
+            reason = _header_ok(path)
+            if reason:
+                bad.append(str(path))
+                reasons.append(reason)
+            else:
+                files.append(str(path))
+                targets.append(label)
+        if len(files) == n_before:
+            raise DatasetLayoutError(f"Class folder {root / cls} holds no readable images "
+                                     f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")
+    warn_skipped(bad, reasons, where=f" in {root}")
+    return ImageDataset(files, targets, classes, name=name or root.name)
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    if not folder.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in filenames:
+            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
+                yield Path(dirpath) / f
+
+
+def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, val)`` from ``root/train/<class>`` and ``root/val|validation/<class>``.
+
+    Example:
+        >>> train, val = image_folder("my_photos")
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"Data folder {root} does not exist. Pass a folder holding "
+                                 "train/<class>/ and val/<class>/ (or validation/<class>/).")
+    if not (root / "train").is_dir():
+        raise DatasetLayoutError(f"{root} has no train/ folder. Expected {root}/train/<class>/ and "
+                                 f"{root}/val/<class>/ (or validation/).")
+    val_dir = next((root / d for d in ("val", "validation", "valid") if (root / d).is_dir()), None)
+    if val_dir is None:
+        raise DatasetLayoutError(f"{root} has no val/ or validation/ folder next to train/.")
+    train = scan_class_folders(root / "train", name=f"{root.name}/train")
+    val_classes = sorted(d.name for d in val_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if val_classes != train.classes:
+        raise DatasetLayoutError(f"Validation classes {val_classes} differ from train classes "
+                                 f"{train.classes}. Both splits need the same class folders.")
+    val = scan_class_folders(val_dir, classes=train.classes, name=f"{root.name}/{val_dir.name}")
+    return train, val
+
+
+def default_data_dir() -> Path:
+    """``$TLKIT_DATA_DIR`` if set, else the user cache (``~/.cache/tlkit/data``)."""
+    env = os.environ.get("TLKIT_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
+
+
+def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
+                 url: str = DATASET_URL) -> tuple[ImageDataset, ImageDataset]:
+    """The 2,000 + 1,000 image dog-vs-cat dataset as ``(train, val)``.
+
+    Looks in ``root``, then ``$TLKIT_DATA_DIR``, then the user cache; if the
+    data is in none of them it downloads the public zip into the cache.
+
+    Example:
+        >>> train, val = cats_vs_dogs()
+        >>> train.classes
+        ['cats', 'dogs']
+    """
+    candidates = [Path(root)] if root is not None else []
+    if os.environ.get("TLKIT_DATA_DIR"):
+        candidates.append(Path(os.environ["TLKIT_DATA_DIR"]).expanduser())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
+    candidates.append(cache)
+    for base in candidates:
+        for folder in (base / DATASET_NAME, base):
+            if (folder / "train" / "cats").is_dir() and (folder / "validation" / "dogs").is_dir():
+                return image_folder(folder)
+    if not download:
+        raise FileNotFoundError(_missing_message(candidates))
+    from tlkit.download import download_dataset  # only needed when the data is missing
+
+    target = Path(root) if root is not None else cache
+    folder = download_dataset(url, target, DATASET_NAME, expected_counts=DATASET_COUNTS,
+                              hint=_missing_message(candidates))
+    return image_folder(folder)
+
+
+def _missing_message(searched: list[Path]) -> str:
+    where = ", ".join(str(p) for p in searched)
+    return (f"The {DATASET_NAME} dataset was not found (looked in {where}) and could not be downloaded. "
+            f"Either connect to the internet and run again (it downloads {DATASET_URL}, 68 MB), or "
+            f"unzip that file yourself and set TLKIT_DATA_DIR to the folder that holds {DATASET_NAME}/.")
+
+
+def subset(dataset: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset:
+    """At most ``per_class`` random images of each class (same seed, same images).
+
+    Example:
+        >>> len(subset(train, per_class=10))
+        20
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}.")
+    rng = random.Random(seed)
+    keep: list[int] = []
+    for label in range(len(dataset.classes)):
+        idx = [i for i, t in enumerate(dataset.targets) if t == label]
+        keep += sorted(rng.sample(idx, min(per_class, len(idx))))
+    keep.sort()
+    return ImageDataset([dataset.files[i] for i in keep], [dataset.targets[i] for i in keep],
+                        dataset.classes, dataset.transform, f"{dataset.name}[{per_class}/class]")
+
+
+def transforms_for(model, train: bool = False, image_size: int | None = None,
+                   augment: str = "standard") -> Callable:
+    """Preprocessing matched to the backbone's weights: size, mean and std.
+
+    ``train=True`` adds augmentation (random resized crop and horizontal flip;
+    ``augment="none"`` turns it off, ``"strong"`` adds colour jitter).
+
+    Example:
+        >>> transforms_for(model, train=False, image_size=160)
+    """
+    from torchvision import transforms as T
+
+    size = int(image_size or model.input_size)
+    norm = [T.ToTensor(), T.Normalize(model.mean, model.std)]
+    if not train or augment == "none":
+        return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *norm])
+    if augment not in ("standard", "strong"):
+        raise ValueError(f"augment must be 'none', 'standard' or 'strong', got {augment!r}.")
+    aug = [T.RandomResizedCrop(size, scale=(0.35, 1.0)), T.RandomHorizontalFlip()]
+    if augment == "strong":
+        aug.append(T.ColorJitter(0.3, 0.3, 0.3, 0.05))
+    return T.Compose([*aug, *norm])
+
+
+def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stacks ``(tensor, label)`` pairs, dropping unreadable ones.
+
+    Returns ``(x (B, 3, H, W), y (B,), paths of the dropped images)``.
+    """
+    good = [(x, y) for x, y in batch if x is not None]
+    dropped = [y for x, y in batch if x is None]
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), dropped
+    xs, ys = zip(*good)
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), dropped
+
+
+def num_workers_default() -> int:
+    """0 on Binder (its shared memory kills worker processes) and on tiny machines."""
+    if os.environ.get("TLKIT_NUM_WORKERS"):
+        return int(os.environ["TLKIT_NUM_WORKERS"])
+    if os.environ.get("BINDER_SERVICE_HOST") or os.environ.get("TLKIT_BINDER"):
+        return 0
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False, seed: int | None = None,
+                num_workers: int | None = None, pin_memory: bool = False,
+                sampler=None) -> DataLoader:
+    """A DataLoader that skips unreadable images (see :func:`collate_skip`)."""
+    workers = num_workers_default() if num_workers is None else num_workers
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      num_workers=workers, collate_fn=collate_skip, pin_memory=pin_memory,
+                      generator=gen, persistent_workers=False)

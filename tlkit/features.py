@@ -1,0 +1,233 @@
+"""Feature extraction: run the frozen backbone once, keep the result on disk.
+
+With the backbone frozen, its output for an image never changes, so there is
+no reason to compute it every epoch. ``extract_features`` runs the body once
+per (backbone weights, transform, file list) and caches the pooled vectors;
+``train_head`` then trains a new classifier on them in well under a second.
+
+Example:
+    >>> feats = extract_features(model, val.with_transform(transforms_for(model)))
+    >>> feats.features.shape            # (N, num_features)
+    torch.Size([1000, 1280])
+    >>> head, history = train_head(train_feats, val_feats, epochs=30)
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlkit.data import ImageDataset, make_loader, warn_skipped
+from tlkit.device import autocast, memory_format, pick_device, to_device
+from tlkit.heads import make_head
+from tlkit.history import History
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+@dataclass
+class Features:
+    """Pooled features ``(N, F)`` float32, labels ``(N,)``, and the files they came from."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    files: list[str]
+    classes: list[str]
+    seconds: float = 0.0
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def default_cache_dir() -> Path:
+    """``$TLKIT_CACHE_DIR`` or ``~/.cache/tlkit/features``."""
+    env = os.environ.get("TLKIT_CACHE_DIR")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit"
+    return base / "features"
+
+
+def body_fingerprint(model: nn.Module) -> str:
+    """Hash of every tensor before the head: fine-tuned weights give a new cache key."""
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        if not name.startswith("groups.head."):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(model: nn.Module, dataset: ImageDataset) -> str:
+    """Key over backbone weights, transform, and each file's path, size and mtime."""
+    h = hashlib.sha256()
+    h.update(f"v{CACHE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|".encode())
+    h.update(repr(dataset.transform).encode())
+    for f, t in zip(dataset.files, dataset.targets):
+        st = os.stat(f)
+        h.update(f"|{f}|{st.st_size}|{st.st_mtime_ns}|{t}".encode())
+    return h.hexdigest()
+
+
+def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
+                     device: str | torch.device | None = None, cache: bool = True,
+                     cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                     num_workers: int | None = None) -> Features:
+    """Pooled backbone features for every readable image of ``dataset``.
+
+    Runs in inference mode with the model in eval mode, channels_last, and
+    autocast on CUDA. With ``cache=True`` the result is stored under
+    ``cache_dir`` and reused while the backbone, transform and files are
+    unchanged. A damaged cache file is detected and rebuilt.
+
+    Example:
+        >>> f = extract_features(model, train.with_transform(transforms_for(model)))
+        >>> f.features.shape, f.from_cache
+        (torch.Size([2000, 1280]), False)
+    """
+    if dataset.transform is None:
+        raise ValueError("The dataset has no transform. Use dataset.with_transform(transforms_for(model)).")
+    path = None
+    if cache:
+        key = cache_key(model, dataset)
+        path = Path(cache_dir or default_cache_dir()) / f"{model.name}-{key[:24]}.pt"
+        hit = _load_cache(path, key)
+        if hit is not None:
+            return Features(*hit, classes=dataset.classes, from_cache=True)
+    start = time.perf_counter()
+    feats, labels, files = _run_backbone(model, dataset, batch_size, pick_device(device), progress, num_workers)
+    out = Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
+    if path is not None:
+        _save_cache(path, key, out)
+    return out
+
+
+@torch.inference_mode()
+def _run_backbone(model, dataset, batch_size, device, progress, num_workers):
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval().to(device, memory_format=memory_format(device))
+    kept, skipped, chunks, labels = [], [], [], []
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
+                         pin_memory=device.type == "cuda")
+    pos = 0
+    bar = tqdm(total=len(dataset), desc=f"features {dataset.name}", unit="img", disable=not progress)
+    for x, y, dropped in loader:
+        n_in = len(y) + len(dropped)
+        batch_files = dataset.files[pos:pos + n_in]  # loader is unshuffled: order = file order
+        pos += n_in
+        kept += [f for f in batch_files if f not in set(dropped)]
+        skipped += dropped
+        if len(y):
+            with autocast(device):
+                f = model.forward_features(to_device(x, device))  # (B, F)
+            chunks.append(f.float().cpu())
+            labels.append(y)
+        bar.update(n_in)
+    bar.close()
+    model.train(was_training)
+    warn_skipped(skipped, where=f" while extracting features of {dataset.name}")
+    feats = torch.cat(chunks) if chunks else torch.empty(0, model.num_features)
+    return feats, (torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)), kept
+
+
+def _load_cache(path: Path, key: str):
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        ok = (blob.get("key") == key and blob["features"].ndim == 2
+              and len(blob["features"]) == len(blob["labels"]) == len(blob["files"])
+              and bool(torch.isfinite(blob["features"]).all()))
+        if not ok:
+            raise ValueError("key or shapes do not match")
+    except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
+        warnings.warn(f"Feature cache {path} is damaged ({type(exc).__name__}: {exc}); rebuilding it.",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+    log.info("feature cache hit: %s", path)
+    return blob["features"], blob["labels"], list(blob["files"])
+
+
+def _save_cache(path: Path, key: str, f: Features) -> None:
+    """Atomic write: a half-written cache file never has the final name."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"key": key, "features": f.features, "labels": f.labels, "files": f.files}, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        warnings.warn(f"Could not write the feature cache {path} ({exc}); continuing without it.", stacklevel=3)
+
+
+def train_head(train: Features, val: Features | None = None, epochs: int = 30, lr: float = 1e-3,
+               batch_size: int = 64, weight_decay: float = 0.0, hidden: tuple[int, ...] = (),
+               dropout: float = 0.0, seed: int = 0, stop=None) -> tuple[nn.Sequential, History]:
+    """Trains a fresh head on cached features (Adam, CPU). Well under a second for 2,000 images.
+
+    Returns ``(head, history)``; the head is the one from the epoch with the
+    best validation accuracy (or the last epoch without validation data).
+    ``stop`` is an optional ``threading.Event`` checked every epoch.
+
+    Example:
+        >>> head, hist = train_head(train_feats, val_feats, epochs=30, lr=1e-3)
+        >>> hist.best("val_acc")["val_acc"] > 0.95
+        True
+    """
+    if len(train) == 0:
+        raise ValueError("No training features: every image was skipped or the dataset is empty.")
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n_classes = len(train.classes)
+    head = make_head(train.features.shape[1], n_classes, hidden=hidden, dropout=dropout)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    history, best, best_acc = History(), None, -1.0
+    x, y = train.features, train.labels
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        head.train()
+        perm = torch.randperm(len(y), generator=gen)
+        loss_sum, correct = 0.0, 0
+        for i in range(0, len(y), batch_size):
+            idx = perm[i:i + batch_size]
+            logits = head(x[idx])
+            loss = nn.functional.cross_entropy(logits, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y[idx]).sum().item()
+        row = {"epoch": epoch, "train_loss": loss_sum / len(y), "train_acc": correct / len(y), "lr": lr}
+        if val is not None and len(val):
+            row["val_loss"], row["val_acc"] = evaluate_head(head, val)
+        row["seconds"] = time.perf_counter() - start
+        history.append(**row)
+        score = row.get("val_acc", epoch)
+        if score > best_acc and row["train_loss"] == row["train_loss"]:  # NaN check
+            best_acc, best = score, {k: v.clone() for k, v in head.state_dict().items()}
+        if stop is not None and stop.is_set():
+            break
+    if best is not None:
+        head.load_state_dict(best)
+    return head.eval(), history
+
+
+@torch.no_grad()
+def evaluate_head(head: nn.Module, feats: Features) -> tuple[float, float]:
+    """(loss, accuracy) of ``head`` on cached features."""
+    was = head.training
+    head.eval()
+    logits = head(feats.features)
+    loss = nn.functional.cross_entropy(logits, feats.labels).item()
+    acc = (logits.argmax(1) == feats.labels).float().mean().item()
+    head.train(was)
+    return loss, acc
