@@ -1,0 +1,33 @@
+"""Small synthetic image datasets for tests (never the real photos)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+COLOURS = {"cats": (200, 60, 40), "dogs": (40, 80, 200), "birds": (40, 180, 60)}
+
+
+def write_image(path: Path, colour: tuple[int, int, int], size: int = 40, seed: int = 0) -> Path:
+    """A JPEG of one dominant colour plus noise, so classes are learnable."""
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(colour)[None, None, :] + rng.normal(0, 25, (size, size, 3)), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.astype(np.uint8)).save(path)
+    return path
+
+
+def make_split(root: Path, classes=("cats", "dogs"), per_class: int = 6, size: int = 40, seed: int = 0) -> Path:
+    for c_i, cls in enumerate(classes):
+        for i in range(per_class):
+            write_image(root / cls / f"{cls[:-1]}.{i}.jpg", COLOURS[cls], size, seed * 1000 + c_i * 100 + i)
+    return root
+
+
+def make_dataset(root: Path, classes=("cats", "dogs"), train: int = 6, val: int = 4, size: int = 40,
+                 val_name: str = "val") -> Path:
+    """root/train/<class>/*.jpg and root/<val_name>/<class>/*.jpg."""
+    make_split(root / "train", classes, train, size, seed=1)
+    make_split(root / val_name, classes, val, size, seed=2)
+    return root

@@ -1,0 +1,105 @@
+"""Feature extraction, the on-disk cache, and head training on cached features."""
+import os
+import time
+
+import pytest
+import torch
+
+from imagegen import make_dataset, write_image
+from tlkit import freeze, load_backbone
+from tlkit.data import image_folder, transforms_for
+from tlkit.features import Features, cache_key, extract_features, train_head
+
+
+@pytest.fixture
+def setup(tmp_path):
+    torch.manual_seed(0)
+    model = load_backbone("mobilenet_v3_small", pretrained=False, num_classes=2)
+    freeze(model, model.group_names[:-1])
+    train, val = image_folder(make_dataset(tmp_path / "data", train=5, val=3))
+    tf = transforms_for(model, image_size=48)
+    return model, train.with_transform(tf), val.with_transform(tf), tmp_path / "cache"
+
+
+def test_cached_features_equal_fresh_ones_and_skip_the_backbone(setup, monkeypatch):
+    model, train, _, cache = setup
+    fresh = extract_features(model, train, cache=False, progress=False)
+    assert fresh.features.shape == (10, model.num_features) and fresh.labels.tolist() == [0] * 5 + [1] * 5
+    first = extract_features(model, train, cache_dir=cache, progress=False)
+    assert not first.from_cache and len(list(cache.glob("*.pt"))) == 1
+    calls = []
+    monkeypatch.setattr(model, "forward_features", lambda x: calls.append(x) or 1 / 0)
+    second = extract_features(model, train, cache_dir=cache, progress=False)
+    assert second.from_cache and calls == []
+    assert torch.equal(second.features, fresh.features) and torch.equal(second.labels, fresh.labels)
+    assert second.files == train.files
+
+
+def test_a_changed_image_invalidates_the_cache(setup):
+    model, train, _, cache = setup
+    key = cache_key(model, train)
+    path = train.files[0]
+    write_image(type(cache)(path), (0, 255, 0), size=40, seed=99)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert cache_key(model, train) != key
+    extract_features(model, train, cache_dir=cache, progress=False)
+    again = extract_features(model, train, cache_dir=cache, progress=False)
+    assert again.from_cache
+
+
+def test_changed_weights_or_transform_change_the_key(setup):
+    model, train, _, _ = setup
+    key = cache_key(model, train)
+    assert cache_key(model, train.with_transform(transforms_for(model, image_size=64))) != key
+    model.replace_head(2)  # the head is not part of the key
+    assert cache_key(model, train) == key
+    with torch.no_grad():
+        next(model.groups["stem"].parameters()).add_(1.0)
+    assert cache_key(model, train) != key
+
+
+def test_a_corrupted_cache_file_is_detected_and_rebuilt(setup):
+    model, train, _, cache = setup
+    good = extract_features(model, train, cache_dir=cache, progress=False)
+    (path,) = cache.glob("*.pt")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="damaged"):
+        rebuilt = extract_features(model, train, cache_dir=cache, progress=False)
+    assert not rebuilt.from_cache and torch.equal(rebuilt.features, good.features)
+    assert extract_features(model, train, cache_dir=cache, progress=False).from_cache
+
+
+def test_dataset_without_transform_is_refused(setup):
+    model, train, _, _ = setup
+    with pytest.raises(ValueError, match="transforms_for"):
+        extract_features(model, train.with_transform(None))
+
+
+def _blobs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 16, generator=g) + (y[:, None] * 2 - 1) * 1.5
+    return Features(x, y, [f"f{i}" for i in range(n)], ["cats", "dogs"])
+
+
+def test_train_head_learns_and_keeps_the_best_epoch():
+    head, hist = train_head(_blobs(200, 0), _blobs(100, 1), epochs=15, lr=1e-2)
+    assert len(hist) == 15 and hist.keys()[:4] == ["epoch", "train_loss", "train_acc", "lr"]
+    best = hist.best("val_acc")
+    assert best["val_acc"] > 0.95
+    with torch.no_grad():
+        acc = (head(_blobs(100, 1).features).argmax(1) == _blobs(100, 1).labels).float().mean().item()
+    assert acc == pytest.approx(best["val_acc"])
+    h1 = train_head(_blobs(200, 0), _blobs(100, 1), epochs=3, seed=3)[1]
+    h2 = train_head(_blobs(200, 0), _blobs(100, 1), epochs=3, seed=3)[1]
+    assert h1["train_loss"] == h2["train_loss"]
+
+
+def test_train_head_with_hidden_layer_and_stop_event():
+    import threading
+    stop = threading.Event()
+    stop.set()
+    head, hist = train_head(_blobs(50, 0), epochs=10, hidden=(8,), dropout=0.1, stop=stop)
+    assert len(hist) == 1 and head[-1].out_features == 2
+    with pytest.raises(ValueError, match="No training features"):
+        train_head(Features(torch.empty(0, 4), torch.empty(0, dtype=torch.long), [], ["a", "b"]))

@@ -1,0 +1,140 @@
+"""Saving and loading trained models safely.
+
+A model file is a plain dict of tensors, strings and numbers, so it loads
+with ``torch.load(weights_only=True)``: a file that hides code in a pickle is
+refused instead of run. Writes go to a temporary file that is renamed only
+when complete, so a crash mid-write never leaves a half file under the real
+name.
+
+Example:
+    >>> save_model(model, "runs/demo/model.pt", val_accuracy=0.98)
+    >>> model = load_model("runs/demo/model.pt")
+    >>> model.class_names
+    ['cats', 'dogs']
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlkit.backbones import Backbone, list_backbones, load_backbone
+
+FORMAT = "tlkit-model/1"
+
+
+class CheckpointError(ValueError):
+    """A model file that cannot be used; the message says why and what to do."""
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temp file in the same folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None = None, **extra) -> Path:
+    """Writes the model, its backbone name, class names and image size to ``path``.
+
+    ``extra`` values (numbers, strings, lists, dicts of those) are stored too.
+
+    Example:
+        >>> save_model(model, "model.pt", image_size=224)
+    """
+    if not isinstance(model, Backbone):
+        raise TypeError(f"save_model needs a tlkit Backbone, got {type(model).__name__}.")
+    blob = {
+        "format": FORMAT,
+        "backbone": model.name,
+        "class_names": list(model.class_names or []),
+        "num_classes": model.num_classes,
+        "image_size": int(image_size or model.input_size),
+        "head_config": model.head_config,
+        "mean": list(model.mean),
+        "std": list(model.std),
+        "frozen_groups": sorted(model.frozen_groups),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra,
+    }
+    return atomic_save(blob, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Loads a tlkit file with ``weights_only=True``; CheckpointError on anything wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Model file {path} does not exist.")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} contains Python objects other than tensors and plain data, so it was refused "
+            "(torch.load with weights_only=True). Only load model files from sources you trust; "
+            f"tlkit's own files never need this. Detail: {str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable model file (damaged or cut short?): "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a tlkit model file (expected format {FORMAT!r}). "
+                              "Train one with `python -m tlkit train` or save it with tlkit.save_model.")
+    return blob
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", expect_backbone: str | None = None,
+               expect_classes: list[str] | None = None) -> Backbone:
+    """Rebuilds the model saved by :func:`save_model` (no download needed).
+
+    Raises CheckpointError naming both sides when the file was made for
+    another backbone or another set of classes than ``expect_*``.
+
+    Example:
+        >>> model = load_model("runs/demo/model.pt", expect_classes=["cats", "dogs"])
+    """
+    blob = read_checkpoint(path)
+    name, classes = blob["backbone"], blob["class_names"]
+    if expect_backbone is not None and name != expect_backbone:
+        raise CheckpointError(f"{path} was trained with backbone {name!r}, but {expect_backbone!r} was expected.")
+    if expect_classes is not None and list(expect_classes) != list(classes):
+        raise CheckpointError(f"{path} predicts classes {classes} ({len(classes)}), but the data has "
+                              f"{list(expect_classes)} ({len(expect_classes)}).")
+    if name not in list_backbones():
+        raise CheckpointError(f"{path} uses backbone {name!r}, which this tlkit does not know "
+                              f"({', '.join(list_backbones())}).")
+    model = load_backbone(name, pretrained=False)
+    cfg = blob.get("head_config")
+    if cfg:
+        model.replace_head(cfg["num_classes"], hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"],
+                           class_names=classes or None)
+    apply_state_dict(model, blob["state_dict"], path)
+    model.input_size = blob["image_size"]
+    model.weights = "finetuned"
+    return model.to(device).eval()
+
+
+def apply_state_dict(model: nn.Module, state: dict, path: str | os.PathLike = "checkpoint") -> None:
+    """``load_state_dict`` with a message that names the mismatching tensors."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path} does not fit this model: {len(missing)} missing, {len(unexpected)} "
+                              f"unexpected, {len(wrong)} wrong-shaped tensors (first: "
+                              f"{(missing + unexpected + wrong)[:3]}).")
+    model.load_state_dict(state)
