@@ -331,10 +331,24 @@ def test_resnet18_unreachable_weights_name_offline_alternative(isolated_env, mon
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", redirect)
     with pytest.raises(WeightsUnavailableError, match="efficientnet_lite0") as err:
         load_backbone("resnet18")
-    assert calls == [tvm_url()]
-    assert "Connection refused" in str(err.value) or "URLError" in str(err.value)
+    url = tvm_url()
+    assert calls == [url]
     checkpoints = isolated_env / "torch_home" / "hub" / "checkpoints"
+    msg = str(err.value)
+    assert "Connection refused" in msg and url in msg
+    assert str(checkpoints / os.path.basename(url)) in msg  # the exact file to copy by hand
     assert not checkpoints.exists() or list(checkpoints.iterdir()) == []
+
+
+def test_resnet18_damaged_cache_file_is_named(isolated_env):
+    from tlkit.backbones import WeightsUnavailableError, load_backbone
+
+    cached = isolated_env / "torch_home" / "hub" / "checkpoints" / os.path.basename(tvm_url())
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a file")
+    with pytest.raises(WeightsUnavailableError, match="efficientnet_lite0") as err:
+        load_backbone("resnet18")
+    assert str(cached) in str(err.value) and "damaged" in str(err.value)
 
 
 def tvm_url() -> str:

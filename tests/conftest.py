@@ -1,0 +1,73 @@
+"""Shared fixtures: a tiny learnable image dataset and small untrained backbones.
+
+Everything here runs on CPU in well under a second, so any test can use it.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tlkit.backbones import load_backbone
+
+CLASSES = ("cats", "dogs")
+# Class 0 is reddish, class 1 bluish: a tiny network separates them in a few steps.
+BASE_COLOURS = {"cats": (200, 60, 50), "dogs": (50, 70, 200)}
+
+
+def write_class_folders(root: Path, per_class: int = 12, seed: int = 0,
+                        splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """Writes ``root/<split>/<class>/<i>.jpg``: noisy solid-colour JPEGs of 32-48 px."""
+    rng = random.Random(seed)
+    for split in splits:
+        for cls in CLASSES:
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                size = (rng.randint(32, 48), rng.randint(32, 48))
+                colour = tuple(min(255, max(0, c + rng.randint(-40, 40))) for c in BASE_COLOURS[cls])
+                img = Image.new("RGB", size, colour)
+                # A darker square at a random place, so images are not all flat.
+                x, y = rng.randint(0, size[0] - 12), rng.randint(0, size[1] - 12)
+                img.paste(tuple(c // 2 for c in colour), (x, y, x + 12, y + 12))
+                img.save(folder / f"{cls}_{i:02d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture
+def tiny_images(tmp_path: Path) -> Path:
+    """A class-folder dataset (train/ and val/, 2 classes, 12 images each) under tmp_path."""
+    return write_class_folders(tmp_path / "tiny_images")
+
+
+@pytest.fixture
+def tiny_datasets(tiny_images: Path):
+    """``(train, val)`` ImageDatasets of :func:`tiny_images` (no transform set)."""
+    from tlkit.data import image_folder
+    return image_folder(tiny_images)
+
+
+@pytest.fixture
+def resnet18_2() -> torch.nn.Module:
+    """Untrained ResNet-18 with a 2-way head (seeded, so every test gets the same weights)."""
+    torch.manual_seed(0)
+    return load_backbone("resnet18", pretrained=False, num_classes=2)
+
+
+@pytest.fixture
+def mobilenet_2() -> torch.nn.Module:
+    """Untrained MobileNetV3-Small with a 2-way head (seeded)."""
+    torch.manual_seed(0)
+    return load_backbone("mobilenet_v3_small", pretrained=False, num_classes=2)
+
+
+@pytest.fixture
+def make_model():
+    """Factory: ``make_model("resnet18", seed=1)`` -> a fresh untrained 2-class backbone."""
+    def make(name: str = "resnet18", seed: int = 0, num_classes: int = 2):
+        torch.manual_seed(seed)
+        return load_backbone(name, pretrained=False, num_classes=num_classes)
+    return make

@@ -1,0 +1,95 @@
+"""The command line, as a user runs it: `python -m tlkit ...` in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from imagegen import make_dataset, make_split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tlkit(*args, cache=None, check=False):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if cache:
+        env["TLKIT_CACHE_DIR"] = str(cache)
+    return subprocess.run([sys.executable, "-m", "tlkit", *map(str, args)], capture_output=True, text=True,
+                          env=env, check=check, cwd=ROOT)
+
+
+def test_help_documents_every_command():
+    out = tlkit("--help").stdout
+    for word in ("demo", "train", "evaluate", "TLKIT_DATA_DIR"):
+        assert word in out
+    train_help = tlkit("train", "--help").stdout
+    for flag in ("--out", "--backbone", "--strategy", "--epochs", "--lr", "--image-size", "--seed",
+                 "--unfreeze-at", "finetune", "partial"):
+        assert flag in train_help
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    data = make_dataset(tmp / "data", train=8, val=4, size=64)
+    out = tmp / "run"
+    res = tlkit("train", data, "--out", out, "--image-size", "64", "--epochs", "20", "--lr", "3e-3",
+                "--quiet", cache=tmp / "cache")
+    assert res.returncode == 0, res.stderr
+    return tmp, out, res
+
+
+def test_train_writes_model_metrics_and_figure(trained):
+    tmp, out, res = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_train"] == 16 and metrics["num_val"] == 8
+    assert metrics["val_accuracy"] >= 0.75 and metrics["seconds"] > 0
+    assert metrics["backbone"] == "efficientnet_lite0" and metrics["strategy"] == "features"
+    assert sum(map(sum, metrics["confusion_matrix"])) == 8
+    blob = torch.load(out / "model.pt", weights_only=True)
+    assert blob["backbone"] == "efficientnet_lite0" and blob["class_names"] == ["cats", "dogs"]
+    assert blob["image_size"] == 64
+    assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "validation accuracy" in res.stdout
+
+
+def test_evaluate_on_another_directory_of_the_same_classes(trained):
+    tmp, out, _ = trained
+    other = make_split(tmp / "other", per_class=5, size=64, seed=7)
+    res = tlkit("evaluate", out / "model.pt", other, "--json", "--quiet")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["n"] == 10 and 0.7 <= result["accuracy"] <= 1.0
+    plain = tlkit("evaluate", out / "model.pt", other, "--quiet")
+    assert f"accuracy {result['accuracy']:.4f} on 10 images" in plain.stdout
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "no_train", "text_checkpoint", "other_classes", "pickle"])
+def test_user_errors_exit_nonzero_without_traceback(trained, case):
+    tmp, out, _ = trained
+    if case == "missing_dir":
+        res = tlkit("train", tmp / "nope", "--out", tmp / "x")
+        expect = "does not exist"
+    elif case == "no_train":
+        make_split(tmp / "flat" / "val", per_class=2)
+        res = tlkit("train", tmp / "flat", "--out", tmp / "x")
+        expect = "no train/"
+    elif case == "text_checkpoint":
+        (tmp / "bad.pt").write_text("hello")
+        res = tlkit("evaluate", tmp / "bad.pt", tmp / "data" / "val")
+        expect = "not a readable model file"
+    elif case == "other_classes":
+        make_split(tmp / "birds", classes=("birds", "cats"), per_class=2)
+        res = tlkit("evaluate", out / "model.pt", tmp / "birds")
+        expect = "cats"
+    else:
+        torch.save({"format": "tlkit-model/1", "x": Path("/")}, tmp / "pickled.pt")
+        res = tlkit("evaluate", tmp / "pickled.pt", tmp / "data" / "val")
+        expect = "refused"
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and res.stderr.startswith("error: ")
+    assert expect in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

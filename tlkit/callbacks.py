@@ -1,0 +1,201 @@
+"""Callbacks: small objects that the training loop calls at fixed points.
+
+A callback subclasses :class:`Callback` and overrides the hooks it needs. Each
+hook receives the :class:`tlkit.train.Trainer`, so it can read
+``trainer.model``, ``trainer.optimizer`` and ``trainer.history``, or end the
+run with ``trainer.stop("reason")``.
+
+Built-ins:
+
+* ``EarlyStopping(metric="val_acc", patience=3)``: stop when the metric has
+  not improved for ``patience`` epochs; the trainer then restores the weights
+  of the best epoch by that metric.
+* ``GradualUnfreezing({3: ["stage6", "stage7"]}, lr=1e-4)``: at the start of
+  epoch 3 those groups start training, as a new optimizer parameter group.
+* ``Checkpoint("runs/exp1")``: after every epoch, write everything needed to
+  resume to ``runs/exp1/last.pt``.
+
+Training checkpoints hold only tensors, numbers, strings, lists and dicts, so
+they load with ``torch.load(path, weights_only=True)``: a checkpoint cannot
+run code when it is opened.
+
+Example:
+    >>> fit(model, train, val, epochs=6, callbacks=[EarlyStopping(patience=2), Checkpoint("runs/a")])
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from tlkit.freezing import unfreeze
+
+if TYPE_CHECKING:  # only for type hints; train imports this module, not the reverse
+    from tlkit.train import Trainer
+
+log = logging.getLogger(__name__)
+TRAIN_FORMAT = "tlkit-train/1"
+
+
+class Callback:
+    """Base class: every hook does nothing until overridden."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        """Before the first epoch (also of a resumed run)."""
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        """Before epoch ``epoch`` (1-based) starts; the optimizer may be changed here."""
+
+    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict) -> None:
+        """After each training batch. ``logs``: loss, acc, seen, total, epoch."""
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
+        """After the epoch's History ``row`` was recorded and the best weights updated."""
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        """After training ended (also when stopped), with the best weights loaded."""
+
+
+class EarlyStopping(Callback):
+    """Stops when ``metric`` has not improved for ``patience`` epochs.
+
+    The trainer keeps a copy of the best weights by ``metric`` and loads them
+    when training ends, so the model is the best one, not the last. The state
+    is read from the History, so a resumed run counts the same epochs.
+
+    Args:
+        metric: a History column, e.g. ``"val_acc"`` or ``"val_loss"``.
+        patience: epochs without improvement before stopping.
+        mode: ``"max"`` or ``"min"``; default: min for losses, else max.
+        min_delta: an improvement smaller than this does not count.
+
+    Example:
+        >>> fit(model, train, val, epochs=20, callbacks=[EarlyStopping("val_loss", patience=3)])
+    """
+
+    def __init__(self, metric: str = "val_acc", patience: int = 3, mode: str | None = None,
+                 min_delta: float = 0.0):
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}.")
+        self.metric, self.patience, self.min_delta = metric, patience, min_delta
+        self.mode = mode or ("min" if "loss" in metric else "max")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        trainer.set_monitor(self.metric, self.mode)  # best weights follow this metric
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
+        values = [v for v in trainer.history[self.metric] if v is not None]
+        if not values:
+            return
+        sign = 1 if self.mode == "max" else -1
+        best_i, best = 0, values[0]
+        for i, v in enumerate(values):
+            if sign * (v - best) > self.min_delta:
+                best_i, best = i, v
+        if len(values) - 1 - best_i >= self.patience:
+            trainer.stop(f"early stopping: {self.metric} has not improved for {self.patience} epoch(s)")
+
+
+class GradualUnfreezing(Callback):
+    """Unfreezes layer groups at the start of chosen epochs.
+
+    Each unfrozen group joins the optimizer as a new parameter group with its
+    own learning rate (``tlkit.freezing.unfreeze``); the learning-rate schedule
+    then scales it like every other group. A resumed run restores the freeze
+    state and the optimizer groups from the checkpoint, so groups unfrozen
+    before the checkpoint stay unfrozen.
+
+    Args:
+        schedule: ``{epoch: [group names]}``, epochs 1-based.
+        lr: learning rate of the new groups: one float, or ``{group: lr}``.
+            Default: the smallest rate already in the optimizer.
+
+    Example:
+        >>> GradualUnfreezing({3: ["stage7", "stage8"], 5: ["stage5", "stage6"]}, lr=1e-4)
+    """
+
+    def __init__(self, schedule: dict[int, list[str] | str], lr: float | dict[str, float] | None = None):
+        if not schedule or not all(isinstance(k, int) and k >= 1 for k in schedule):
+            raise ValueError(f"schedule must map epochs (ints >= 1) to group names, got {schedule!r}.")
+        self.schedule = {k: [v] if isinstance(v, str) else list(v) for k, v in schedule.items()}
+        self.lr = lr
+
+    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+        for group in self.schedule.get(epoch, []):
+            lr = self.lr.get(group) if isinstance(self.lr, dict) else self.lr
+            if lr is None:  # the lowest peak rate so far: new groups start gently
+                lr = min(g.get("peak_lr", g["lr"]) for g in trainer.optimizer.param_groups)
+            unfreeze(trainer.model, group, optimizer=trainer.optimizer, lr=lr)
+            log.info("epoch %d: unfroze %s (lr %.1e)", epoch, group, lr)
+
+
+class Checkpoint(Callback):
+    """Writes the full training state to ``dir/last.pt`` after every epoch.
+
+    ``keep_all=True`` also keeps ``dir/epoch_003.pt`` and so on. Resume with
+    ``fit(..., resume="dir")`` (or the file's path).
+
+    Example:
+        >>> fit(model, train, val, epochs=4, callbacks=[Checkpoint("runs/a")])
+        >>> fit(model, train, val, epochs=8, resume="runs/a")
+    """
+
+    def __init__(self, dir: str | os.PathLike, keep_all: bool = False):
+        self.dir, self.keep_all = Path(dir), keep_all
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
+        state = trainer.state_dict()
+        save_atomic(state, self.dir / "last.pt")
+        if self.keep_all:
+            save_atomic(state, self.dir / f"epoch_{epoch:03d}.pt")
+
+
+def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Reads a training checkpoint with ``weights_only=True`` (no code can run).
+
+    ``path`` may be the file or the folder that holds ``last.pt``.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        pickle.UnpicklingError: the file holds arbitrary Python objects.
+        ValueError: it is not a tlkit training checkpoint.
+
+    Example:
+        >>> state = load_training_state("runs/a")
+        >>> state["epoch"]
+        4
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"No training checkpoint at {path}. Pass the file, or the folder that "
+                                "Checkpoint(dir) / fit(checkpoint_dir=...) wrote last.pt into.")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise pickle.UnpicklingError(
+            f"Refusing to load {path}: it contains Python objects other than tensors, numbers, "
+            f"strings, lists and dicts, which could run code when unpickled. tlkit training "
+            f"checkpoints never do. ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a tlkit training checkpoint (format {found!r}, expected "
+                         f"{TRAIN_FORMAT!r}). To load a saved model use tlkit.checkpoint.load_model.")
+    return state

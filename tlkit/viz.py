@@ -1,0 +1,416 @@
+"""Figures for the notebooks and widgets: curves, image grids, heatmaps, filters.
+
+matplotlib is imported inside the functions only, so ``import tlkit`` stays
+light and works without it. Every function returns a matplotlib ``Figure``
+and never calls ``plt.show()``. The figure is detached from pyplot as soon as
+it is built: a notebook shows the returned figure exactly once, and a widget
+redrawing at 1-2 Hz does not pile up open figures. ``figure_to_png`` turns
+one into PNG bytes for ``widgets.Image``.
+
+Example:
+    >>> fig = plot_history(history)                    # loss and accuracy, train vs val
+    >>> png = figure_to_png(plot_confusion_matrix(cm, ["cats", "dogs"]))
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tlkit.data import open_image, transforms_for
+from tlkit.evaluate import Predictions, capture_activations, top_losses
+from tlkit.history import History
+
+
+def _subplots(nrows: int, ncols: int, size: tuple[float, float]):
+    """A figure with a ``(nrows, ncols)`` array of axes, not registered with pyplot."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
+                             layout="constrained")
+    plt.close(fig)  # the caller displays or saves it; pyplot must not show it again or keep it
+    return fig, axes
+
+
+def figure_to_png(fig, dpi: int = 80) -> bytes:
+    """PNG bytes of ``fig`` (for ``widgets.Image``); the figure is closed.
+
+    Example:
+        >>> figure_to_png(plot_history(h))[:4]
+        b'\\x89PNG'
+    """
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------
+# Curves
+
+def _as_history(h) -> History:
+    if isinstance(h, History):
+        return h
+    if isinstance(h, dict):  # columns: {"train_loss": [...], ...}
+        n = max((len(v) for v in h.values()), default=0)
+        return History([{k: v[i] for k, v in h.items() if i < len(v)} for i in range(n)])
+    if isinstance(h, (list, tuple)):  # rows
+        return History(list(h))
+    raise TypeError(f"Expected a History, a list of row dicts or a dict of columns, got {type(h).__name__}.")
+
+
+def _runs(history_or_runs) -> dict[str, History]:
+    """One History -> {"": h}; {label: History} -> {label: History}."""
+    if isinstance(history_or_runs, dict) and history_or_runs and all(
+            isinstance(v, History) or (isinstance(v, list) and v and isinstance(v[0], dict))
+            for v in history_or_runs.values()):
+        return {str(k): _as_history(v) for k, v in history_or_runs.items()}
+    return {"": _as_history(history_or_runs)}
+
+
+def _column(h: History, key: str) -> tuple[list, list]:
+    """(epochs, values) for the rows that have a number in ``key``."""
+    xs, ys = [], []
+    for i, row in enumerate(h.rows):
+        v = row.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            xs.append(row.get("epoch", i + 1))
+            ys.append(float(v))
+    return xs, ys
+
+
+def plot_history(history, metrics: Sequence[str] = ("loss", "acc")):
+    """Train (solid) vs validation (dashed) curves, one axis per metric.
+
+    ``history`` is a History, or ``{label: History}`` to overlay several runs
+    (one colour per run). ``"loss"`` plots ``train_loss`` and ``val_loss``; a
+    full column name such as ``"val_acc"`` plots just that column.
+
+    Example:
+        >>> plot_history({"frozen": h1, "fine-tuned": h2}, metrics=("acc",))
+    """
+    runs = _runs(history)
+    fig, axes = _subplots(1, len(metrics), (4.2, 3.2))
+    colours = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, metric in zip(axes[0], metrics):
+        keys = [metric] if metric.startswith(("train_", "val_")) else [f"train_{metric}", f"val_{metric}"]
+        drawn = 0
+        for colour, (label, h) in zip(colours, runs.items()):
+            for key in keys:
+                xs, ys = _column(h, key)
+                if xs:
+                    style = "--" if key.startswith("val_") else "-"
+                    name = key.split("_", 1)[0] if not label else f"{label} ({key.split('_', 1)[0]})"
+                    ax.plot(xs, ys, style, color=colour, marker="o", markersize=3, label=name)
+                    drawn += 1
+        if not drawn and any(len(h) for h in runs.values()):
+            have = sorted({k for h in runs.values() for k in h.keys()})
+            raise KeyError(f"No column for metric {metric!r}. The history has: {', '.join(have)}.")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+    return fig
+
+
+def plot_lr_curves(runs: dict, metrics: Sequence[str] = ("val_acc", "val_loss")):
+    """One line per learning rate (``{lr: History}``), coloured on a log scale.
+
+    Example:
+        >>> plot_lr_curves({1e-4: h1, 1e-3: h2, 1e-2: h3})
+    """
+    import matplotlib as mpl
+
+    if not runs:
+        raise ValueError("runs is empty; pass {learning_rate: History}.")
+    lrs = sorted(runs, key=float)
+    norm = mpl.colors.LogNorm(min(map(float, lrs)), max(map(float, lrs)) * (1.0001 if len(lrs) == 1 else 1))
+    cmap = mpl.colormaps["viridis"]
+    fig, axes = _subplots(1, len(metrics), (4.2, 3.2))
+    for ax, metric in zip(axes[0], metrics):
+        for lr in lrs:
+            xs, ys = _column(_as_history(runs[lr]), metric)
+            ax.plot(xs, ys, color=cmap(norm(float(lr))), marker="o", markersize=3, label=f"lr {float(lr):.0e}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="learning rate")
+    return fig
+
+
+def plot_lr_find(result):
+    """Loss against learning rate (log x) with the suggested rate marked.
+
+    ``result`` has ``lrs``, ``losses`` and ``suggestion`` (attributes or keys).
+
+    Example:
+        >>> plot_lr_find(lr_find(model, train))
+    """
+    get = (lambda k: result[k]) if isinstance(result, dict) else (lambda k: getattr(result, k))
+    lrs, losses, suggestion = list(get("lrs")), list(get("losses")), get("suggestion")
+    fig, axes = _subplots(1, 1, (5.0, 3.4))
+    ax = axes[0, 0]
+    ax.plot(lrs, losses, color="C0", label="loss")
+    ax.set_xscale("log")
+    if suggestion:
+        ax.axvline(suggestion, color="C3", linestyle="--", label=f"suggestion {suggestion:.1e}")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_confusion_matrix(cm, classes: Sequence[str], title: str = "confusion matrix"):
+    """The confusion matrix (rows: true class, columns: predicted) with counts in the cells.
+
+    Example:
+        >>> plot_confusion_matrix(confusion_matrix(p.labels, p.preds, 2), ["cats", "dogs"])
+    """
+    cm = np.asarray(torch.as_tensor(cm).cpu(), dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
+        raise ValueError(f"cm must be (C, C) with C = len(classes) = {len(classes)}, got shape {cm.shape}.")
+    size = max(3.2, 0.6 * len(classes) + 1.6)
+    fig, axes = _subplots(1, 1, (size + 0.8, size))
+    ax = axes[0, 0]
+    im = ax.imshow(cm, cmap="Blues", vmin=0)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ticks = range(len(classes))
+    ax.set_xticks(ticks, classes, rotation=45 if len(classes) > 3 else 0)
+    ax.set_yticks(ticks, classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > threshold else "black")
+    return fig
+
+
+def plot_bar(rows: Sequence[dict], x: str, y: str, title: str = ""):
+    """A bar per row (e.g. one per strategy) with the value written on it.
+
+    Example:
+        >>> plot_bar([{"strategy": "frozen", "val_acc": 0.97}], "strategy", "val_acc")
+    """
+    if not rows:
+        raise ValueError("rows is empty.")
+    fig, axes = _subplots(1, 1, (max(4.0, 1.1 * len(rows)), 3.2))
+    ax = axes[0, 0]
+    names, values = [str(r[x]) for r in rows], [float(r[y]) for r in rows]
+    bars = ax.bar(names, values, color=[f"C{i % 10}" for i in range(len(rows))])
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=20 if len(rows) > 4 else 0)
+    return fig
+
+
+# --------------------------------------------------------------------------
+# Images
+
+def _to_array(item, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """Path, PIL image, (H, W, 3) array or (3, H, W) tensor -> (H, W, 3) floats in [0, 1]."""
+    if isinstance(item, (str, os.PathLike)):
+        item = open_image(item)
+    if isinstance(item, Image.Image):
+        return np.asarray(item.convert("RGB"), dtype=np.float32) / 255.0
+    if isinstance(item, torch.Tensor):
+        t = item.detach().float().cpu()
+        t = t[0] if t.ndim == 4 else t
+        if t.ndim != 3 or t.shape[0] not in (1, 3):
+            raise ValueError(f"An image tensor must be (3, H, W), got {tuple(item.shape)}.")
+        if mean is not None and std is not None:
+            t = t * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+        elif t.min() < 0 or t.max() > 1:  # normalised but no statistics given: stretch to be visible
+            t = (t - t.min()) / (t.max() - t.min() + 1e-12)
+        return t.clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0).numpy()
+    if isinstance(item, np.ndarray) and item.ndim == 3:
+        return item.astype(np.float32) / (255.0 if item.dtype == np.uint8 else 1.0)
+    raise TypeError(f"Cannot show {type(item).__name__}; pass a path, a PIL image or a (3, H, W) tensor.")
+
+
+def _grid(n: int, ncols: int, size: float = 2.4):
+    """A figure with exactly ``n`` image axes (unused grid cells removed)."""
+    if n < 1:
+        raise ValueError("Nothing to show: the list of images is empty.")
+    ncols = max(1, min(ncols, n))
+    fig, axes = _subplots(math.ceil(n / ncols), ncols, (size, size))
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        fig.delaxes(ax)
+    for ax in flat[:n]:
+        ax.set_axis_off()
+    return fig, flat[:n]
+
+
+def show_images(items, titles: Sequence[str] | None = None, ncols: int = 4,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+    """A grid of images: file paths, PIL images or tensors (a batch ``(B, 3, H, W)`` works too).
+
+    Pass the backbone's ``mean`` and ``std`` to undo the normalisation of tensors.
+
+    Example:
+        >>> x, y, _ = next(iter(make_loader(train, batch_size=8)))
+        >>> show_images(x, titles=[train.classes[i] for i in y], mean=model.mean, std=model.std)
+    """
+    items = list(items.unbind(0)) if isinstance(items, torch.Tensor) and items.ndim == 4 else list(items)
+    if titles is not None and len(titles) != len(items):
+        raise ValueError(f"{len(titles)} titles for {len(items)} images.")
+    fig, axes = _grid(len(items), ncols)
+    for i, (ax, item) in enumerate(zip(axes, items)):
+        ax.imshow(_to_array(item, mean, std))
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+    return fig
+
+
+def show_predictions(predictions: Predictions, rows=None, ncols: int = 4, k: int = 8):
+    """Photos titled "true / pred (prob)", mistakes in red.
+
+    ``rows`` is a list of indices into ``predictions`` or of ``top_losses``
+    rows; by default the ``k`` top losses.
+
+    Example:
+        >>> show_predictions(preds, top_losses(preds, k=8))
+    """
+    rows = top_losses(predictions, k=k) if rows is None else list(rows)
+    indices = [r["index"] if isinstance(r, dict) else int(r) for r in rows]
+    fig, axes = _grid(len(indices), ncols, size=2.6)
+    preds = predictions.preds
+    for ax, i in zip(axes, indices):
+        true, pred = int(predictions.labels[i]), int(preds[i])
+        ax.imshow(_to_array(predictions.files[i]))
+        ax.set_title(f"{predictions.classes[true]} / {predictions.classes[pred]} "
+                     f"({float(predictions.probs[i, pred]):.2f})", fontsize=9,
+                     color="black" if true == pred else "red")
+    return fig
+
+
+def _crop_like(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize + centre-crop a photo the way the eval transform did, so it lines up with a heatmap."""
+    h, w = shape
+    if img.shape[:2] == (h, w):
+        return img
+    pil = Image.fromarray((img * 255).astype(np.uint8))
+    scale = round(min(h, w) * 256 / 224) / min(pil.size)
+    pil = pil.resize((max(w, round(pil.width * scale)), max(h, round(pil.height * scale))), Image.BILINEAR)
+    left, top = (pil.width - w) // 2, (pil.height - h) // 2
+    return np.asarray(pil.crop((left, top, left + w, top + h)), dtype=np.float32) / 255.0
+
+
+def show_grad_cam(image, heatmap, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                  alpha: float = 0.45, title: str | None = None):
+    """The photo and the photo overlaid with a Grad-CAM heatmap, side by side.
+
+    ``image`` is the tensor given to ``grad_cam`` (pass mean/std) or the
+    original photo, which is resized and centre-cropped to match.
+
+    Example:
+        >>> x = transforms_for(model)(open_image(path))
+        >>> show_grad_cam(x, grad_cam(model, x), mean=model.mean, std=model.std)
+    """
+    heat = np.asarray(torch.as_tensor(heatmap).detach().float().cpu())
+    if heat.ndim != 2:
+        raise ValueError(f"heatmap must be (H, W), got shape {heat.shape}.")
+    img = _crop_like(_to_array(image, mean, std), heat.shape)
+    fig, axes = _subplots(1, 2, (3.2, 3.4))
+    axes[0, 0].imshow(img)
+    axes[0, 0].set_title("input", fontsize=10)
+    axes[0, 1].imshow(img)
+    axes[0, 1].imshow(heat, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    axes[0, 1].set_title(title or "Grad-CAM", fontsize=10)
+    for ax in axes[0]:
+        ax.set_axis_off()
+    return fig
+
+
+# --------------------------------------------------------------------------
+# Inside the network
+
+def plot_filters(model: torch.nn.Module, ncols: int = 8, max_filters: int = 64):
+    """The first convolution's filters as small colour patches: what the first layer looks for.
+
+    Each filter is scaled to [0, 1] on its own, so the pattern (edge
+    direction, colour contrast) shows, not its strength.
+
+    Example:
+        >>> plot_filters(load_backbone("resnet18"))   # 64 filters, 7x7
+    """
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is None:
+        raise ValueError("The model has no Conv2d layer to show.")
+    w = conv.weight.detach().float().cpu()[:max_filters]  # (O, I, k, k)
+    w = w[:, :3] if w.shape[1] >= 3 else w.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    lo = w.amin(dim=(1, 2, 3), keepdim=True)
+    hi = w.amax(dim=(1, 2, 3), keepdim=True)
+    w = ((w - lo) / (hi - lo + 1e-12)).permute(0, 2, 3, 1).numpy()  # (O, k, k, 3)
+    n, k = len(w), w.shape[1]
+    cols = min(ncols, n)
+    rows = math.ceil(n / cols)
+    mosaic = np.ones((rows * (k + 1) - 1, cols * (k + 1) - 1, 3), dtype=np.float32)  # white gaps
+    for i in range(n):
+        r, c = divmod(i, cols)
+        mosaic[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = w[i]
+    fig, axes = _subplots(1, 1, (0.5 * cols + 0.5, 0.5 * rows + 0.6))
+    ax = axes[0, 0]
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_title(f"first conv layer: {conv.out_channels} filters, {k}x{k}", fontsize=10)
+    ax.set_axis_off()
+    return fig
+
+
+def _default_groups(model) -> list[str]:
+    body = [g for g in model.group_names if g != "head"]
+    if len(body) <= 4:
+        return body
+    picks = sorted({round(i * (len(body) - 1) / 3) for i in range(4)})
+    return [body[i] for i in picks]
+
+
+def plot_feature_maps(model: torch.nn.Module, image, groups: Sequence[str] | None = None, channels: int = 6):
+    """A few channels of the activation after several groups for one photo.
+
+    Early groups respond to edges and colours at full resolution; late ones
+    are coarse and abstract. For each group the most active channels are
+    shown (one row per group).
+
+    Example:
+        >>> plot_feature_maps(model, "cat.4001.jpg", groups=("stem", "stage2", "stage4", "stage8"))
+    """
+    if not isinstance(image, torch.Tensor):
+        image = transforms_for(model)(open_image(image) if isinstance(image, (str, os.PathLike)) else image)
+    x = image if image.ndim == 4 else image.unsqueeze(0)
+    groups = list(groups) if groups is not None else _default_groups(model)
+    param = next(model.parameters())
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad(), capture_activations(model.eval(), groups) as acts:
+            model(x.to(param.device, param.dtype))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    shown = [g for g in groups if g in acts]
+    if not shown:
+        raise ValueError(f"None of the groups {groups} produced a spatial (B, C, h, w) map.")
+    fig, axes = _subplots(len(shown), channels, (1.5, 1.5))
+    for row, g in zip(axes, shown):
+        a = acts[g][0].float().cpu()  # (C, h, w)
+        top = a.mean(dim=(1, 2)).argsort(descending=True)[:channels]
+        for j, ax in enumerate(row):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(top):
+                ax.imshow(a[top[j]].numpy(), cmap="viridis")
+        row[0].set_ylabel(f"{g}\n{a.shape[0]} ch, {a.shape[1]}x{a.shape[2]}", fontsize=8)
+    return fig
