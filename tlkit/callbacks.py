@@ -15,9 +15,8 @@ Built-ins:
 * ``Checkpoint("runs/exp1")``: after every epoch, write everything needed to
   resume to ``runs/exp1/last.pt``.
 
-Training checkpoints hold only tensors, numbers, strings, lists and dicts, so
-they load with ``torch.load(path, weights_only=True)``: a checkpoint cannot
-run code when it is opened.
+What a training checkpoint holds, and how it is read back safely, is in
+:mod:`tlkit.resume`.
 
 Example:
     >>> fit(model, train, val, epochs=6, callbacks=[EarlyStopping(patience=2), Checkpoint("runs/a")])
@@ -26,19 +25,16 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
+from tlkit.checkpoint import atomic_save
 from tlkit.freezing import unfreeze
 
 if TYPE_CHECKING:  # only for type hints; train imports this module, not the reverse
     from tlkit.train import Trainer
 
 log = logging.getLogger(__name__)
-TRAIN_FORMAT = "tlkit-train/1"
 
 
 class Callback:
@@ -151,51 +147,6 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
         state = trainer.state_dict()
-        save_atomic(state, self.dir / "last.pt")
+        atomic_save(state, self.dir / "last.pt")
         if self.keep_all:
-            save_atomic(state, self.dir / f"epoch_{epoch:03d}.pt")
-
-
-def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Reads a training checkpoint with ``weights_only=True`` (no code can run).
-
-    ``path`` may be the file or the folder that holds ``last.pt``.
-
-    Raises:
-        FileNotFoundError: nothing at ``path``.
-        pickle.UnpicklingError: the file holds arbitrary Python objects.
-        ValueError: it is not a tlkit training checkpoint.
-
-    Example:
-        >>> state = load_training_state("runs/a")
-        >>> state["epoch"]
-        4
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"No training checkpoint at {path}. Pass the file, or the folder that "
-                                "Checkpoint(dir) / fit(checkpoint_dir=...) wrote last.pt into.")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise pickle.UnpicklingError(
-            f"Refusing to load {path}: it contains Python objects other than tensors, numbers, "
-            f"strings, lists and dicts, which could run code when unpickled. tlkit training "
-            f"checkpoints never do. ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a tlkit training checkpoint (format {found!r}, expected "
-                         f"{TRAIN_FORMAT!r}). To load a saved model use tlkit.checkpoint.load_model.")
-    return state
+            atomic_save(state, self.dir / f"epoch_{epoch:03d}.pt")

@@ -86,7 +86,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             f"{path} contains Python objects other than tensors and plain data, so it was refused "
             "(torch.load with weights_only=True). Only load model files from sources you trust; "
             f"tlkit's own files never need this. Detail: {str(exc).splitlines()[0]}") from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, UnicodeDecodeError) as exc:  # what torch.load raises on garbage
         raise CheckpointError(f"{path} is not a readable model file (damaged or cut short?): "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:

@@ -173,7 +173,7 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
             "needs at least 2. Put each class's images in its own sub-folder, e.g. train/cats, train/dogs.")
     files, targets, bad, reasons = [], [], [], []
     for label, cls in enumerate(classes):
-        n_before = len(files)
+        n_before, bad_before = len(files), len(bad)
         for path in sorted(_walk_images(root / cls)):
             reason = _header_ok(path)
             if reason:
@@ -183,8 +183,11 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
                 files.append(str(path))
                 targets.append(label)
         if len(files) == n_before:
-            raise DatasetLayoutError(f"Class folder {root / cls} holds no readable images "
-                                     f"(looked for {', '.join(IMAGE_EXTENSIONS)}).")
+            n_bad = len(bad) - bad_before
+            why = (f"{n_bad} unreadable file(s), e.g. {bad[bad_before]}" if n_bad
+                   else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
+            raise DatasetLayoutError(f"Class folder {root / cls} holds no readable images ({why}). "
+                                     "Add images to it or remove the folder.")
     warn_skipped(bad, reasons, where=f" in {root}")
     return ImageDataset(files, targets, classes, name=name or root.name)
 
@@ -206,6 +209,9 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
         >>> train, val = image_folder("my_photos")
     """
     root = Path(root)
+    if root.is_file():
+        raise DatasetLayoutError(f"{root} is a file, not a folder. Pass a folder holding "
+                                 "train/<class>/ and val/<class>/ (unzip an archive first).")
     if not root.is_dir():
         raise DatasetLayoutError(f"Data folder {root} does not exist. Pass a folder holding "
                                  "train/<class>/ and val/<class>/ (or validation/<class>/).")
@@ -218,8 +224,11 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
     train = scan_class_folders(root / "train", name=f"{root.name}/train")
     val_classes = sorted(d.name for d in val_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if val_classes != train.classes:
-        raise DatasetLayoutError(f"Validation classes {val_classes} differ from train classes "
-                                 f"{train.classes}. Both splits need the same class folders.")
+        missing = sorted(set(train.classes) - set(val_classes))
+        extra = sorted(set(val_classes) - set(train.classes))
+        raise DatasetLayoutError(f"Validation classes {val_classes} in {val_dir} differ from train classes "
+                                 f"{train.classes} (missing: {missing or 'none'}, extra: {extra or 'none'}). "
+                                 "Both splits need the same class folders.")
     val = scan_class_folders(val_dir, classes=train.classes, name=f"{root.name}/{val_dir.name}")
     return train, val
 

@@ -71,8 +71,13 @@ def cache_key(model: nn.Module, dataset: ImageDataset) -> str:
     h.update(f"v{CACHE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|".encode())
     h.update(repr(dataset.transform).encode())
     for f, t in zip(dataset.files, dataset.targets):
-        st = os.stat(f)
-        h.update(f"|{f}|{st.st_size}|{st.st_mtime_ns}|{t}".encode())
+        try:
+            st = os.stat(f)
+            stamp = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:  # deleted since the scan: the loader skips it with a warning
+            stamp = "missing"
+        # surrogateescape: file names that are not valid UTF-8 (Linux allows any bytes)
+        h.update(f"|{f}|{stamp}|{t}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 

@@ -1,0 +1,261 @@
+"""Bad and unusual image files, through the user's path: image_folder -> loader -> extract_features.
+
+Every case ends one of two ways: the image is converted and used, or it is
+skipped with exactly one warning that gives the count and the path. Nothing
+else is lost, and nothing is written into the data folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageFile
+
+from faultkit import snapshot, write_png
+from imagegen import make_dataset, write_image
+from tlkit.backbones import load_backbone
+from tlkit.data import MAX_PIXELS, image_folder, transforms_for
+from tlkit.features import extract_features
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return load_backbone("resnet18", pretrained=False, num_classes=2).eval()
+
+
+def run_pipeline(model, root: Path, cache: Path):
+    """What a learner does: scan the folder, then extract features (warnings recorded, not raised)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train, _ = image_folder(root)
+        feats = extract_features(model, train.with_transform(transforms_for(model, image_size=SIZE)),
+                                 cache_dir=cache, progress=False, num_workers=0)
+    skipped = [str(w.message) for w in caught if "Skipped" in str(w.message)]
+    others = [str(w.message) for w in caught if "Skipped" not in str(w.message)]
+    return train, feats, skipped, others
+
+
+def good_files(root: Path) -> list[str]:
+    return sorted(str(p) for p in (root / "train").rglob("*.jpg") if not p.name.startswith("."))
+
+
+# ---------------------------------------------------------------- files that must be skipped
+
+def _zero_byte(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _text_named_jpg(path: Path) -> Path:
+    path.write_text("<html>404 Not Found</html>\n")
+    return path
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    write_image(path, (1, 2, 3), size=200, seed=5)  # noisy, so the data is long
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # header intact: passes the scan, fails to decode
+    return path
+
+
+@pytest.mark.parametrize("make_bad", [_zero_byte, _text_named_jpg, _truncated_jpeg],
+                         ids=["zero_byte", "text_named_jpg", "truncated_jpeg"])
+def test_unreadable_image_is_skipped_with_one_warning(model, tmp_path, make_bad):
+    root = make_dataset(tmp_path / "data", train=4, val=2, size=40)
+    expected = good_files(root)
+    bad = make_bad(root / "train" / "cats" / "zz_bad.jpg")
+    before = snapshot(root)
+    train, feats, skipped, others = run_pipeline(model, root, tmp_path / "cache")
+    assert len(skipped) == 1, skipped
+    assert skipped[0].startswith("Skipped 1 unreadable image(s)") and str(bad) in skipped[0]
+    assert others == []
+    assert sorted(feats.files) == expected and feats.features.shape == (8, model.num_features)
+    assert torch.isfinite(feats.features).all()
+    assert feats.labels.tolist() == [0] * 4 + [1] * 4
+    assert snapshot(root) == before  # nothing written into the data folder
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".pt"]  # one cache file, no temp
+
+
+def test_image_deleted_after_the_scan_is_skipped_not_a_crash(model, tmp_path):
+    root = make_dataset(tmp_path / "data", train=3, val=2, size=40)
+    train, _ = image_folder(root)
+    gone = train.files[1]
+    os.remove(gone)
+    with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image\(s\)") as rec:
+        feats = extract_features(model, train.with_transform(transforms_for(model, image_size=SIZE)),
+                                 cache_dir=tmp_path / "cache", progress=False, num_workers=0)
+    assert gone in str(rec[0].message)
+    assert len(feats) == 5 and gone not in feats.files
+
+
+# ---------------------------------------------------------------- decompression bombs
+
+@pytest.mark.parametrize("width,bits,colour", [(20000, 1, 0), (8100, 8, 3)],
+                         ids=["20000px_1bit_pil_limit", "8100px_palette_tlkit_limit"])
+def test_decompression_bomb_is_skipped_without_decoding(model, tmp_path, monkeypatch, width, bits, colour):
+    """A ~50-80 KB PNG whose header promises 400M (or 66M) pixels: refused from the header alone."""
+    root = make_dataset(tmp_path / "data", train=3, val=2, size=40)
+    bomb = write_png(root / "train" / "dogs" / "bomb.png", width, width, bit_depth=bits, color_type=colour)
+    assert bomb.stat().st_size < 200_000 and width * width > MAX_PIXELS
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def spy_load(self):  # records every full decode, so a decoded bomb fails the test
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", spy_load)
+    train, feats, skipped, others = run_pipeline(model, root, tmp_path / "cache")
+    assert len(skipped) == 1 and str(bomb) in skipped[0] and "pixels" in skipped[0]
+    assert str(bomb) not in train.files and len(feats) == 6
+    assert decoded and max(w * h for w, h in decoded) <= 48 * 48  # only the small images were decoded
+
+
+# ---------------------------------------------------------------- unusual but valid images
+
+def _cmyk(p):
+    Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(p.with_suffix(".jpg"), quality=95)
+    return p.with_suffix(".jpg"), (255, 0, 0)
+
+
+def _grey16(p):
+    Image.fromarray(np.full((40, 40), 32896, np.uint16)).save(p.with_suffix(".png"))  # 0x8080
+    return p.with_suffix(".png"), (128, 128, 128)
+
+
+def _rgb16(p):
+    row = bytes([255, 255, 0, 0, 128, 0]) * 40  # 16-bit big-endian (65535, 0, 32768)
+    return write_png(p.with_suffix(".png"), 40, 40, bit_depth=16, color_type=2, row=row), (255, 0, 128)
+
+
+def _grey(p):
+    Image.new("L", (40, 40), 100).save(p.with_suffix(".jpg"), quality=95)
+    return p.with_suffix(".jpg"), (100, 100, 100)
+
+
+def _palette(p):
+    im = Image.new("P", (40, 40), 0)
+    im.putpalette([10, 200, 30, 0, 0, 255])
+    im.save(p.with_suffix(".png"))
+    return p.with_suffix(".png"), (10, 200, 30)
+
+
+def _palette_transparent(p):
+    im = Image.new("P", (40, 40), 0)  # index 0 is transparent; the pixel at (0, 0) too
+    im.putpalette([10, 200, 30, 0, 0, 255])
+    im.save(p.with_suffix(".png"), transparency=0)
+    return p.with_suffix(".png"), (255, 255, 255)
+
+
+def _gif_transparent(p):
+    im = Image.new("P", (40, 40), 0)
+    im.putpalette([10, 200, 30, 0, 0, 255])
+    im.save(p.with_suffix(".gif"), transparency=0)
+    return p.with_suffix(".gif"), (255, 255, 255)
+
+
+def _rgba(p):
+    Image.new("RGBA", (40, 40), (255, 0, 0, 0)).save(p.with_suffix(".png"))  # fully transparent red
+    return p.with_suffix(".png"), (255, 255, 255)
+
+
+def _rgba_opaque(p):
+    Image.new("RGBA", (40, 40), (0, 0, 255, 255)).save(p.with_suffix(".png"))
+    return p.with_suffix(".png"), (0, 0, 255)
+
+
+def _grey_alpha(p):
+    Image.new("LA", (40, 40), (50, 0)).save(p.with_suffix(".png"))
+    return p.with_suffix(".png"), (255, 255, 255)
+
+
+def _one_bit(p):
+    Image.new("1", (40, 40), 1).save(p.with_suffix(".png"))
+    return p.with_suffix(".png"), (255, 255, 255)
+
+
+def _one_pixel(p):
+    Image.new("RGB", (1, 1), (0, 255, 0)).save(p.with_suffix(".png"))
+    return p.with_suffix(".png"), (0, 255, 0)
+
+
+MODES = {"cmyk_jpeg": _cmyk, "png_16bit_grey": _grey16, "png_16bit_rgb": _rgb16, "grayscale_jpeg": _grey,
+         "palette_png": _palette, "palette_png_transparent": _palette_transparent,
+         "palette_gif_transparent": _gif_transparent, "rgba_png_transparent": _rgba,
+         "rgba_png_opaque": _rgba_opaque, "grey_alpha_png": _grey_alpha, "one_bit_png": _one_bit,
+         "one_by_one_png": _one_pixel}
+
+
+@pytest.mark.parametrize("kind", list(MODES))
+def test_unusual_image_is_converted_and_used(model, tmp_path, kind):
+    root = make_dataset(tmp_path / "data", train=3, val=2, size=40)
+    odd, rgb = MODES[kind](root / "train" / "cats" / "odd")
+    train, feats, skipped, others = run_pipeline(model, root, tmp_path / "cache")
+    assert skipped == [] and others == []
+    assert str(odd) in train.files and str(odd) in feats.files and len(feats) == 7
+    i = train.files.index(str(odd))
+    img, label = train[i]  # no transform: the decoded PIL image
+    assert img.mode == "RGB" and label == 0
+    got = img.getpixel((0, 0))
+    assert all(abs(a - b) <= 3 for a, b in zip(got, rgb)), (got, rgb)  # transparency -> white
+    x, _ = train.with_transform(transforms_for(model, image_size=SIZE))[i]
+    assert x.shape == (3, SIZE, SIZE) and x.dtype == torch.float32
+    assert torch.isfinite(feats.features).all()
+
+
+# ---------------------------------------------------------------- names and folders
+
+def test_unicode_and_spaces_in_file_and_class_names(model, tmp_path):
+    root = tmp_path / "données d'images"
+    names = ["chat été.jpg", "猫 の 写真.jpg", "emoji 🐱.jpg", "caf\udce9 latin1.jpg"]  # last: not UTF-8 bytes
+    for split, n in (("train", 4), ("val", 2)):
+        for c, cls in enumerate(("big cats", "chiens à poil")):
+            folder = root / split / cls
+            for i, name in enumerate(names[:n]):
+                write_image(folder / f"{i}_{name}", (200 * (1 - c), 50, 200 * c),
+                            size=40, seed=i + 10 * c)
+    train, feats, skipped, others = run_pipeline(model, root, tmp_path / "cache")
+    assert skipped == [] and others == []
+    assert train.classes == ["big cats", "chiens à poil"] and len(train) == 8 and len(feats) == 8
+    assert any("\udce9" in f for f in feats.files)
+    again = extract_features(model, train.with_transform(transforms_for(model, image_size=SIZE)),
+                             cache_dir=tmp_path / "cache", progress=False, num_workers=0)
+    assert again.from_cache and again.files == feats.files and torch.equal(again.features, feats.features)
+
+
+def test_hidden_files_and_folders_are_ignored(model, tmp_path):
+    root = make_dataset(tmp_path / "data", train=3, val=2, size=40)
+    expected = good_files(root)
+    cats = root / "train" / "cats"
+    (cats / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+    (cats / "._cat.0.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(60))
+    (cats / "Thumbs.db").write_bytes(bytes(64))
+    shutil.copy(cats / "cat.0.jpg", root / "train" / "dogs" / ".hidden_copy.jpg")
+    (cats / ".ipynb_checkpoints").mkdir()
+    shutil.copy(cats / "cat.1.jpg", cats / ".ipynb_checkpoints" / "cat.1-checkpoint.jpg")
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # a hidden folder is not a class
+    (root / "val" / ".ipynb_checkpoints").mkdir()
+    train, feats, skipped, others = run_pipeline(model, root, tmp_path / "cache")
+    assert skipped == [] and others == []
+    assert train.classes == ["cats", "dogs"] and sorted(train.files) == expected and len(feats) == 6
+
+
+def test_nested_folders_inside_a_class_belong_to_that_class(model, tmp_path):
+    root = make_dataset(tmp_path / "data", train=2, val=2, size=40)
+    deep = [write_image(root / "train" / "cats" / "indoor" / "a.jpg", (200, 60, 40), 40, 1),
+            write_image(root / "train" / "cats" / "outdoor" / "2019" / "b.jpg", (200, 60, 40), 40, 2),
+            write_image(root / "train" / "dogs" / "puppies" / "c.jpg", (40, 80, 200), 40, 3)]
+    train, feats, skipped, _ = run_pipeline(model, root, tmp_path / "cache")
+    assert skipped == [] and train.classes == ["cats", "dogs"]  # sub-folders are not classes
+    labels = dict(zip(train.files, train.targets))
+    assert [labels[str(p)] for p in deep] == [0, 0, 1]
+    assert len(feats) == 7 and feats.labels.tolist().count(0) == 4
+

@@ -1,0 +1,384 @@
+"""Headless tests of every widget panel: set values, click buttons, check the model and the view.
+
+They run under ipywidgets 8 (.venv) and 7.7.1 (.venv-ipyw7, see tools/ipyw7_env.sh);
+set TLKIT_EXPECT_IPYWIDGETS=7 or 8 to assert which one is running.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import threading
+
+import ipywidgets
+import pytest
+import torch
+from PIL import Image
+
+from browser.tiny import tiny_backbone
+from tlkit.callbacks import Callback
+from tlkit.data import ImageDataset, image_folder
+from tlkit.features import Features
+from tlkit.freezing import count_parameters, freeze, trainable_summary
+from tlkit.history import History
+from widgets import FreezePanel, LRExplorer, PredictPanel, StrategyBoard, TrainingDashboard
+from widgets._base import PNG_MAGIC, Throttle
+from widgets._compat import IPYWIDGETS_MAJOR, uploaded_files
+from widgets.lr_explorer import lr_verdicts
+
+FIT = {"image_size": 32, "seed": 0, "num_workers": 0}  # tiny and repeatable
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def data(tiny_images):
+    """(train, val): 12 + 12 small JPEGs per split, classes cats and dogs."""
+    return image_folder(tiny_images)
+
+
+@pytest.fixture
+def model():
+    return tiny_backbone()
+
+
+def _png(colour=(200, 60, 50), size=40) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Gate(Callback):
+    """Holds the training thread at the end of epoch ``at`` until ``release`` is set."""
+
+    def __init__(self, at: int = 1):
+        self.at, self.reached, self.release = at, threading.Event(), threading.Event()
+
+    def on_epoch_end(self, trainer, epoch, row):
+        if epoch == self.at:
+            self.reached.set()
+            assert self.release.wait(60), "the test never released the gate"
+
+
+class Probe(Callback):
+    """Records, at each epoch start, which groups train and which the optimizer holds."""
+
+    def __init__(self):
+        self.trainable, self.opt_groups = {}, {}
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.trainable[epoch] = {r["group"]: r["trainable"] for r in trainable_summary(trainer.model)}
+        self.opt_groups[epoch] = {g.get("name") for g in trainer.optimizer.param_groups}
+
+
+# ---------------------------------------------------------------- versions and helpers
+def test_widget_ipywidgets_version_is_recorded():
+    major = int(ipywidgets.__version__.split(".")[0])
+    print(f"ipywidgets {ipywidgets.__version__}")
+    assert major in (7, 8)
+    assert IPYWIDGETS_MAJOR == major
+    expected = os.environ.get("TLKIT_EXPECT_IPYWIDGETS")
+    if expected:
+        assert major == int(expected), f"expected ipywidgets {expected}.x, running {ipywidgets.__version__}"
+
+
+def test_widget_upload_values_of_both_ipywidgets_versions():
+    v7 = {"cat.png": {"content": b"abc", "metadata": {"name": "cat.png", "type": "image/png"}}}
+    v8 = ({"name": "dog.png", "type": "image/png", "size": 3, "content": memoryview(b"xyz")},)
+    assert uploaded_files(v7) == [("cat.png", b"abc")]
+    assert uploaded_files(v8) == [("dog.png", b"xyz")]
+    assert uploaded_files({}) == [] and uploaded_files(()) == []
+
+
+def test_widget_throttle_lets_one_call_through_per_interval():
+    now = [0.0]
+    t = Throttle(0.5, clock=lambda: now[0])
+    assert t.ready() and not t.ready()
+    now[0] = 0.4
+    assert not t.ready() and t.ready(force=True)
+    now[0] = 1.0
+    assert t.ready()
+
+
+# ---------------------------------------------------------------- FreezePanel
+def _totals(panel) -> tuple[int, int]:
+    """(trainable, frozen) parsed from the panel's totals label."""
+    parts = panel.totals.value.split("|")
+    return (int(parts[0].split(":")[1].split()[0].replace(",", "")),
+            int(parts[1].split(":")[1].strip().replace(",", "")))
+
+
+def test_freeze_panel_widget_toggle_freezes_group_and_updates_totals(model):
+    panel = FreezePanel(model)
+    trainable, total = count_parameters(model)
+    assert _totals(panel) == (trainable, 0)
+    panel.toggles["stem"].value = False  # what a click in the browser does
+    stem = sum(p.numel() for p in model.groups["stem"].parameters())
+    assert "stem" in model.frozen_groups
+    assert not any(p.requires_grad for p in model.groups["stem"].parameters())
+    assert count_parameters(model)[0] == total - stem
+    assert _totals(panel) == (total - stem, stem)
+    summary = {r["group"]: r for r in trainable_summary(model)}
+    assert {g: t.value for g, t in panel.toggles.items()} == {g: r["trainable"] for g, r in summary.items()}
+    assert panel.bn_labels["stem"].value == "BatchNorm: eval"  # frozen BN keeps its running stats
+    assert panel.bn_labels["stage1"].value == "BatchNorm: train"
+    assert panel.state_labels["stem"].value.startswith("frozen")
+    panel.toggles["stem"].value = True
+    assert count_parameters(model)[0] == total and not model.frozen_groups
+
+
+def test_freeze_panel_widget_buttons_and_bn_policy(model):
+    panel = FreezePanel(model)
+    head = sum(p.numel() for p in model.head.parameters())
+    panel.freeze_body_button.click()
+    assert count_parameters(model)[0] == head
+    assert [t.value for t in panel.toggles.values()] == [False, False, False, True]
+    assert _totals(panel)[0] == head
+    panel.bn_checkbox.value = False  # frozen BN may update its statistics
+    assert model.bn_policy == "train"
+    assert panel.bn_labels["stem"].value == "BatchNorm: train"
+    panel.unfreeze_all_button.click()
+    assert count_parameters(model)[0] == count_parameters(model)[1]
+    assert all(t.value for t in panel.toggles.values())
+
+
+def test_freeze_panel_widget_reports_bad_input(model):
+    panel = FreezePanel(model)
+    with pytest.raises(KeyError, match="stage1"):
+        panel.set_trainable("stage9", False)
+    with pytest.raises(TypeError, match="Backbone"):
+        FreezePanel(torch.nn.Linear(2, 2))
+
+
+def test_freeze_panel_widget_change_during_training_waits_for_next_epoch(model, data):
+    train, val = data
+    freeze(model, "stem")
+    gate, probe = Gate(at=1), Probe()
+    dash = TrainingDashboard(model, train, val, epochs=3, batch_size=8, **FIT)
+    panel = FreezePanel(model, dashboard=dash)
+    dash.add_callback(probe)  # after the panel's hook: sees the state the epoch trains with
+    dash.add_callback(gate)
+    assert dash.start()
+    assert gate.reached.wait(60)
+    panel.toggles["stage1"].value = False  # freeze during epoch 1 ...
+    panel.toggles["stem"].value = True  # ... and unfreeze another group
+    assert panel.pending == {"stage1": False, "stem": True}
+    assert "stage1" not in model.frozen_groups and "stem" in model.frozen_groups  # not yet applied
+    assert "queued" in panel.status.value and "next epoch" in panel.status.value
+    assert "(queued)" in panel.state_labels["stage1"].value
+    gate.release.set()
+    assert dash.join(60) and dash.error is None
+    assert probe.trainable[1]["stage1"] and not probe.trainable[1]["stem"]
+    assert not probe.trainable[2]["stage1"] and probe.trainable[2]["stem"]  # applied at epoch 2's start
+    assert "stem" not in probe.opt_groups[1] and "stem" in probe.opt_groups[2]  # joined the optimizer
+    assert panel.applied[0]["epoch"] == 2 and panel.pending == {}
+    assert "start of epoch 2" in panel.status.value
+    assert model.frozen_groups == {"stage1"}
+    assert _totals(panel)[1] == sum(p.numel() for p in model.groups["stage1"].parameters())
+
+
+# ---------------------------------------------------------------- TrainingDashboard
+def test_training_dashboard_widget_blocking_run_draws_curves(model, data):
+    train, val = data
+    dash = TrainingDashboard(model, train, val, epochs=2, batch_size=8, blocking=True, **FIT)
+    before = dash.plot.value
+    dash.epochs.value = 3
+    dash.start_button.click()
+    assert not dash.is_running and dash.error is None
+    assert len(dash.history) == 3 and dash.history["epoch"] == [1, 2, 3]
+    assert bytes(dash.plot.value).startswith(PNG_MAGIC) and dash.plot.value != before
+    assert dash.redraws >= 3  # one forced redraw per epoch at least
+    assert dash.progress.value == dash.progress.max
+    assert dash.status.value.startswith("Done: 3 epoch(s)")
+    assert dash.start_button.disabled is False and dash.stop_button.disabled is True
+
+
+def test_training_dashboard_widget_thread_start_twice_and_stop(model, data):
+    train, val = data
+    gate = Gate(at=1)
+    dash = TrainingDashboard(model, train, val, epochs=20, batch_size=8, callbacks=[gate], **FIT)
+    assert dash.stop() is False and dash.status.value.startswith("Nothing to stop")
+    assert dash.start() is True
+    assert dash.is_running
+    assert gate.reached.wait(60)
+    assert dash.start() is False  # refused while running
+    assert dash.status.value.startswith("Already training")
+    dash.stop_button.click()
+    gate.release.set()
+    assert dash.join(60)
+    assert not dash.is_running and dash.error is None
+    assert 1 <= len(dash.history) < 20
+    assert dash.history.stop_reason == "stop_event was set"
+    assert dash.status.value.startswith(f"Stopped after {len(dash.history)} epoch(s)")
+    dash.stop()
+    assert dash.status.value.startswith("Nothing to stop")
+
+
+class _Boom:
+    def __call__(self, img):
+        raise RuntimeError("boom from the transform")
+
+
+def test_training_dashboard_widget_shows_thread_exception(model, data):
+    train, val = data
+    bad = ImageDataset(train.files, train.targets, train.classes, transform=_Boom(), name="bad")
+    dash = TrainingDashboard(model, bad, val, epochs=2, batch_size=8, **FIT)
+    dash.start()
+    assert dash.join(60) and not dash.is_running
+    assert isinstance(dash.error, RuntimeError)
+    assert "RuntimeError: boom from the transform" in dash.error_box.value
+    traceback_text = "".join(o.get("text", "") for o in dash.log.outputs)
+    assert "Traceback" in traceback_text and "boom from the transform" in traceback_text
+    assert dash.status.value.startswith("Failed")
+    assert dash.progress.bar_style == "danger"
+    with pytest.raises(RuntimeError, match="boom"):  # blocking mode re-raises after showing it
+        dash.start(blocking=True)
+
+
+# ---------------------------------------------------------------- PredictPanel
+def _simulate_upload(upload, name: str, content: bytes) -> None:
+    """What the browser does when a file is chosen, in either ipywidgets version."""
+    if IPYWIDGETS_MAJOR >= 8:
+        upload.value = ({"name": name, "type": "image/png", "size": len(content), "content": memoryview(content),
+                         "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    else:
+        upload.metadata = [{"name": name, "type": "image/png", "size": len(content), "lastModified": 0}]
+        upload.data = [content]
+        upload._counter += 1
+
+
+def test_predict_panel_widget_upload_shows_probs_and_grad_cam(model, data):
+    panel = PredictPanel(model)
+    _simulate_upload(panel.upload, "red.png", _png())
+    assert panel.error_box.value == ""
+    probs = panel.last["probs"]
+    assert [name for name, _ in probs] and {n for n, _ in probs} == {"cats", "dogs"}
+    assert sum(p for _, p in probs) == pytest.approx(1.0, abs=1e-5)
+    assert bytes(panel.image.value).startswith(PNG_MAGIC)
+    assert bytes(panel.cam.value).startswith(PNG_MAGIC)
+    assert "cats" in panel.probs.value and "%" in panel.probs.value
+
+
+def test_predict_panel_widget_not_an_image_shows_error(model):
+    panel = PredictPanel(model)
+    assert panel.predict_bytes(b"%PDF-1.4 definitely not a photo", "report.pdf") is None
+    assert "not an image" in panel.error_box.value and "report.pdf" in panel.error_box.value
+    _simulate_upload(panel.upload, "notes.txt", b"hello")
+    assert "notes.txt" in panel.error_box.value and panel.last is None
+    assert panel.predict_bytes(_png(), "ok.png") is not None  # a good upload clears the error
+    assert panel.error_box.value == ""
+
+
+def test_predict_panel_widget_pick_validation_image(model, data):
+    _, val = data
+    panel = PredictPanel(model, val_dataset=val, max_choices=6)
+    assert len(panel.pick.options) == 1 + 6  # placeholder + 3 per class
+    path = panel.pick.options[-1][1]
+    panel.pick.value = path
+    assert panel.last["true"] == "dogs"
+    assert "true class: <b>dogs</b>" in panel.probs.value
+
+
+# ---------------------------------------------------------------- LRExplorer
+def _blobs(n: int, seed: int) -> Features:
+    """Two overlapping Gaussian classes in 64-D: learnable, but not perfectly, so rates differ."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    feats = torch.randn(n, 64, generator=g) + (labels[:, None] * 2 - 1) * 0.15
+    return Features(feats, labels, [f"f{i}" for i in range(n)], ["cats", "dogs"])
+
+
+def test_lr_explorer_widget_compare_gives_verdicts_and_plot():
+    panel = LRExplorer(_blobs(256, 0), _blobs(128, 1), epochs=8, blocking=True)
+    before = panel.plot.value
+    panel.lr.value = 1e-2
+    panel.compare_button.click()
+    assert panel.error is None, panel.error_box.value
+    assert sorted(panel.runs) == [1e-5, 1e-3, 1e-2, 1e-1, 1.0]
+    assert all(len(h) == 8 for h in panel.runs.values())
+    assert panel.verdicts[1e-5][0] == "too low"
+    assert panel.verdicts[1.0][0] == "too high"
+    assert "good" in {v for v, _ in panel.verdicts.values()}
+    assert panel.verdict_box.value.count("<div>") == 5
+    assert bytes(panel.plot.value).startswith(PNG_MAGIC) and panel.plot.value != before
+
+
+def test_lr_explorer_widget_find_lr_moves_slider():
+    panel = LRExplorer(_blobs(256, 0), _blobs(64, 1), lr=1e-6, blocking=True)
+    panel.find_button.click()
+    assert panel.error is None, panel.error_box.value
+    assert len(panel.finder.lrs) == len(panel.finder.losses) > 5
+    assert panel.finder.suggestion is not None
+    assert panel.lr.value == pytest.approx(panel.finder.suggestion, rel=0.3)  # slider steps are 10**0.1
+    assert bytes(panel.plot.value).startswith(PNG_MAGIC)
+
+
+def test_lr_verdicts_flags_nan_runs_as_too_high():
+    ok = History([{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.9}])
+    nan = History([{"epoch": 1, "train_loss": float("nan"), "val_loss": float("nan"), "val_acc": 0.5}])
+    verdicts = lr_verdicts({1e-3: ok, 10.0: nan})
+    assert verdicts[1e-3][0] == "good" and verdicts[10.0][0] == "too high"
+
+
+def test_lr_explorer_widget_finetune_mode(model, data):
+    train, val = data
+    panel = LRExplorer(model=model, train_data=train, val_data=val, mode="finetune", per_class=6,
+                       image_size=32, finetune_epochs=1, lr=1.0, low_lr=1e-3, blocking=True)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    panel.finetune_button.click()
+    assert panel.error is None, panel.error_box.value
+    assert sorted(panel.runs) == [1e-3, 1.0]
+    assert all(h["epoch"] == [0, 1] for h in panel.runs.values())
+    assert panel.verdict_box.value.count("<div>") == 2
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())  # copies were trained
+    with pytest.raises(ValueError, match="mode"):
+        LRExplorer(model=model, train_data=train, val_data=val, mode="fast")
+
+
+# ---------------------------------------------------------------- StrategyBoard
+def test_strategy_board_widget_compares_three_strategies(data, tmp_path):
+    train, val = data
+    board = StrategyBoard(train, val, backbone=tiny_backbone, per_class=None, image_size=32, blocking=True,
+                          epochs={"features": 3, "partial": 1, "finetune": 1}, cache_dir=tmp_path, batch_size=8)
+    board.run_button.click()
+    assert board.error is None, board.error_box.value
+    res = board.results
+    assert list(res) == ["features", "partial", "finetune"]
+    total = count_parameters(tiny_backbone())[1]
+    head = sum(p.numel() for p in tiny_backbone().head.parameters())
+    assert res["features"]["trainable_params"] == head
+    assert head < res["partial"]["trainable_params"] < res["finetune"]["trainable_params"] == total
+    assert [r["epochs"] for r in res.values()] == [3, 1, 1]
+    assert all(0.0 <= r["val_acc"] <= 1.0 and r["seconds"] > 0 for r in res.values())
+    for label in ("feature extraction", "partial fine-tuning", "full fine-tuning"):
+        assert label in board.table.value
+    assert bytes(board.plot.value).startswith(PNG_MAGIC)
+    assert board.status.value.startswith("Done")
+
+
+def test_strategy_board_widget_shows_errors(data):
+    train, val = data
+
+    def broken():
+        raise RuntimeError("no backbone today")
+
+    board = StrategyBoard(train, val, backbone=broken, per_class=None, image_size=32)
+    board.run()
+    assert board.join(60) and not board.is_running
+    assert "no backbone today" in board.error_box.value
+    assert board.status.value.startswith("Failed")
+    with pytest.raises(KeyError, match="features"):
+        StrategyBoard(train, val, epochs={"linear": 3})
+
+
+def test_widgets_display_through_ipython(model, capsys):
+    panel = FreezePanel(model)
+    panel._ipython_display_()  # outside a kernel IPython prints the widget's repr
+    assert isinstance(panel.widget, ipywidgets.VBox)

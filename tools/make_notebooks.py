@@ -1,0 +1,283 @@
+"""Build the course notebooks from their sources, run them, and save them with outputs.
+
+Each notebook is written as a percent-format Python script in
+``notebooks/src/`` (the only file anyone edits):
+
+* ``# %% [markdown]`` starts a Markdown cell; its lines are written as
+  comments (``# text``) and lose the ``# `` prefix in the notebook.
+* ``# %%`` starts a code cell.
+* ``# %% solution`` starts a code cell whose source is collapsed in
+  JupyterLab and Colab (``metadata.jupyter.source_hidden``): the solution of
+  an exercise, one click away.
+* Anything before the first ``# %%`` is a comment about the file and is dropped.
+
+``make notebooks`` runs this script. For each source it builds the notebook
+(nbformat, kernelspec ``python3``), executes it with nbclient in the CPU
+profile on the real data (``TLKIT_DATA_DIR`` must point at the folder that
+holds ``cats_and_dogs_filtered/``), replaces this machine's paths in the
+outputs by placeholders, refuses to write if any absolute path is left, drops
+execution-timing metadata and writes ``notebooks/<name>.ipynb``.
+
+Usage:
+    TLKIT_DATA_DIR=/data python tools/make_notebooks.py            # all five
+    TLKIT_DATA_DIR=/data python tools/make_notebooks.py --only 02  # one
+    TLKIT_DATA_DIR=/data python tools/make_notebooks.py --fast     # test mode, writes nothing
+    python tools/make_notebooks.py --no-execute --only 02          # sources only, no outputs
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SOURCES = NOTEBOOKS / "src"
+CELL_MARK = re.compile(r"^# %%(?P<rest>.*)$")
+# An absolute path of a machine (Linux, macOS, Colab, Windows home) in an output.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~<$-])(/(?:work|root|tmp|home|Users|var|private|content|mnt|opt|srv|usr)/"
+                           r"|[A-Za-z]:\\\\?Users\\)")
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+# --------------------------------------------------------------------------
+# Source script -> notebook
+
+def parse_percent(text: str) -> list[dict]:
+    """Cells of a percent-format script: ``[{"kind", "source", "hidden"}, ...]``.
+
+    Example:
+        >>> parse_percent("# %% [markdown]\\n# # Title\\n# %%\\nx = 1\\n")
+        [{'kind': 'markdown', 'source': '# Title', 'hidden': False}, {'kind': 'code', 'source': 'x = 1', 'hidden': False}]
+    """
+    cells: list[dict] = []
+    current: dict | None = None
+    for line in text.splitlines():
+        m = CELL_MARK.match(line)
+        if m:
+            rest = m.group("rest").strip()
+            kind = "markdown" if rest.startswith("[markdown]") else "code"
+            flags = rest.replace("[markdown]", "").split()
+            unknown = [f for f in flags if f != "solution"]
+            if unknown:
+                raise ValueError(f"Unknown cell marker option(s) {unknown} in {line!r}; "
+                                 "valid: '# %%', '# %% [markdown]', '# %% solution'.")
+            current = {"kind": kind, "lines": [], "hidden": "solution" in flags}
+            cells.append(current)
+        elif current is not None:
+            current["lines"].append(line)
+    out = []
+    for cell in cells:
+        lines = cell["lines"]
+        if cell["kind"] == "markdown":
+            lines = [_uncomment(line) for line in lines]
+        source = "\n".join(lines).strip("\n")
+        if source.strip():
+            out.append({"kind": cell["kind"], "source": source, "hidden": cell["hidden"]})
+    return out
+
+
+def _uncomment(line: str) -> str:
+    if line.startswith("# "):
+        return line[2:]
+    if line.rstrip() == "#":
+        return ""
+    raise ValueError(f"Markdown lines must start with '# ' (or be a bare '#'), got {line!r}.")
+
+
+def build_notebook(src: Path) -> nbformat.NotebookNode:
+    """The notebook (no outputs) for one source script.
+
+    Example:
+        >>> nb = build_notebook(SOURCES / "02_dog_vs_cat_classifier.py")
+        >>> nb.metadata.kernelspec["name"]
+        'python3'
+    """
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": dict(KERNELSPEC),
+                   "language_info": {"name": "python", "pygments_lexer": "ipython3"},
+                   "colab": {"provenance": [], "toc_visible": True}}
+    for i, cell in enumerate(parse_percent(src.read_text(encoding="utf-8"))):
+        cell_id = f"{src.stem[:2]}-{i:03d}"
+        if cell["kind"] == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(cell["source"], id=cell_id))
+            continue
+        meta = {"jupyter": {"source_hidden": True}, "tags": ["solution"]} if cell["hidden"] else {}
+        nb.cells.append(nbformat.v4.new_code_cell(cell["source"], id=cell_id, metadata=meta))
+    nbformat.validate(nb)
+    return nb
+
+
+def cell_sources(nb: nbformat.NotebookNode) -> list[tuple[str, str, bool]]:
+    """``(cell_type, source, hidden)`` per cell: what must match between source and notebook."""
+    return [(c.cell_type, c.source, bool(c.metadata.get("jupyter", {}).get("source_hidden")))
+            for c in nb.cells]
+
+
+def source_files(only: list[str] | None = None) -> list[Path]:
+    """The notebook sources, optionally only those whose name starts with one of ``only``."""
+    files = sorted(SOURCES.glob("[0-9][0-9]_*.py"))
+    if only:
+        files = [f for f in files if any(f.name.startswith(o) for o in only)]
+        if not files:
+            raise SystemExit(f"No notebook source matches {only}; have: {[f.name for f in source_files()]}")
+    return files
+
+
+# --------------------------------------------------------------------------
+# Outputs: machine paths out, timing noise out
+
+def path_replacements() -> list[tuple[str, str]]:
+    """(this machine's path, placeholder) pairs, longest path first."""
+    pairs = {}
+    data = os.environ.get("TLKIT_DATA_DIR")
+    if data:
+        pairs[str(Path(data).resolve())] = "$TLKIT_DATA_DIR"
+        pairs[data.rstrip("/")] = "$TLKIT_DATA_DIR"
+    cache = os.environ.get("TLKIT_CACHE_DIR")
+    if cache:
+        pairs[str(Path(cache).resolve())] = "$TLKIT_CACHE_DIR"
+    for site in {p for p in sys.path if p.endswith("site-packages")}:
+        pairs[site] = "site-packages"
+    pairs[str(NOTEBOOKS)] = "notebooks"
+    pairs[str(ROOT)] = "."
+    pairs[sys.prefix] = "<python>"
+    pairs[sys.base_prefix] = "<python>"
+    pairs[tempfile.gettempdir()] = "<tmp>"
+    pairs[str(Path.home())] = "~"
+    return sorted(((k, v) for k, v in pairs.items() if k and k != "/"), key=lambda kv: -len(kv[0]))
+
+
+def scrub_text(text: str, replacements: list[tuple[str, str]]) -> str:
+    for path, placeholder in replacements:
+        text = text.replace(path, placeholder)
+    return text
+
+
+def _output_texts(output) -> list[tuple[object, str]]:
+    """(container, key) of every text field of an output, to read or rewrite."""
+    fields = []
+    if output.output_type == "stream":
+        fields.append((output, "text"))
+    elif output.output_type == "error":
+        fields.append((output, "evalue"))
+        fields += [(output.traceback, i) for i in range(len(output.traceback))]
+    else:
+        for mime, value in output.get("data", {}).items():
+            if mime.startswith("text/") or mime.endswith("json"):
+                fields.append((output.data, mime))
+    return fields
+
+
+def scrub_outputs(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> None:
+    """Replaces machine paths in every output and drops per-cell timing metadata (in place)."""
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("ExecuteTime", None)
+        for output in cell.get("outputs", []):
+            for container, key in _output_texts(output):
+                value = container[key]
+                if isinstance(value, str):
+                    container[key] = scrub_text(value, replacements)
+    nb.metadata.pop("widgets", None)
+    nb.metadata.pop("papermill", None)
+
+
+def find_machine_paths(nb: nbformat.NotebookNode) -> list[str]:
+    """``"cell N: ...text..."`` for every output that still holds an absolute path."""
+    found = []
+    for n, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            for container, key in _output_texts(output):
+                value = container[key]
+                text = value if isinstance(value, str) else str(value)
+                m = ABSOLUTE_PATH.search(text)
+                if m:
+                    found.append(f"cell {n}: ...{text[max(0, m.start() - 40):m.end() + 40]!r}...")
+    return found
+
+
+# --------------------------------------------------------------------------
+# Running
+
+def check_data() -> None:
+    """Stops with a clear message when the dog-vs-cat data is not where the build needs it."""
+    data = os.environ.get("TLKIT_DATA_DIR")
+    if not data:
+        raise SystemExit("Set TLKIT_DATA_DIR to the folder that holds cats_and_dogs_filtered/ "
+                         "(the notebooks are built on the real data), e.g.\n"
+                         "  TLKIT_DATA_DIR=../shared/data make notebooks")
+    if not (Path(data) / "cats_and_dogs_filtered" / "train" / "cats").is_dir():
+        raise SystemExit(f"TLKIT_DATA_DIR={data} does not hold cats_and_dogs_filtered/train/cats. "
+                         "Unzip cats_and_dogs_filtered.zip there, or point TLKIT_DATA_DIR at its parent.")
+
+
+def kernel_env(fast: bool) -> dict[str, str]:
+    """Environment of the kernel: the CPU profile (or test mode), no progress bars."""
+    env = dict(os.environ)
+    env.pop("TLKIT_FAST", None)
+    if fast:
+        env["TLKIT_FAST"] = "1"
+    env["TLKIT_PROGRESS"] = "0"       # tqdm widgets would clutter the committed outputs
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the committed notebooks show the CPU profile
+    env["PYTHONWARNINGS"] = env.get("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    return env
+
+
+def execute(nb: nbformat.NotebookNode, fast: bool = False, timeout: int = 900) -> float:
+    """Runs every cell in a fresh kernel started in notebooks/; returns the seconds taken."""
+    from nbclient import NotebookClient
+
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(kernel_env(fast))
+    try:
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+                                store_widget_state=False, record_timing=False,
+                                resources={"metadata": {"path": str(NOTEBOOKS)}})
+        start = time.perf_counter()
+        client.execute()
+        return time.perf_counter() - start
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def make(src: Path, fast: bool, run: bool) -> None:
+    nb = build_notebook(src)
+    seconds = execute(nb, fast=fast) if run else 0.0
+    scrub_outputs(nb, path_replacements())
+    leaks = find_machine_paths(nb)
+    if leaks:
+        raise SystemExit(f"{src.name}: outputs still hold machine paths; print names, not paths:\n  "
+                         + "\n  ".join(leaks[:10]))
+    target = NOTEBOOKS / f"{src.stem}.ipynb"
+    if fast:
+        print(f"{src.stem}: ran in test mode in {seconds:.0f} s (not written)")
+        return
+    nbformat.write(nb, target)
+    how = f"executed in {seconds:.0f} s" if run else "sources only"
+    print(f"{src.stem}: {how} -> notebooks/{target.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Build, run and save the course notebooks.")
+    p.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or name prefixes, e.g. 02")
+    p.add_argument("--fast", action="store_true", help="test mode (TLKIT_FAST=1); writes nothing")
+    p.add_argument("--no-execute", action="store_true", help="write the notebooks without running them")
+    args = p.parse_args(argv)
+    if not args.no_execute:
+        check_data()
+    for src in source_files(args.only):
+        make(src, fast=args.fast, run=not args.no_execute)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
