@@ -26,6 +26,8 @@ from widgets._base import PNG_MAGIC, Throttle
 from widgets._compat import IPYWIDGETS_MAJOR, uploaded_files
 from widgets.lr_explorer import lr_verdicts
 
+pytestmark = pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning")
+
 FIT = {"image_size": 32, "seed": 0, "num_workers": 0}  # tiny and repeatable
 
 

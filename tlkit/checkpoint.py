@@ -74,18 +74,35 @@ def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None 
     return atomic_save(blob, path)
 
 
+def unpickling_detail(exc: BaseException) -> str:
+    """The line of torch's weights_only refusal that names the culprit (e.g. ``GLOBAL posix.system``),
+    rather than its first line, which suggests turning the check off."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Loads a tlkit file with ``weights_only=True``; CheckpointError on anything wrong."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a model file. Pass the model.pt inside it "
+                              f"(e.g. {path / 'model.pt'}).")
     if not path.is_file():
         raise CheckpointError(f"Model file {path} does not exist.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): saving or copying it did not finish. "
+                              "Save or copy the model again.")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = unpickling_detail(exc)
+        if "GLOBAL" not in detail:  # not a pickle of objects at all: random bytes, another format
+            raise CheckpointError(f"{path} is not a readable model file (damaged, or not a PyTorch file): "
+                                  f"{detail}") from exc
         raise CheckpointError(
             f"{path} contains Python objects other than tensors and plain data, so it was refused "
             "(torch.load with weights_only=True). Only load model files from sources you trust; "
-            f"tlkit's own files never need this. Detail: {str(exc).splitlines()[0]}") from exc
+            f"tlkit's own files never need this. Detail: {detail}") from exc
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             AttributeError, UnicodeDecodeError) as exc:  # what torch.load raises on garbage
         raise CheckpointError(f"{path} is not a readable model file (damaged or cut short?): "
@@ -93,7 +110,29 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tlkit model file (expected format {FORMAT!r}). "
                               "Train one with `python -m tlkit train` or save it with tlkit.save_model.")
+    _check_fields(blob, path)
     return blob
+
+
+def _check_fields(blob: dict, path: Path) -> None:
+    """Checks the types load_model relies on, without printing any value (a hand-made file
+    can hold a nested list whose repr would never finish)."""
+    bad = [k for k, t in (("backbone", str), ("class_names", list), ("image_size", int), ("state_dict", dict))
+           if not isinstance(blob.get(k), t)]
+    if "class_names" not in bad and not all(isinstance(c, str) for c in blob["class_names"]):
+        bad.append("class_names")
+    if "state_dict" not in bad and not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in blob["state_dict"].items()):
+        bad.append("state_dict")
+    cfg = blob.get("head_config")
+    if cfg is not None and not (isinstance(cfg, dict) and isinstance(cfg.get("num_classes"), int)
+                                and isinstance(cfg.get("hidden"), (list, tuple))
+                                and all(isinstance(h, int) for h in cfg["hidden"])
+                                and isinstance(cfg.get("dropout"), (int, float))):
+        bad.append("head_config")
+    if bad:
+        raise CheckpointError(f"{path} is a damaged or hand-made model file: {', '.join(bad)} "
+                              "has the wrong type. Save the model again with tlkit.save_model.")
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", expect_backbone: str | None = None,

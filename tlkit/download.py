@@ -377,6 +377,12 @@ def _extract_dataset(zip_path: Path, target_dir: Path, name: str, expected: dict
         except DownloadError as exc:
             if exc.reason == "archive":  # a bad or unsafe zip is never reused
                 zip_path.unlink(missing_ok=True)
+            if exc.reason == "archive" and not isinstance(exc, UnsafeArchiveError):
+                detail = str(exc).replace(" Delete it and download it again.", "")
+                raise DownloadError(f"The file downloaded from {url} is not a usable zip ({detail}). It was "
+                                    "deleted, so the next run downloads it again; if this keeps happening, a "
+                                    "proxy or login page may be answering instead of the server.",
+                                    reason="archive") from exc
             raise
         root = staging / name if (staging / name).is_dir() else staging
         counts = count_images(root, expected)

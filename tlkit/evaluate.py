@@ -95,7 +95,7 @@ def class_names_of(model: nn.Module) -> list[str]:
     return [f"class {i}" for i in range(n)]
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
 def predict(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
             device: str | torch.device | None = None, progress: bool = False,
             num_workers: int | None = None) -> Predictions:

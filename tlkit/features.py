@@ -114,7 +114,7 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int = 
     return out
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
 def _run_backbone(model, dataset, batch_size, device, progress, num_workers):
     from tqdm.auto import tqdm
 

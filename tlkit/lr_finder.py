@@ -59,7 +59,7 @@ def lr_find(model: nn.Module, data, start_lr: float = 1e-7, end_lr: float = 1.0,
     Returns:
         LRFinderResult with ``lrs``, smoothed ``losses`` and ``suggestion``:
         where the smoothed loss falls steepest (or a tenth of the rate at its
-        minimum when the curve is too short to tell).
+        minimum, but at least ``start_lr``, when the curve is too short to tell).
 
     Example:
         >>> lr_find(model, train, num_steps=60).suggestion
@@ -150,7 +150,7 @@ def _suggest(lrs: list[float], losses: list[float]) -> float:
     lrs, losses = [lr for lr, _ in finite], [loss for _, loss in finite]
     i_min = min(range(len(losses)), key=losses.__getitem__)
     skip = max(1, len(losses) // 10)  # the first steps are dominated by smoothing noise
-    if i_min - skip < 3:
-        return lrs[i_min] / 10
+    if i_min - skip < 3:  # too short to see a slope (or the loss only rose)
+        return max(lrs[i_min] / 10, lrs[0])
     slopes = [(losses[i + 1] - losses[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(skip, i_min)]
     return lrs[skip + min(range(len(slopes)), key=slopes.__getitem__)]

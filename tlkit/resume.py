@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit.checkpoint import CheckpointError, atomic_save
+from tlkit.checkpoint import CheckpointError, atomic_save, unpickling_detail
 
 TRAIN_FORMAT = "tlkit-train/1"
 __all__ = ["TRAIN_FORMAT", "atomic_save", "load_training_state", "freeze_state", "load_freeze_state",
@@ -60,7 +60,7 @@ def load_training_state(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"Refusing to load {path}: it contains Python objects other than tensors, numbers, strings, "
             f"lists and dicts, which could run code when unpickled. tlkit training checkpoints never "
-            f"do; only load such a file if you trust it. ({str(exc).splitlines()[0]})") from exc
+            f"do; only load such a file if you trust it. ({unpickling_detail(exc)})") from exc
     except (RuntimeError, EOFError, OSError) as exc:  # truncated or not a torch file at all
         raise CheckpointError(f"{path} is not a readable training checkpoint (damaged or cut short?): "
                               f"{type(exc).__name__}: {exc}") from exc

@@ -35,6 +35,7 @@ from tlkit.data import make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
 from tlkit.freezing import freeze_to, param_groups
 from tlkit.history import History
+from tlkit.lr_finder import LRFinderResult, lr_find  # noqa: F401 - re-exported: part of the training API
 from tlkit.resume import (TRAIN_FORMAT, freeze_state, load_freeze_state, load_training_state, rng_state,
                           seed_everything, set_rng_state)
 from tlkit.schedule import SCHEDULERS, LRSchedule
@@ -466,4 +467,4 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-__all__ = ["Trainer", "fit", "train_strategy", "NonFiniteLossError"]
+__all__ = ["Trainer", "fit", "train_strategy", "lr_find", "LRFinderResult", "NonFiniteLossError"]

@@ -86,7 +86,7 @@ def parse_percent(text: str) -> list[dict]:
 def _uncomment(line: str) -> str:
     if line.startswith("# "):
         return line[2:]
-    if line.rstrip() == "#":
+    if line.rstrip() in ("#", ""):
         return ""
     raise ValueError(f"Markdown lines must start with '# ' (or be a bare '#'), got {line!r}.")
 
@@ -234,9 +234,9 @@ def execute(nb: nbformat.NotebookNode, fast: bool = False, timeout: int = 900) -
     """Runs every cell in a fresh kernel started in notebooks/; returns the seconds taken."""
     from nbclient import NotebookClient
 
-    old = dict(os.environ)
+    old, new = dict(os.environ), kernel_env(fast)
     os.environ.clear()
-    os.environ.update(kernel_env(fast))
+    os.environ.update(new)
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
                                 store_widget_state=False, record_timing=False,

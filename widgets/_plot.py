@@ -48,13 +48,14 @@ def curves_png(rows: Sequence[dict], batch_losses: Sequence[tuple[float, float]]
     Args:
         rows: History rows (``epoch``, ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc``).
         batch_losses: ``(fractional epoch, loss)`` points, drawn as a thin line.
-        total_epochs: fixes the x axis, so the plot does not rescale as it grows.
+        total_epochs: for short runs (up to 30 epochs) fixes the x axis, so the
+            plot does not rescale as it grows; longer runs zoom on the epochs so far.
     """
     fig = _figure(8, 2.8)
     ax_loss, ax_acc = fig.subplots(1, 2)
     if batch_losses:
         xs, ys = _finite(*zip(*batch_losses))
-        ax_loss.plot(xs, ys, color="#9ecae1", lw=0.8, label="train (batches)")
+        ax_loss.plot(xs, ys, color="#9ecae1", lw=0.8, label="train (running)")
     epochs = [r.get("epoch") for r in rows]
     for ax, key, colour, label in ((ax_loss, "train_loss", "#1f77b4", "train"),
                                    (ax_loss, "val_loss", "#ff7f0e", "validation"),
@@ -66,7 +67,7 @@ def curves_png(rows: Sequence[dict], batch_losses: Sequence[tuple[float, float]]
     ax_loss.set(title="loss", xlabel="epoch")
     ax_acc.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
     for ax in (ax_loss, ax_acc):
-        if total_epochs:
+        if total_epochs and total_epochs <= 30:
             ax.set_xlim(0, total_epochs + 0.2)
         ax.grid(alpha=0.3)
         if ax.lines:

@@ -111,7 +111,8 @@ class FreezePanel(Panel):
         self.freeze_body_button.on_click(lambda _: self.freeze_all_but_head())
         self.unfreeze_all_button.on_click(lambda _: self.unfreeze_all())
         self.bn_checkbox = W.Checkbox(description="frozen BatchNorm keeps its running statistics",
-                                      value=self.model.bn_policy == "eval", indent=False)
+                                      value=self.model.bn_policy == "eval", indent=False,
+                                      layout=W.Layout(width="480px"))
         self.bn_checkbox.observe(self._on_bn_checkbox, names="value")
         self.totals = W.Label()
         self.status = W.Label()

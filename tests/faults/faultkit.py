@@ -77,3 +77,39 @@ def assert_clean_user_error(res: subprocess.CompletedProcess, *expected: str) ->
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     for word in expected:
         assert word in lines[0], (word, lines[0])
+
+
+def jpeg_bytes(seed: int, size: int = 8) -> bytes:
+    """A small, valid JPEG (noise, so sizes differ)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, payload in members.items():
+            zf.writestr(name, payload)
+    return buf.getvalue()
+
+
+def dataset_zip(counts: dict[str, int], name: str = "cats_and_dogs_filtered", size: int = 8,
+                extra: dict[str, bytes] | None = None) -> bytes:
+    """The cats_and_dogs_filtered layout: name/<split>/<cats|dogs>/<cls>.<i>.jpg, plus ``extra`` members."""
+    members = {f"{name}/vectorize.py": b"print('hi')\n"}
+    for split, n in counts.items():
+        for i in range(n):
+            cls = ("cats", "dogs")[i % 2]
+            members[f"{name}/{split}/{cls}/{cls[:-1]}.{i}.jpg"] = jpeg_bytes(i, size)
+    members.update(extra or {})
+    return make_zip(members)

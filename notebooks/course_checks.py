@@ -1,0 +1,296 @@
+"""Instant feedback for the course exercises.
+
+Each ``check_...`` function takes your answer (and whatever it needs to judge
+it), prints what is right or what is wrong and how to fix it, and returns
+True or False. None of them raises on a wrong or missing answer, so a
+notebook always runs from top to bottom.
+
+Example:
+    >>> from course_checks import check_trainable_count
+    >>> check_trainable_count(2562)
+    Correct: 1280 x 2 weights + 2 biases = 2,562 trainable parameters.
+    True
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+IMAGENET_DOGS = range(151, 269)  # ImageNet class indices 151..268: dog breeds
+IMAGENET_CATS = range(281, 286)  # 281..285: tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def _ok(message: str) -> bool:
+    print(f"Correct: {message}")
+    return True
+
+
+def _not_yet(message: str) -> bool:
+    print(f"Not yet: {message}")
+    return False
+
+
+def _missing(answer, what: str) -> bool:
+    if answer is None or answer is ...:
+        _not_yet(f"replace the None (or ...) with {what}, then run the cell again.")
+        return True
+    return False
+
+
+def _number(answer) -> float | None:
+    try:
+        return float(answer)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------
+# 01: what transfer learning is
+
+def check_trainable_count(answer) -> bool:
+    """01: trainable parameters of efficientnet_lite0 with a frozen body and a new 2-class head."""
+    if _missing(answer, "a number of parameters"):
+        return False
+    n = _number(answer)
+    if n is None:
+        return _not_yet(f"expected a number, got {type(answer).__name__}.")
+    if n == 2562:
+        return _ok("1280 x 2 weights + 2 biases = 2,562 trainable parameters.")
+    if n == 1_281_000:
+        return _not_yet("that is the 1000-class ImageNet head. Replace it with a 2-class head first "
+                        "(model.replace_head(2)).")
+    if n == 2560:
+        return _not_yet("close: you counted the weights but not the 2 biases.")
+    if n > 100_000:
+        return _not_yet(f"{int(n):,} is far too many: freeze every group except 'head' before counting "
+                        "(freeze(model, model.group_names[:-1])).")
+    return _not_yet(f"{n:g} is not it. The head maps {1280} features to 2 classes: count its weights and biases.")
+
+
+def zero_shot_accuracy(probs, labels) -> float:
+    """Reference for check_zero_shot: dog if P(dog breeds) > P(cat breeds)."""
+    import torch
+
+    p_dog = probs[:, list(IMAGENET_DOGS)].sum(1)
+    p_cat = probs[:, list(IMAGENET_CATS)].sum(1)
+    return float(((p_dog > p_cat).long() == torch.as_tensor(labels)).float().mean())
+
+
+def check_zero_shot(answer, probs, labels) -> bool:
+    """01: accuracy of the untrained ImageNet head used as a dog-vs-cat classifier."""
+    if _missing(answer, "the accuracy (a number between 0 and 1)"):
+        return False
+    n = _number(answer)
+    if n is None:
+        return _not_yet(f"expected a number between 0 and 1, got {type(answer).__name__}.")
+    if n > 1:
+        return _not_yet("give the accuracy as a fraction between 0 and 1, not a percentage.")
+    ref = zero_shot_accuracy(probs, labels)
+    if math.isclose(n, ref, abs_tol=1e-6):
+        return _ok(f"{ref:.1%} of the photos are sorted correctly, and nothing was trained. "
+                   "ImageNet's source task already contains the target task.")
+    if math.isclose(n, 1 - ref, abs_tol=1e-6):
+        return _not_yet("you have the labels the wrong way round: class 0 is 'cats', class 1 is 'dogs'.")
+    return _not_yet(f"{n:.3f} does not match. Sum the probabilities of classes 151-268 (dogs) and "
+                    "281-285 (cats) per photo, predict dog where the dog sum is larger, compare with labels.")
+
+
+def check_spatial_size(answer, image_size: int = 224) -> bool:
+    """01: height (= width) of the last feature map of efficientnet_lite0 for a square input."""
+    if _missing(answer, "a number of pixels"):
+        return False
+    n, ref = _number(answer), math.ceil(image_size / 32)
+    if n == ref:
+        return _ok(f"{image_size} px / 32 = {ref}: five stride-2 steps leave a {ref}x{ref} grid, so each "
+                   "late feature sees a large part of the photo, and no longer where exactly an edge is.")
+    if n == image_size:
+        return _not_yet("that is the input size. Look at the label of the last row of the feature-map figure.")
+    return _not_yet(f"{answer} is not it. The network halves the resolution five times (stride 2).")
+
+
+# --------------------------------------------------------------------------
+# 02: the dog-vs-cat classifier
+
+def check_recipe(model) -> bool:
+    """02: another backbone with a new 2-class head and a frozen body."""
+    if _missing(model, "the model you built"):
+        return False
+    if not hasattr(model, "group_names"):
+        return _not_yet(f"expected a tlkit Backbone from load_backbone(...), got {type(model).__name__}.")
+    if model.name == "efficientnet_lite0":
+        return _not_yet("use another backbone, e.g. load_backbone('resnet18', pretrained=False).")
+    if model.num_classes != 2:
+        return _not_yet(f"the head has {model.num_classes} outputs; replace it with 2 (model.replace_head(2)).")
+    trainable = [g for g in model.group_names if any(p.requires_grad for p in model.groups[g].parameters())]
+    if trainable != ["head"]:
+        return _not_yet(f"these groups would train: {trainable}. Freeze all but the head: "
+                        "freeze(model, model.group_names[:-1]).")
+    n = sum(p.numel() for p in model.head.parameters())
+    return _ok(f"{model.name}: {model.num_features} features -> 2 classes, {n:,} trainable parameters; "
+               "the rest is frozen.")
+
+
+def check_normalisation(mean, std, model) -> bool:
+    """02: the mean and std the backbone's weights expect (read from the model, not guessed)."""
+    if _missing(mean, "the mean (three numbers)") or _missing(std, "the std (three numbers)"):
+        return False
+    try:
+        mean, std = [float(v) for v in mean], [float(v) for v in std]
+    except (TypeError, ValueError):
+        return _not_yet("give mean and std as three numbers each, e.g. (0.5, 0.5, 0.5).")
+    if len(mean) != 3 or len(std) != 3:
+        return _not_yet("one value per colour channel: three numbers each.")
+    want_m, want_s = list(model.mean), list(model.std)
+    close = all(math.isclose(a, b, abs_tol=1e-3) for a, b in zip(mean + std, want_m + want_s))
+    if close:
+        return _ok(f"mean {tuple(round(v, 3) for v in want_m)}, std {tuple(round(v, 3) for v in want_s)}: "
+                   "transforms_for(model) reads them from the backbone, so you never hard-code them.")
+    if math.isclose(mean[0], 0.485, abs_tol=1e-3):
+        return _not_yet("those are the usual ImageNet statistics, but this backbone was trained with other "
+                        "ones. Read model.mean and model.std.")
+    return _not_yet(f"expected mean {tuple(round(v, 3) for v in want_m)} and std {tuple(round(v, 3) for v in want_s)}.")
+
+
+def check_lr_results(lr_results: dict, reference: dict) -> bool:
+    """02: best validation accuracy per head learning rate, compared with a reference run."""
+    if _missing(lr_results, "a dict {learning_rate: best validation accuracy}"):
+        return False
+    if not isinstance(lr_results, dict) or not lr_results:
+        return _not_yet("expected a dict such as {1e-4: 0.93, 1e-3: 0.97, 1e-1: 0.95}.")
+    missing = [lr for lr in reference if lr not in lr_results]
+    if missing:
+        return _not_yet(f"train a head for each of {sorted(reference)}; missing: {missing}.")
+    wrong = [lr for lr in reference if not math.isclose(float(lr_results[lr]), reference[lr], abs_tol=0.02)]
+    if wrong:
+        return _not_yet(f"the value for lr={wrong[0]:g} is {lr_results[wrong[0]]:.3f}, expected about "
+                        f"{reference[wrong[0]]:.3f}. Use train_head(train_feats, val_feats, epochs=EPOCHS, "
+                        "lr=..., seed=0) and history.best('val_acc')['val_acc'].")
+    best = max(reference, key=reference.get)
+    return _ok(f"lr={best:g} is best here ({reference[best]:.1%}). Too low learns slowly; too high overshoots.")
+
+
+# --------------------------------------------------------------------------
+# 03: feature extraction vs fine-tuning
+
+def check_partial(model) -> bool:
+    """03: only stage7, stage8 and the head trainable (efficientnet_lite0)."""
+    if _missing(model, "the model"):
+        return False
+    trainable = [g for g in model.group_names if any(p.requires_grad for p in model.groups[g].parameters())]
+    want = model.group_names[-3:]
+    if trainable == want:
+        n = sum(p.numel() for g in want for p in model.groups[g].parameters())
+        return _ok(f"{', '.join(want)} train ({n:,} parameters); every earlier group keeps its ImageNet weights.")
+    if trainable == model.group_names:
+        return _not_yet("everything trains. freeze_to(model, -3) freezes all but the last three groups.")
+    return _not_yet(f"trainable now: {trainable}; wanted {want}. Try freeze_to(model, -3).")
+
+
+def check_layerwise(groups: Sequence[dict]) -> bool:
+    """03: optimizer parameter groups with rates rising from the stem (1e-5) to the head (1e-3)."""
+    if _missing(groups, "the list returned by param_groups(...)"):
+        return False
+    try:
+        rates: dict[str, float] = {}
+        for g in groups:
+            rates.setdefault(g["name"].removesuffix(".no_decay"), g["lr"])
+    except (TypeError, KeyError):
+        return _not_yet("pass the list of dicts that param_groups(model, (1e-5, 1e-3)) returns.")
+    values = list(rates.values())
+    if not values:
+        return _not_yet("the list is empty: is every group frozen? Call freeze_to(model, 0) first.")
+    if not math.isclose(values[0], 1e-5, rel_tol=1e-6) or not math.isclose(values[-1], 1e-3, rel_tol=1e-6):
+        return _not_yet(f"first rate {values[0]:.1e}, last {values[-1]:.1e}; wanted 1e-05 for "
+                        f"{list(rates)[0]} and 1e-03 for {list(rates)[-1]}: lr=(1e-5, 1e-3).")
+    if any(b < a for a, b in zip(values, values[1:])):
+        return _not_yet("the rates should rise from input to output.")
+    if len(values) < 3:
+        return _not_yet(f"only {list(rates)} train. Unfreeze the whole network first (freeze_to(model, 0)).")
+    return _ok(f"{len(values)} groups from {values[0]:.0e} ({list(rates)[0]}) to {values[-1]:.0e} "
+               f"({list(rates)[-1]}): generic early layers move least.")
+
+
+def check_bn_mode(answer) -> bool:
+    """03: what BatchNorm in a frozen group does under model.train() with the default policy."""
+    if _missing(answer, "'eval' or 'train'"):
+        return False
+    if str(answer).strip().lower() == "eval":
+        return _ok("frozen groups keep their BatchNorm in eval mode: their ImageNet running statistics "
+                   "stay as they were, whatever the batch size.")
+    return _not_yet("run model.train() and then trainable_summary(model): look at the BN column of a frozen group.")
+
+
+# --------------------------------------------------------------------------
+# 04: overfitting and when transfer hurts
+
+def check_gap(history, max_gap: float = 0.05) -> bool:
+    """04: a head whose final train and validation accuracy differ by at most ``max_gap``."""
+    if _missing(history, "the History of your run"):
+        return False
+    try:
+        last = history.last()
+        gap = last["train_acc"] - last["val_acc"]
+    except (AttributeError, KeyError, TypeError):
+        return _not_yet("pass the History that fit(...) returned, with validation data.")
+    if gap <= max_gap:
+        return _ok(f"final train {last['train_acc']:.3f} vs validation {last['val_acc']:.3f}: a gap of "
+                   f"{gap:+.3f}, within {max_gap}.")
+    return _not_yet(f"the gap is still {gap:.3f} (train {last['train_acc']:.3f}, validation "
+                    f"{last['val_acc']:.3f}). Add dropout, weight decay or early stopping, or train fewer epochs.")
+
+
+def check_better_layer(answer, results: dict) -> bool:
+    """04: which feature depth works better on the line-orientation task."""
+    if _missing(answer, "'stage3' or 'stage8'"):
+        return False
+    if answer not in results:
+        return _not_yet(f"choose one of {list(results)}.")
+    best = max(results, key=results.get)
+    if answer == best:
+        return _ok(f"{best} features reach {results[best]:.1%} against {min(results.values()):.1%}. "
+                   "What the task needs was still there in the earlier layers and was pooled away later.")
+    return _not_yet("look at the table again: which depth gives the higher validation accuracy?")
+
+
+def check_choice(answer, table: Sequence[dict], max_params_m: float = 6.0) -> bool:
+    """04: the fastest backbone with at most ``max_params_m`` million parameters."""
+    if _missing(answer, "a backbone name"):
+        return False
+    names = [r["backbone"] for r in table]
+    if answer not in names:
+        return _not_yet(f"choose one of {names}.")
+    small = [r for r in table if r["params_M"] <= max_params_m]
+    best = max(small, key=lambda r: r["img_per_s"])
+    row = next(r for r in table if r["backbone"] == answer)
+    if row["params_M"] > max_params_m:
+        return _not_yet(f"{answer} has {row['params_M']:.1f} M parameters, over the {max_params_m:g} M budget.")
+    if answer == best["backbone"]:
+        return _ok(f"{answer}: {row['params_M']:.1f} M parameters, {row['img_per_s']:.0f} images/s on this CPU. "
+                   "Check its licence and accuracy on your data before shipping it.")
+    return _not_yet(f"{answer} fits the budget, but {best['backbone']} is faster on this machine.")
+
+
+# --------------------------------------------------------------------------
+# 05: live lab
+
+def check_too_high(answer, verdicts: dict) -> bool:
+    """05: the smallest learning rate the LRExplorer called 'too high'."""
+    if _missing(answer, "a learning rate"):
+        return False
+    high = sorted(lr for lr, (verdict, _) in verdicts.items() if verdict == "too high")
+    if not high:
+        return _not_yet("no rate was too high in this run; add a larger one (e.g. 1.0) and compare again.")
+    n = _number(answer)
+    if n is not None and math.isclose(n, high[0], rel_tol=1e-6):
+        return _ok(f"from lr={high[0]:g} up, the head's updates overshoot: {verdicts[high[0]][1]}.")
+    return _not_yet(f"the rates judged too high were {high}; give the smallest of them.")
+
+
+def check_frozen_except(model, trainable_groups: Sequence[str]) -> bool:
+    """05: exactly ``trainable_groups`` are trainable."""
+    if _missing(model, "the model"):
+        return False
+    trainable = [g for g in model.group_names if any(p.requires_grad for p in model.groups[g].parameters())]
+    if trainable == list(trainable_groups):
+        return _ok(f"trainable: {', '.join(trainable)}; everything else is frozen.")
+    return _not_yet(f"trainable now: {trainable}; wanted {list(trainable_groups)}. Use the panel's toggles.")

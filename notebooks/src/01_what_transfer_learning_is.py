@@ -1,0 +1,305 @@
+# Source of notebooks/01_what_transfer_learning_is.ipynb (built by tools/make_notebooks.py; edit this file).
+
+# %% [markdown]
+# # 01 · What transfer learning is
+#
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/tlkit-course/tlkit/blob/main/notebooks/01_what_transfer_learning_is.ipynb)
+# [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/tlkit-course/tlkit/main?urlpath=lab/tree/notebooks/01_what_transfer_learning_is.ipynb)
+#
+# A network trained on ImageNet has already learned to see. In this notebook you use one
+# before training anything, look inside it, and measure why reusing it is so much cheaper
+# than starting from zero.
+#
+# **You will learn to**
+# - run a pretrained ImageNet model on real cat and dog photos and read its top-5 guesses;
+# - tell the *source task* (ImageNet's 1000 classes) from the *target task* (cats vs dogs);
+# - see what early and late layers respond to (filters and feature maps);
+# - count how few parameters a new task needs to train, and time a feature pass against training.
+#
+# **Run time:** about 30 seconds on a laptop CPU (all cells). No training happens here.
+
+# %%
+# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    if not os.path.isdir("/content/tlkit"):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
+                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
+    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
+    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
+    sys.path.insert(0, os.getcwd())
+
+# %% [markdown]
+# ## Profile
+#
+# Every notebook of the course picks one of three profiles in the cell below:
+# **cpu** (the default: fits a Binder machine with 2 GB of RAM), **gpu** (when CUDA is
+# available: more data) and **test** (`TLKIT_FAST=1`: tiny subsets, so that CI can run
+# the notebook in seconds; its numbers mean nothing).
+
+# %%
+import os
+
+import torch
+
+FAST = os.environ.get("TLKIT_FAST") == "1"
+PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+SETTINGS = {
+    "cpu": dict(per_class=50),    # validation photos per class for the zero-training test
+    "gpu": dict(per_class=500),   # all of them
+    "test": dict(per_class=8),
+}[PROFILE]
+torch.manual_seed(0)
+print(f"profile: {PROFILE}  {SETTINGS}")
+
+# %% [markdown]
+# ## Reusing what a network already knows
+#
+# `load_backbone` returns a network with ImageNet weights. For `efficientnet_lite0` the
+# weights ship inside a pip package, so this works offline. The model still has its
+# original output layer: 1000 ImageNet classes.
+#
+# The photos come from the course's dog-vs-cat dataset (`tlkit.data.cats_vs_dogs`, which
+# downloads it on first use).
+
+# %%
+from pathlib import Path
+
+from tlkit import count_parameters, load_backbone
+from tlkit.data import cats_vs_dogs, subset
+from tlkit.evaluate import classify_image, imagenet_classes
+
+train, val = cats_vs_dogs()
+model = load_backbone("efficientnet_lite0")  # pretrained=True is the default
+print(train)
+print(val)
+
+# %% [markdown]
+# Four validation photos, two of each class. `classify_image` preprocesses a photo the way
+# the backbone's weights expect and returns the top classes with their probabilities.
+
+# %%
+cats = [f for f, t in zip(val.files, val.targets) if t == 0][:2]
+dogs = [f for f, t in zip(val.files, val.targets) if t == 1][:2]
+photos = cats + dogs
+for path in photos:
+    top5 = classify_image(model, path, topk=5)
+    print(f"{Path(path).name:>14}: " + ", ".join(f"{name} {p:.0%}" for name, p in top5))
+
+# %%
+from tlkit import viz
+
+titles = [classify_image(model, p, topk=1)[0][0] for p in photos]
+viz.show_images(photos, titles=titles, ncols=4)
+
+# %% [markdown]
+# The model was never told about "cats" and "dogs" as two classes, yet it names breeds.
+# That knowledge is what we will reuse.
+#
+# ## Source task and target task
+#
+# - The **source task** is what the network was trained for: ImageNet classification,
+#   1.28 million photos in 1000 classes.
+# - The **target task** is what we want: two classes, cats and dogs, from 2,000 photos.
+#
+# The two tasks are related: ImageNet's classes include many dog breeds and a few cat breeds.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+names = imagenet_classes()
+print(len(names), "ImageNet classes")
+print("dog breeds, classes 151-268:", len(range(151, 269)), "e.g.", names[151], "...", names[268])
+print("domestic cats, classes 281-285:", names[281:286])
+
+# %% [markdown]
+# ### Exercise 1: a dog-vs-cat classifier with no training at all
+#
+# `probs` below holds the ImageNet head's probabilities (one row of 1000 per photo) for a
+# set of validation photos, and `labels` their true classes (0 = cats, 1 = dogs).
+# Predict "dog" where the summed probability of the dog breeds (classes 151–268) is larger
+# than that of the cats (281–285), and compute the accuracy as a number between 0 and 1.
+
+# %%
+from course_checks import check_zero_shot
+from tlkit.evaluate import predict
+
+sample = subset(val, per_class=SETTINGS["per_class"], seed=0)
+out = predict(model, sample)  # the 1000-way ImageNet head: out.probs is (N, 1000)
+probs, labels = out.probs, out.labels
+print(f"{len(sample)} photos, probs {tuple(probs.shape)}")
+
+zero_shot = None  # your code: accuracy of the rule above
+check_zero_shot(zero_shot, probs, labels)
+
+# %% solution
+# Solution
+p_dog = probs[:, 151:269].sum(1)
+p_cat = probs[:, 281:286].sum(1)
+zero_shot = ((p_dog > p_cat).long() == labels).float().mean().item()
+check_zero_shot(zero_shot, probs, labels)
+
+# %% [markdown]
+# This only works because the target classes happen to be inside the source task. For most
+# targets (your own products, X-rays, defects on a production line) they are not, and a new
+# output layer has to be trained. What carries over is everything *before* that layer.
+#
+# ## What the layers see
+#
+# A convolutional network is a stack of layer groups. tlkit names them the same way for
+# every architecture: `stem`, `stage1` … `stage8`, `head` for this one.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(model.group_names)
+
+# %% [markdown]
+# The first layer's filters are small colour patches. After ImageNet training they have
+# become edge, colour and contrast detectors; in an untrained network of the same shape
+# they are noise. (Lite0's first layer has 32 filters of 3×3 pixels.)
+
+# %%
+viz.plot_filters(model)
+
+# %%
+viz.plot_filters(load_backbone("efficientnet_lite0", pretrained=False))
+
+# %% [markdown]
+# Feature maps show what each group *responds to* in one photo: the strongest channels
+# after four groups. Early groups keep the full resolution and light up on edges and
+# textures; late groups are coarse (a 7×7 grid for a 224 px input) and respond to parts
+# and objects. Early features are **generic**; late ones are **specific** to the source task.
+
+# %%
+viz.plot_feature_maps(model, photos[0], groups=["stem", "stage2", "stage4", "stage8"])
+
+# %% [markdown]
+# ### Exercise 2: how coarse is the last feature map?
+#
+# For a 224 × 224 input, what is the height (= width) of the feature map after `stage8`?
+# Read it off the figure, or capture it with `tlkit.evaluate.capture_activations`.
+
+# %%
+from course_checks import check_spatial_size
+
+last_size = None  # your answer: a number of pixels
+check_spatial_size(last_size, image_size=224)
+
+# %% solution
+# Solution
+from tlkit.evaluate import capture_activations
+
+with capture_activations(model, ["stage8"]) as acts:
+    model(torch.zeros(1, 3, 224, 224))
+last_size = acts["stage8"].shape[-1]
+print("stage8 output:", tuple(acts["stage8"].shape))
+check_spatial_size(last_size, image_size=224)
+
+# %% [markdown]
+# ## Why reusing features saves data and compute
+#
+# To reuse the network for cats vs dogs we replace the 1000-class output layer with a
+# 2-class one and *freeze* everything else. Only the new head learns.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from tlkit import freeze
+
+trainable, total = count_parameters(model)
+print(f"ImageNet model: {total:,} parameters, {model.head.weight.numel() + model.head.bias.numel():,} "
+      "of them in the 1000-class output layer")
+
+model.replace_head(2, class_names=train.classes)
+freeze(model, model.group_names[:-1])  # every group except the head
+trainable, total = count_parameters(model)
+print(f"new 2-class head, frozen body: {trainable:,} trainable of {total:,} ({trainable / total:.2%})")
+
+# %% [markdown]
+# Fewer free parameters means fewer examples are needed to pin them down: 2,562 numbers
+# can be fitted from a few hundred photos, millions cannot.
+#
+# It also saves compute. A frozen body only has to run *forward*, once per image (its
+# output never changes, so it can be cached; notebook 02 does that). Training from scratch
+# runs forward *and* backward through the whole network, for every image, for hundreds of
+# epochs. Here are both, timed on one batch on this machine:
+
+# %%
+import time
+
+from tlkit.data import open_image, transforms_for
+
+preprocess = transforms_for(model)  # 224 px, the backbone's own mean and std
+batch = torch.stack([preprocess(open_image(p)) for p in photos * 4])  # (16, 3, 224, 224)
+
+model.eval()
+with torch.no_grad():
+    model.forward_features(batch)  # warm-up
+    start = time.perf_counter()
+    model.forward_features(batch)
+    forward_s = (time.perf_counter() - start) / len(batch)
+
+scratch = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2).train()
+optimizer = torch.optim.AdamW(scratch.parameters(), lr=1e-3)
+labels16 = torch.tensor([0, 0, 1, 1] * 4)
+for step in range(2):  # the first step warms up; time the second
+    start = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(scratch(batch), labels16)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    train_s = (time.perf_counter() - start) / len(batch)
+
+print(f"frozen feature pass: {1 / forward_s:6.1f} images/s -> 2,000 photos once: {2000 * forward_s / 60:.1f} min")
+print(f"full training step:  {1 / train_s:6.1f} images/s -> ImageNet, 1.28 M photos x 350 epochs: "
+      f"{1.28e6 * 350 * train_s / 86400 / 365:.0f} years on this CPU")
+
+# %% [markdown]
+# That is the trade transfer learning makes: someone else paid for the source task once
+# (EfficientNet's recipe trains for 350 epochs on ImageNet, on many accelerators), and every
+# new target task reuses it for minutes of compute and a few thousand labelled photos.
+#
+# ### Exercise 3: count the trainable parameters yourself
+#
+# Build a fresh `efficientnet_lite0`, give it a 2-class head, freeze everything but the
+# head, and count the trainable parameters with `count_parameters`.
+
+# %%
+from course_checks import check_trainable_count
+
+n_trainable = None  # your code
+check_trainable_count(n_trainable)
+
+# %% solution
+# Solution
+fresh = load_backbone("efficientnet_lite0", num_classes=2)
+freeze(fresh, fresh.group_names[:-1])
+n_trainable = count_parameters(fresh)[0]
+check_trainable_count(n_trainable)
+
+# %% [markdown]
+# ## The wider family
+#
+# What you saw is *inductive* transfer learning for images: a different task in the target,
+# with labels. The same idea appears under other names.
+#
+# | Kind | Source → target | Example |
+# |------|-----------------|---------|
+# | Inductive | different task, labels in the target | ImageNet classes → cats vs dogs (this course) |
+# | Transductive | same task, different data distribution | sentiment in English → sentiment in German |
+# | Unsupervised | no labels in the target | self-supervised pre-training, then clustering |
+# | Domain adaptation | same task, different domain | digits from MNIST → digits from street-view photos |
+#
+# - **Text:** BERT and GPT are pretrained on large text corpora and fine-tuned for a target
+#   such as sentiment analysis, exactly like the head-then-unfreeze recipe of notebook 03.
+# - **Speech:** wav2vec 2.0 is pretrained on unlabelled audio and fine-tuned for speech
+#   recognition with a few hours of transcribed speech.
+# - **Where pretrained models come from:** torchvision, timm and PyTorch Hub (PyTorch),
+#   Hugging Face Hub (all modalities), TensorFlow Hub and Keras Applications (TensorFlow).
+# - **Edge devices:** small backbones (MobileNet, EfficientNet-Lite: this one was designed for
+#   phones) or *distillation*, where a small student network is trained to copy a large one.
+#
+# **Next:** notebook 02 turns this model into a dog-vs-cat classifier, step by step.
