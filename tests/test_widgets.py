@@ -223,6 +223,20 @@ def test_training_dashboard_widget_thread_start_twice_and_stop(model, data):
     assert dash.status.value.startswith("Nothing to stop")
 
 
+class _StopAtOne(Callback):
+    def on_epoch_end(self, trainer, epoch, row):
+        trainer.stop("enough for this test")
+
+
+def test_training_dashboard_widget_says_why_a_run_ended_early(model, data):
+    train, val = data
+    dash = TrainingDashboard(model, train, val, epochs=5, batch_size=8, callbacks=[_StopAtOne()], blocking=True, **FIT)
+    dash.start()
+    assert len(dash.history) == 1
+    assert dash.status.value.startswith("Ended early (enough for this test) after 1 epoch(s)")
+    assert not dash.epochs.disabled and dash.stop_button.disabled  # controls are back after the run
+
+
 class _Boom:
     def __call__(self, img):
         raise RuntimeError("boom from the transform")

@@ -139,6 +139,7 @@ def _open(url: str, timeout: float):
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
+        exc.close()  # the error holds the connection open until garbage-collected otherwise
         if exc.code >= 500 or exc.code in (408, 429):
             raise _TransientError(f"HTTP {exc.code} {exc.reason}") from exc
         raise DownloadError(f"Downloading {url} failed: the server answered HTTP {exc.code} "

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit.checkpoint import CheckpointError, atomic_save, unpickling_detail
+from tlkit.checkpoint import CheckpointError, unpickling_detail
 
 TRAIN_FORMAT = "tlkit-train/1"
-__all__ = ["TRAIN_FORMAT", "atomic_save", "load_training_state", "freeze_state", "load_freeze_state",
+__all__ = ["TRAIN_FORMAT", "load_training_state", "freeze_state", "load_freeze_state",
            "seed_everything", "rng_state", "set_rng_state"]
 
 
@@ -67,7 +67,7 @@ def load_training_state(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a tlkit training checkpoint (format {found!r}, expected "
-                         f"{TRAIN_FORMAT!r}). To load a saved model use tlkit.checkpoint.load_model.")
+                              f"{TRAIN_FORMAT!r}). To load a saved model use tlkit.checkpoint.load_model.")
     return state
 
 

@@ -137,6 +137,9 @@ class Trainer:
             self.stop("stop_event was set")
         except NonFiniteLossError as exc:
             self._stop_on_nan(exc)
+        except BaseException:  # a real error (e.g. out of memory): still leave the best weights
+            self._restore_best()
+            raise
         self._finish()
         return self.history
 
@@ -158,8 +161,10 @@ class Trainer:
                    disable=not self.progress, leave=True)
         try:
             train = self._train_epoch(epoch, bar)
+            bar.set_description(f"epoch {epoch}/{self.epochs} validating")
             val = self._evaluate() if self.val_data is not None else {"val_loss": None, "val_acc": None}
-            bar.set_postfix({k: f"{v:.3f}" for k, v in {**train, **val}.items() if "_" in k and v is not None})
+            bar.set_description(f"epoch {epoch}/{self.epochs}")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in {**train, **val}.items() if k in METRICS and v is not None})
         finally:
             bar.close()
         return {"epoch": epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
@@ -284,10 +289,13 @@ class Trainer:
                       f"with batch_size={smaller}.", RuntimeWarning, stacklevel=4)
         self.batch_size = smaller
 
-    def _finish(self) -> None:
-        """Loads the best weights, says why training stopped, runs on_train_end."""
+    def _restore_best(self) -> None:
         self.model.load_state_dict(self._best["state"])
         self.model.eval()
+
+    def _finish(self) -> None:
+        """Loads the best weights, says why training stopped, runs on_train_end."""
+        self._restore_best()
         self.history.stop_reason = self.stop_reason  # lets callers of fit() see it too
         if self.stop_reason:
             level = logging.INFO if self.stop_reason.startswith("early") else logging.WARNING

@@ -5,7 +5,6 @@ Only APIs that behave the same in both are used elsewhere. What differs:
 * ``FileUpload.value``: 7.x is a dict ``{name: {"content": bytes,
   "metadata": {...}}}``; 8.x is a tuple of dicts with ``"name"`` and a
   ``"content"`` memoryview. :func:`uploaded_files` reads either.
-* Clearing an upload: 7.x wants ``{}``, 8.x wants ``()``.
 """
 from __future__ import annotations
 
@@ -35,7 +34,3 @@ def uploaded_files(value) -> list[tuple[str, bytes]]:
         out.append((str(name), bytes(content)))
     return out
 
-
-def empty_upload_value():
-    """What ``FileUpload.value`` holds when nothing is uploaded, in this ipywidgets."""
-    return {} if IPYWIDGETS_MAJOR < 8 else ()

@@ -148,7 +148,7 @@ class TrainingDashboard(Panel):
         self.error_box.value = ""
         self.progress.value, self.progress.bar_style = 0, ""
         self.status.value = f"Starting: {self._run_epochs} epoch(s), batch size {self.batch_size.value} ..."
-        self.start_button.disabled, self.stop_button.disabled = True, False
+        self._set_controls(running=True)
         return self._worker.start(blocking=self.blocking if blocking is None else blocking)
 
     def stop(self) -> bool:
@@ -192,8 +192,14 @@ class TrainingDashboard(Panel):
         self.error_box.value = error_html(describe_error(exc))
         self.log.append_stdout(tb)
 
+    def _set_controls(self, running: bool) -> None:
+        """While a run goes, its settings cannot change (they would not apply to it)."""
+        for w in (self.start_button, self.epochs, self.batch_size, self.lr):
+            w.disabled = running
+        self.stop_button.disabled = not running
+
     def _finished(self) -> None:
-        self.start_button.disabled, self.stop_button.disabled = False, True
+        self._set_controls(running=False)
         for cb in self._callbacks:  # e.g. a FreezePanel applies changes queued for an epoch that never came
             if hasattr(cb, "run_finished"):
                 cb.run_finished()
@@ -206,8 +212,11 @@ class TrainingDashboard(Panel):
             return
         best = hist.best("val_acc") if hist is not None else None
         best_text = f"; best val_acc {best['val_acc']:.3f} (epoch {best['epoch']})" if best else ""
+        reason = getattr(hist, "stop_reason", None)
         if self._stop_event.is_set():
             self.status.value = f"Stopped after {n} epoch(s){best_text}; best weights loaded."
+        elif reason:  # EarlyStopping, a NaN loss (learning rate too high), ...
+            self.status.value = f"Ended early ({reason}) after {n} epoch(s){best_text}; best weights loaded."
         else:
             self.progress.value, self.progress.bar_style = 1000, "success"
             seconds = time.perf_counter() - self._started

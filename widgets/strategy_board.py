@@ -53,7 +53,7 @@ class StrategyBoard(Panel):
         per_class: images per class taken from each split (None: all of them).
         image_size: input size for every strategy.
         epochs: ``{strategy: epochs}``; missing ones get the defaults
-            (features 15 head epochs, partial 2, finetune 2).
+            (features 15 head epochs, partial 5, finetune 5).
         lr: body learning rate for fine-tuning (the head gets ``head_lr``).
         head_lr: rate of the new head, also for feature extraction.
         seed: the same seed (weights of the new head, data order) for all three.
@@ -64,7 +64,7 @@ class StrategyBoard(Panel):
 
     def __init__(self, train_ds, val_ds, backbone: str | Callable[[], nn.Module] = "efficientnet_lite0",
                  pretrained: bool = True, per_class: int | None = 20, image_size: int = 128,
-                 epochs: dict[str, int] | None = None, lr: float = 1e-4, head_lr: float = 1e-3,
+                 epochs: dict[str, int] | None = None, lr: float = 3e-4, head_lr: float = 1e-3,
                  seed: int = 0, cache_dir=None, blocking: bool = False, **fit_kwargs):
         unknown = set(epochs or {}) - set(STRATEGIES)
         if unknown:
@@ -79,7 +79,7 @@ class StrategyBoard(Panel):
         self._stop = threading.Event()
         self._worker = Worker(self._run_all, on_error=self._show_error, on_done=self._finished,
                               name="tlkit-strategies")
-        self._build({"features": 15, "partial": 2, "finetune": 2, **(epochs or {})})
+        self._build({"features": 15, "partial": 5, "finetune": 5, **(epochs or {})})
 
     def _build(self, epochs: dict[str, int]) -> None:
         style = {"description_width": "initial"}

@@ -43,7 +43,7 @@ def extract(model, ds, cache: Path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         feats = extract_features(model, ds, cache_dir=cache, progress=False, num_workers=0)
-    return feats, [str(w.message) for w in caught]
+    return feats, [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
 class RunsCode:

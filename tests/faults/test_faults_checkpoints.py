@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from browser.tiny import tiny_backbone
 from faultkit import ROOT, assert_clean_user_error, run_cli
 from imagegen import make_dataset, make_split
 from tlkit.backbones import load_backbone
@@ -220,8 +221,7 @@ def train_data(tmp_path_factory):
 def tiny_fit(train, val, **kw):
     from tlkit.train import fit
 
-    torch.manual_seed(0)
-    model = load_backbone("mobilenet_v3_small", pretrained=False, num_classes=2)
+    model = tiny_backbone()
     opts = dict(epochs=1, batch_size=8, image_size=32, num_workers=0, progress=False, seed=0)
     return model, fit(model, train, val, **{**opts, **kw})
 
@@ -241,8 +241,7 @@ def test_malicious_training_checkpoint_is_refused_on_resume(train_data, tmp_path
     with pytest.raises(CheckpointError, match="Refusing to load") as err:
         load_training_state(evil.parent)
     assert "posix.system" in str(err.value) and not marker.exists()
-    torch.manual_seed(0)
-    model = load_backbone("mobilenet_v3_small", pretrained=False, num_classes=2)
+    model = tiny_backbone()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointError, match="Refusing to load"):
         fit(model, train, val, epochs=2, batch_size=8, image_size=32, num_workers=0, progress=False,
@@ -253,11 +252,11 @@ def test_malicious_training_checkpoint_is_refused_on_resume(train_data, tmp_path
 
 CRASH_IN_TRAINING = textwrap.dedent("""
     import io, os, signal, sys, torch
-    from tlkit.backbones import load_backbone
+    from browser.tiny import tiny_backbone
     from tlkit.data import image_folder
     from tlkit.train import fit
-    torch.manual_seed(0)
-    model = load_backbone("mobilenet_v3_small", pretrained=False, num_classes=2)
+    torch.set_num_threads(1)
+    model = tiny_backbone()
     train, val = image_folder(sys.argv[1])
     real_save, saves = torch.save, []
 
@@ -284,12 +283,12 @@ def test_a_crash_while_writing_a_training_checkpoint_keeps_the_previous_epoch(tr
     root, (train, val) = train_data
     run = tmp_path / "run"
     res = subprocess.run([sys.executable, "-c", CRASH_IN_TRAINING, str(root), str(run)], capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+                         timeout=300)
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     state = load_training_state(run)  # last.pt is epoch 1's complete file, not epoch 2's half
     assert state["epoch"] == 1 and len(state["history"]["rows"]) == 1
-    torch.manual_seed(0)
-    model = load_backbone("mobilenet_v3_small", pretrained=False, num_classes=2)
+    model = tiny_backbone()
     history = fit(model, train, val, epochs=3, batch_size=8, image_size=32, num_workers=0, progress=False,
                   seed=0, resume=run)
     assert history["epoch"] == [1, 2, 3] and history.stop_reason is None

@@ -38,6 +38,7 @@ def run_pipeline(model, root: Path, cache: Path):
         train, _ = image_folder(root)
         feats = extract_features(model, train.with_transform(transforms_for(model, image_size=SIZE)),
                                  cache_dir=cache, progress=False, num_workers=0)
+    caught = [w for w in caught if issubclass(w.category, UserWarning)]  # not a stray ResourceWarning
     skipped = [str(w.message) for w in caught if "Skipped" in str(w.message)]
     others = [str(w.message) for w in caught if "Skipped" not in str(w.message)]
     return train, feats, skipped, others

@@ -231,6 +231,27 @@ def test_cuda_out_of_memory_names_a_smaller_batch_size(model, datasets, monkeypa
     assert len(trainer.history) == 0
 
 
+@pytest.mark.xfail(strict=True, reason="reported to the lead: an error escaping fit() leaves the weights of the "
+                   "half-finished epoch, not the best ones (tlkit/train.py, owned by the trainer helper)")
+def test_cuda_out_of_memory_mid_run_still_leaves_the_best_weights(model, datasets, monkeypatch):
+    train, val = datasets
+    real_step, calls = Trainer._train_step, []
+
+    def step(self, x, y):  # epoch 1 runs 3 batches; the 2nd batch of epoch 2 runs out of memory
+        calls.append(1)
+        if len(calls) == 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "_train_step", step)
+    snaps = Snapshots()
+    trainer = Trainer(model, train, val, epochs=3, callbacks=[snaps], **OPTS)
+    with pytest.raises(RuntimeError, match="smaller batch size"):
+        trainer.fit()
+    assert_complete(trainer.history, 1)
+    assert same_state(model.state_dict(), snaps.states[1])  # fails today: one update of epoch 2 remains
+
+
 def test_cuda_out_of_memory_with_retry_halves_the_batch_until_it_fits(model, datasets, monkeypatch):
     train, val = datasets
     sizes = oom_above(monkeypatch, model, 3)
@@ -248,13 +269,13 @@ def test_cuda_out_of_memory_with_retry_halves_the_batch_until_it_fits(model, dat
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_real_cuda_out_of_memory_retry_on_gpu(tmp_path):
-    """A real OOM: 1 GiB allowed, 256 images of 384 px in one batch; oom_retry halves until it fits."""
+    """A real OOM: 2 GiB allowed, 256 images of 384 px in one batch; oom_retry halves until it fits."""
     root = make_dataset(tmp_path / "data", train=128, val=8, size=40)
     train, val = image_folder(root)
     torch.manual_seed(0)
     net = load_backbone("resnet18", pretrained=False, num_classes=2)
     total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, 2**30 / total))
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 2 * 2**30 / total))
     try:
         with pytest.raises(RuntimeError, match="smaller batch size"):
             fit(net, train, val, epochs=1, batch_size=256, image_size=384, num_workers=0, progress=False,
