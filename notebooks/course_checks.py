@@ -1,15 +1,14 @@
 """Instant feedback for the course exercises.
 
 Each ``check_...`` function takes your answer (and whatever it needs to judge
-it), prints what is right or what is wrong and how to fix it, and returns
-True or False. None of them raises on a wrong or missing answer, so a
+it), prints what is right ("Correct: ...") or what is wrong and how to fix it
+("Not yet: ..."). None of them raises on a wrong or missing answer, so a
 notebook always runs from top to bottom.
 
 Example:
     >>> from course_checks import check_trainable_count
     >>> check_trainable_count(2562)
     Correct: 1280 x 2 weights + 2 biases = 2,562 trainable parameters.
-    True
 """
 from __future__ import annotations
 
@@ -20,19 +19,18 @@ IMAGENET_DOGS = range(151, 269)  # ImageNet class indices 151..268: dog breeds
 IMAGENET_CATS = range(281, 286)  # 281..285: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def _ok(message: str) -> bool:
+def _ok(message: str) -> None:
     print(f"Correct: {message}")
-    return True
 
 
-def _not_yet(message: str) -> bool:
+def _not_yet(message: str) -> None:
     print(f"Not yet: {message}")
-    return False
 
 
 def _missing(answer, what: str) -> bool:
+    """True (after saying so) when the learner has not answered yet."""
     if answer is None or answer is ...:
-        _not_yet(f"replace the None (or ...) with {what}, then run the cell again.")
+        _not_yet(f"replace the None with {what}, then run the cell again.")
         return True
     return False
 
@@ -47,10 +45,10 @@ def _number(answer) -> float | None:
 # --------------------------------------------------------------------------
 # 01: what transfer learning is
 
-def check_trainable_count(answer) -> bool:
+def check_trainable_count(answer) -> None:
     """01: trainable parameters of efficientnet_lite0 with a frozen body and a new 2-class head."""
     if _missing(answer, "a number of parameters"):
-        return False
+        return
     n = _number(answer)
     if n is None:
         return _not_yet(f"expected a number, got {type(answer).__name__}.")
@@ -76,10 +74,10 @@ def zero_shot_accuracy(probs, labels) -> float:
     return float(((p_dog > p_cat).long() == torch.as_tensor(labels)).float().mean())
 
 
-def check_zero_shot(answer, probs, labels) -> bool:
+def check_zero_shot(answer, probs, labels) -> None:
     """01: accuracy of the untrained ImageNet head used as a dog-vs-cat classifier."""
     if _missing(answer, "the accuracy (a number between 0 and 1)"):
-        return False
+        return
     n = _number(answer)
     if n is None:
         return _not_yet(f"expected a number between 0 and 1, got {type(answer).__name__}.")
@@ -95,10 +93,10 @@ def check_zero_shot(answer, probs, labels) -> bool:
                     "281-285 (cats) per photo, predict dog where the dog sum is larger, compare with labels.")
 
 
-def check_spatial_size(answer, image_size: int = 224) -> bool:
+def check_spatial_size(answer, image_size: int = 224) -> None:
     """01: height (= width) of the last feature map of efficientnet_lite0 for a square input."""
     if _missing(answer, "a number of pixels"):
-        return False
+        return
     n, ref = _number(answer), math.ceil(image_size / 32)
     if n == ref:
         return _ok(f"{image_size} px / 32 = {ref}: five stride-2 steps leave a {ref}x{ref} grid, so each "
@@ -111,10 +109,10 @@ def check_spatial_size(answer, image_size: int = 224) -> bool:
 # --------------------------------------------------------------------------
 # 02: the dog-vs-cat classifier
 
-def check_recipe(model) -> bool:
+def check_recipe(model) -> None:
     """02: another backbone with a new 2-class head and a frozen body."""
     if _missing(model, "the model you built"):
-        return False
+        return
     if not hasattr(model, "group_names"):
         return _not_yet(f"expected a tlkit Backbone from load_backbone(...), got {type(model).__name__}.")
     if model.name == "efficientnet_lite0":
@@ -130,10 +128,10 @@ def check_recipe(model) -> bool:
                "the rest is frozen.")
 
 
-def check_normalisation(mean, std, model) -> bool:
+def check_normalisation(mean, std, model) -> None:
     """02: the mean and std the backbone's weights expect (read from the model, not guessed)."""
     if _missing(mean, "the mean (three numbers)") or _missing(std, "the std (three numbers)"):
-        return False
+        return
     try:
         mean, std = [float(v) for v in mean], [float(v) for v in std]
     except (TypeError, ValueError):
@@ -151,10 +149,10 @@ def check_normalisation(mean, std, model) -> bool:
     return _not_yet(f"expected mean {tuple(round(v, 3) for v in want_m)} and std {tuple(round(v, 3) for v in want_s)}.")
 
 
-def check_lr_results(lr_results: dict, reference: dict) -> bool:
+def check_lr_results(lr_results: dict, reference: dict) -> None:
     """02: best validation accuracy per head learning rate, compared with a reference run."""
     if _missing(lr_results, "a dict {learning_rate: best validation accuracy}"):
-        return False
+        return
     if not isinstance(lr_results, dict) or not lr_results:
         return _not_yet("expected a dict such as {1e-4: 0.93, 1e-3: 0.97, 1e-1: 0.95}.")
     missing = [lr for lr in reference if lr not in lr_results]
@@ -172,10 +170,10 @@ def check_lr_results(lr_results: dict, reference: dict) -> bool:
 # --------------------------------------------------------------------------
 # 03: feature extraction vs fine-tuning
 
-def check_partial(model) -> bool:
+def check_partial(model) -> None:
     """03: only stage7, stage8 and the head trainable (efficientnet_lite0)."""
     if _missing(model, "the model"):
-        return False
+        return
     trainable = [g for g in model.group_names if any(p.requires_grad for p in model.groups[g].parameters())]
     want = model.group_names[-3:]
     if trainable == want:
@@ -186,10 +184,10 @@ def check_partial(model) -> bool:
     return _not_yet(f"trainable now: {trainable}; wanted {want}. Try freeze_to(model, -3).")
 
 
-def check_layerwise(groups: Sequence[dict]) -> bool:
+def check_layerwise(groups: Sequence[dict]) -> None:
     """03: optimizer parameter groups with rates rising from the stem (1e-5) to the head (1e-3)."""
     if _missing(groups, "the list returned by param_groups(...)"):
-        return False
+        return
     try:
         rates: dict[str, float] = {}
         for g in groups:
@@ -210,10 +208,10 @@ def check_layerwise(groups: Sequence[dict]) -> bool:
                f"({list(rates)[-1]}): generic early layers move least.")
 
 
-def check_bn_mode(answer) -> bool:
+def check_bn_mode(answer) -> None:
     """03: what BatchNorm in a frozen group does under model.train() with the default policy."""
     if _missing(answer, "'eval' or 'train'"):
-        return False
+        return
     if str(answer).strip().lower() == "eval":
         return _ok("frozen groups keep their BatchNorm in eval mode: their ImageNet running statistics "
                    "stay as they were, whatever the batch size.")
@@ -223,26 +221,28 @@ def check_bn_mode(answer) -> bool:
 # --------------------------------------------------------------------------
 # 04: overfitting and when transfer hurts
 
-def check_gap(history, max_gap: float = 0.05) -> bool:
-    """04: a head whose final train and validation accuracy differ by at most ``max_gap``."""
-    if _missing(history, "the History of your run"):
-        return False
+def check_val_loss(history, baseline_loss: float) -> None:
+    """04: a run whose final validation loss is below the overfitting baseline's."""
+    if _missing(history, "the History that fit(...) returned"):
+        return
     try:
         last = history.last()
-        gap = last["train_acc"] - last["val_acc"]
+        loss = last["val_loss"]
     except (AttributeError, KeyError, TypeError):
-        return _not_yet("pass the History that fit(...) returned, with validation data.")
-    if gap <= max_gap:
-        return _ok(f"final train {last['train_acc']:.3f} vs validation {last['val_acc']:.3f}: a gap of "
-                   f"{gap:+.3f}, within {max_gap}.")
-    return _not_yet(f"the gap is still {gap:.3f} (train {last['train_acc']:.3f}, validation "
-                    f"{last['val_acc']:.3f}). Add dropout, weight decay or early stopping, or train fewer epochs.")
+        return _not_yet("pass the History that fit(...) returned, trained with validation data.")
+    if loss is None or not math.isfinite(loss):
+        return _not_yet(f"the final validation loss is {loss}; was the learning rate too high?")
+    if loss < baseline_loss:
+        return _ok(f"final validation loss {loss:.3f} against the baseline's {baseline_loss:.3f} "
+                   f"(validation accuracy {last['val_acc']:.1%}).")
+    return _not_yet(f"final validation loss {loss:.3f} is not below the baseline's {baseline_loss:.3f}. Add dropout, "
+                    "weight decay, a schedule, or train fewer epochs.")
 
 
-def check_better_layer(answer, results: dict) -> bool:
+def check_better_layer(answer, results: dict) -> None:
     """04: which feature depth works better on the line-orientation task."""
     if _missing(answer, "'stage3' or 'stage8'"):
-        return False
+        return
     if answer not in results:
         return _not_yet(f"choose one of {list(results)}.")
     best = max(results, key=results.get)
@@ -252,10 +252,10 @@ def check_better_layer(answer, results: dict) -> bool:
     return _not_yet("look at the table again: which depth gives the higher validation accuracy?")
 
 
-def check_choice(answer, table: Sequence[dict], max_params_m: float = 6.0) -> bool:
+def check_choice(answer, table: Sequence[dict], max_params_m: float = 6.0) -> None:
     """04: the fastest backbone with at most ``max_params_m`` million parameters."""
     if _missing(answer, "a backbone name"):
-        return False
+        return
     names = [r["backbone"] for r in table]
     if answer not in names:
         return _not_yet(f"choose one of {names}.")
@@ -273,10 +273,10 @@ def check_choice(answer, table: Sequence[dict], max_params_m: float = 6.0) -> bo
 # --------------------------------------------------------------------------
 # 05: live lab
 
-def check_too_high(answer, verdicts: dict) -> bool:
+def check_too_high(answer, verdicts: dict) -> None:
     """05: the smallest learning rate the LRExplorer called 'too high'."""
     if _missing(answer, "a learning rate"):
-        return False
+        return
     high = sorted(lr for lr, (verdict, _) in verdicts.items() if verdict == "too high")
     if not high:
         return _not_yet("no rate was too high in this run; add a larger one (e.g. 1.0) and compare again.")
@@ -286,10 +286,10 @@ def check_too_high(answer, verdicts: dict) -> bool:
     return _not_yet(f"the rates judged too high were {high}; give the smallest of them.")
 
 
-def check_frozen_except(model, trainable_groups: Sequence[str]) -> bool:
+def check_frozen_except(model, trainable_groups: Sequence[str]) -> None:
     """05: exactly ``trainable_groups`` are trainable."""
     if _missing(model, "the model"):
-        return False
+        return
     trainable = [g for g in model.group_names if any(p.requires_grad for p in model.groups[g].parameters())]
     if trainable == list(trainable_groups):
         return _ok(f"trainable: {', '.join(trainable)}; everything else is frozen.")

@@ -1,6 +1,24 @@
 #!/usr/bin/env bash
-# Every test: the package, the widgets, the notebooks (nbval, test mode).
-# Usage: tests/run_all.sh PYTHON
+# Every test, as `make test` and CI run them:
+#   1. pytest over tests/ (package, widgets with ipywidgets 8, fault suite, real browser)
+#   2. the widget tests again under ipywidgets 7.7.1 (what Colab ships)
+#   3. every course notebook through nbval in test mode (TLKIT_FAST=1)
+# Usage: tests/run_all.sh [PYTHON]   (default .venv/bin/python)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 PY="${1:-.venv/bin/python}"
+export MPLBACKEND=Agg
+export TLKIT_CACHE_DIR="${TLKIT_CACHE_DIR:-$PWD/.cache/tlkit}"
+if [ -z "${TLKIT_DATA_DIR:-}" ] && [ -d ../shared/data/cats_and_dogs_filtered ]; then
+    export TLKIT_DATA_DIR="$(cd ../shared/data && pwd)"
+fi
+
+echo "== 1/3 pytest: package, widgets (ipywidgets 8), faults, browser =="
 "$PY" -m pytest -q -p no:cacheprovider tests
+
+echo "== 2/3 widgets under ipywidgets 7.7.1 (Colab) =="
+bash tools/ipyw7_env.sh "$(dirname "$(dirname "$PY")")" .venv-ipyw7
+.venv-ipyw7/bin/python -m pytest -q -p no:cacheprovider tests/test_widgets.py tests/faults/test_faults_widgets.py
+
+echo "== 3/3 notebooks (nbval, TLKIT_FAST=1) =="
+TLKIT_FAST=1 "$PY" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/

@@ -49,7 +49,11 @@ if "google.colab" in sys.modules:
 # %%
 import os
 
-import torch
+# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
+# spinning; spinning threads can make training many times slower when other processes
+# compete for the cores. This only works when set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 FAST = os.environ.get("TLKIT_FAST") == "1"
 PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")

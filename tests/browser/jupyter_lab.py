@@ -26,6 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 KERNEL_NAME = "tlkit-test"
+KERNEL_DISPLAY_NAME = "Python 3 (tlkit tests)"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -40,7 +41,7 @@ def write_kernelspec(jupyter_path: Path) -> str:
     folder = jupyter_path / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (tlkit tests)", "language": "python",
+            "display_name": KERNEL_DISPLAY_NAME, "language": "python",
             "env": {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}}
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
     return KERNEL_NAME
@@ -49,7 +50,7 @@ def write_kernelspec(jupyter_path: Path) -> str:
 def write_notebook(path: Path, cells: list[str]) -> Path:
     """An nbformat-4 notebook of code cells, with the kernelspec set (no kernel dialog)."""
     nb = {"nbformat": 4, "nbformat_minor": 5,
-          "metadata": {"kernelspec": {"name": KERNEL_NAME, "display_name": "Python 3 (tlkit tests)",
+          "metadata": {"kernelspec": {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME,
                                       "language": "python"},
                        "language_info": {"name": "python"}},
           "cells": [{"cell_type": "code", "id": f"cell{i}", "metadata": {}, "execution_count": None,

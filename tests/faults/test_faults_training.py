@@ -231,8 +231,6 @@ def test_cuda_out_of_memory_names_a_smaller_batch_size(model, datasets, monkeypa
     assert len(trainer.history) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="reported to the lead: an error escaping fit() leaves the weights of the "
-                   "half-finished epoch, not the best ones (tlkit/train.py, owned by the trainer helper)")
 def test_cuda_out_of_memory_mid_run_still_leaves_the_best_weights(model, datasets, monkeypatch):
     train, val = datasets
     real_step, calls = Trainer._train_step, []
@@ -249,7 +247,7 @@ def test_cuda_out_of_memory_mid_run_still_leaves_the_best_weights(model, dataset
     with pytest.raises(RuntimeError, match="smaller batch size"):
         trainer.fit()
     assert_complete(trainer.history, 1)
-    assert same_state(model.state_dict(), snaps.states[1])  # fails today: one update of epoch 2 remains
+    assert same_state(model.state_dict(), snaps.states[1])  # not the one update made in epoch 2
 
 
 def test_cuda_out_of_memory_with_retry_halves_the_batch_until_it_fits(model, datasets, monkeypatch):
