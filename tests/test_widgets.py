@@ -171,6 +171,8 @@ def test_freeze_panel_widget_change_during_training_waits_for_next_epoch(model, 
     assert gate.reached.wait(60)
     panel.toggles["stage1"].value = False  # freeze during epoch 1 ...
     panel.toggles["stem"].value = True  # ... and unfreeze another group
+    panel.toggles["stage2"].value = False
+    panel.toggles["stage2"].value = True  # changed back: nothing to do for stage2
     assert panel.pending == {"stage1": False, "stem": True}
     assert "stage1" not in model.frozen_groups and "stem" in model.frozen_groups  # not yet applied
     assert "queued" in panel.status.value and "next epoch" in panel.status.value

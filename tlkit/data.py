@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_PIXELS = 64_000_000  # larger images are treated as decompression bombs and skipped
+MAX_ASPECT = 20  # a 1x3000 strip resized by its short side would become gigabytes
 DATASET_NAME = "cats_and_dogs_filtered"
 DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 DATASET_COUNTS = {"train": 2000, "validation": 1000}
@@ -66,8 +67,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ImageReadError(f"{im.width}x{im.height} pixels is above the {MAX_PIXELS:,} limit")
+                problem = _size_problem(im)
+                if problem:
+                    raise ImageReadError(problem)
                 im.load()
                 return _to_rgb(im)
     except ImageReadError:
@@ -75,6 +77,16 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:  # PIL's ways of saying "not a usable image"
         raise ImageReadError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _size_problem(im: Image.Image) -> str | None:
+    """Why an image's size (read from its header) makes it unusable, or None."""
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        return f"{w}x{h} pixels is above the {MAX_PIXELS:,} limit (decompression bomb?)"
+    if max(w, h) > MAX_ASPECT * max(1, min(w, h)) and max(w, h) > 64:
+        return f"{w}x{h} is a strip, more than {MAX_ASPECT}:1; resizing it would need far too much memory"
+    return None
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -97,8 +109,7 @@ def _header_ok(path: Path) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    return f"{im.width}x{im.height} pixels is above the {MAX_PIXELS:,} limit"
+                return _size_problem(im)
     except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
         return f"{type(exc).__name__}: {exc}"
     return None

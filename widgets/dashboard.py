@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 
 import ipywidgets as W
 from torch import nn
@@ -200,10 +201,13 @@ class TrainingDashboard(Panel):
 
     def _finished(self) -> None:
         self._set_controls(running=False)
-        for cb in self._callbacks:  # e.g. a FreezePanel applies changes queued for an epoch that never came
-            if hasattr(cb, "run_finished"):
-                cb.run_finished()
-        self._redraw(force=True)
+        try:
+            for cb in self._callbacks:  # e.g. a FreezePanel applies changes queued for an epoch that never came
+                if hasattr(cb, "run_finished"):
+                    cb.run_finished()
+            self._redraw(force=True)
+        except Exception as exc:  # noqa: BLE001 - shown like an error of the run itself
+            self._show_error(exc, traceback.format_exc())
         hist = self.history
         n = len(hist) if hist is not None else 0
         if self.error is not None:

@@ -174,7 +174,11 @@ class FreezePanel(Panel):
     def _request(self, changes: dict[str, object]) -> None:
         with self._lock:
             if self._active:
-                self._pending.update(changes)
+                for key, value in changes.items():
+                    if value == self._current(key):  # e.g. toggled twice: nothing left to do
+                        self._pending.pop(key, None)
+                    else:
+                        self._pending[key] = value
                 n = len(self._pending)
                 self.status.value = (f"Training is running: {n} change(s) queued, "
                                      "applied at the start of the next epoch.")
@@ -182,6 +186,10 @@ class FreezePanel(Panel):
                 self._apply(changes, optimizer=None)
                 self.status.value = ""
         self.refresh()
+
+    def _current(self, key: str) -> object:
+        """The model's present value for a pending-dict key (trainable flag or BN policy)."""
+        return self.model.bn_policy if key == _BN_KEY else key not in self.model.frozen_groups
 
     def _apply(self, changes: dict[str, object], optimizer=None) -> None:
         groups = {g: v for g, v in changes.items() if g != _BN_KEY}

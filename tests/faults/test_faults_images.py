@@ -67,8 +67,13 @@ def _truncated_jpeg(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make_bad", [_zero_byte, _text_named_jpg, _truncated_jpeg],
-                         ids=["zero_byte", "text_named_jpg", "truncated_jpeg"])
+def _thin_strip(path: Path) -> Path:
+    Image.new("RGB", (3000, 1), (9, 9, 9)).save(path, format="JPEG")  # 224 px short side -> 670k x 224
+    return path
+
+
+@pytest.mark.parametrize("make_bad", [_zero_byte, _text_named_jpg, _truncated_jpeg, _thin_strip],
+                         ids=["zero_byte", "text_named_jpg", "truncated_jpeg", "thin_strip"])
 def test_unreadable_image_is_skipped_with_one_warning(model, tmp_path, make_bad):
     root = make_dataset(tmp_path / "data", train=4, val=2, size=40)
     expected = good_files(root)
