@@ -400,3 +400,4 @@ def test_widgets_display_through_ipython(model, capsys):
     panel = FreezePanel(model)
     panel._ipython_display_()  # outside a kernel IPython prints the widget's repr
     assert isinstance(panel.widget, ipywidgets.VBox)
+    assert capsys.readouterr().out.startswith("VBox(children=(HTML(value='<b>Layer groups</b>")
