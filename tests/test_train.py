@@ -453,6 +453,18 @@ def test_train_strategy_trains_the_right_groups(mobilenet_2, tiny_datasets, stra
         assert lrs["stem"] == pytest.approx(1e-5) and lrs["stage5"] == pytest.approx(1e-4)
 
 
+def test_train_strategy_keeps_every_bn_statistic_by_default(mobilenet_2, tiny_datasets):
+    train, _ = tiny_datasets
+    stats = {k: v.clone() for k, v in mobilenet_2.state_dict().items() if "running" in k}
+    weights = {k: v.clone() for k, v in mobilenet_2.state_dict().items() if k.endswith("weight")}
+    train_strategy(mobilenet_2, "finetune", train, epochs=1, batch_size=8, image_size=32, num_workers=0,
+                   progress=False)
+    after = mobilenet_2.state_dict()
+    assert mobilenet_2.bn_policy == "eval_all" and mobilenet_2.frozen_groups == set()
+    assert states_equal(stats, {k: after[k] for k in stats})  # running statistics kept ...
+    assert not torch.equal(weights["groups.stem.1.weight"], after["groups.stem.1.weight"])  # ... BN scale learned
+
+
 def test_train_strategy_gradual_unfreezing(mobilenet_2, tiny_datasets):
     train, val = tiny_datasets
     history = train_strategy(mobilenet_2, "finetune", train, val, epochs=2, unfreeze_at=2, lr=1e-4,

@@ -75,7 +75,7 @@ class Backbone(nn.Module):
         # Freezing state lives on the model (no module-level globals). The
         # functions in tlkit.freezing read and write these two attributes.
         self.frozen_groups: set[str] = set()
-        self.bn_policy = "eval"  # "eval": frozen BN keeps running stats; "train": it updates them
+        self.bn_policy = "eval"  # "eval": frozen BN keeps running stats; "train": it updates them; "eval_all": all keep
 
     @property
     def group_names(self) -> list[str]:
@@ -127,8 +127,9 @@ class Backbone(nn.Module):
         running mean and variance are not overwritten by a few target batches.
         """
         super().train(mode)
-        if mode and self.bn_policy == "eval":
-            for name in self.frozen_groups:
+        if mode and self.bn_policy in ("eval", "eval_all"):
+            # "eval_all": every BN keeps its statistics, also in trainable groups (tlkit.freezing.set_bn_policy)
+            for name in (self.groups.keys() if self.bn_policy == "eval_all" else self.frozen_groups):
                 for m in self.groups[name].modules():
                     if isinstance(m, BN_TYPES):
                         m.eval()

@@ -27,7 +27,7 @@ from torch import nn
 
 from tlkit.backbones import BN_TYPES
 
-BN_POLICIES = ("eval", "train")
+BN_POLICIES = ("eval", "train", "eval_all")
 
 
 def _names(model: nn.Module, groups: str | Iterable[str]) -> list[str]:
@@ -113,7 +113,13 @@ def freeze_to(model: nn.Module, k: int) -> nn.Module:
 
 
 def set_bn_policy(model: nn.Module, policy: str) -> nn.Module:
-    """``"eval"``: BN in frozen groups keeps its running stats; ``"train"``: they update."""
+    """``"eval"``: BN in frozen groups keeps its running stats; ``"train"``: they update.
+
+    ``"eval_all"``: every BN layer keeps its pretrained running statistics,
+    also in groups that train (their scale and shift still learn). Short
+    fine-tuning with small batches is more accurate this way (see
+    ``tlkit.train.train_strategy``).
+    """
     if policy not in BN_POLICIES:
         raise ValueError(f"BN policy must be one of {BN_POLICIES}, got {policy!r}.")
     model.bn_policy = policy

@@ -33,7 +33,7 @@ from torch import nn
 from tlkit.callbacks import Callback, Checkpoint, GradualUnfreezing
 from tlkit.data import make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
-from tlkit.freezing import freeze_to, param_groups
+from tlkit.freezing import freeze_to, param_groups, set_bn_policy
 from tlkit.history import History
 from tlkit.lr_finder import LRFinderResult, lr_find  # noqa: F401 - re-exported: part of the training API
 from tlkit.resume import (TRAIN_FORMAT, freeze_state, load_freeze_state, load_training_state, rng_state,
@@ -415,7 +415,7 @@ def fit(model: nn.Module, train_data, val_data=None, epochs: int = 5,
 
 def train_strategy(model: nn.Module, strategy: str, train_data, val_data=None, epochs: int = 5,
                    lr: float = 1e-4, head_lr: float | None = None, unfreeze_at: int | None = None,
-                   **options: Any) -> History:
+                   bn_policy: str = "eval_all", **options: Any) -> History:
     """Trains with one of the course's strategies (what ``python -m tlkit train --strategy`` runs).
 
     Each body group has a fixed rate whatever the strategy: log-evenly spread
@@ -429,6 +429,14 @@ def train_strategy(model: nn.Module, strategy: str, train_data, val_data=None, e
     * ``unfreeze_at=k``: gradual unfreezing. ``"finetune"`` starts as
       ``"features"``, ``"partial"`` as itself, and every frozen group joins
       at the start of epoch ``k`` (1-based) with its (lower) body rate.
+
+    ``bn_policy="eval_all"`` (the default here) keeps every BatchNorm layer's
+    ImageNet running statistics, also in groups that train; their scale and
+    shift still learn. With batches of 32 and a couple of epochs, letting the
+    statistics follow the batches costs accuracy: Lite0 at 160 px, 2 epochs
+    of ``"finetune"`` reached 0.95-0.96 validation accuracy on dogs vs cats
+    with ``"eval"`` and 0.98 with ``"eval_all"``. See
+    :func:`tlkit.freezing.set_bn_policy`.
 
     Other keywords go to :func:`fit`. Returns the History.
 
@@ -447,6 +455,7 @@ def train_strategy(model: nn.Module, strategy: str, train_data, val_data=None, e
     if unfreeze_at is not None and strategy == "finetune":
         start = -1
     freeze_to(model, start)
+    set_bn_policy(model, bn_policy)
     if unfreeze_at is not None:
         later = sorted(model.frozen_groups, key=model.group_names.index)
         later_rates = {g: rates[g] for g in later}

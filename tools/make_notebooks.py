@@ -218,9 +218,11 @@ def check_data() -> None:
                          "Unzip cats_and_dogs_filtered.zip there, or point TLKIT_DATA_DIR at its parent.")
 
 
-def kernel_env(fast: bool) -> dict[str, str]:
+def kernel_env(fast: bool, cache_dir: str | None = None) -> dict[str, str]:
     """Environment of the kernel: the CPU profile (or test mode), no progress bars."""
     env = dict(os.environ)
+    if cache_dir:
+        env["TLKIT_CACHE_DIR"] = cache_dir
     env.pop("TLKIT_FAST", None)
     if fast:
         env["TLKIT_FAST"] = "1"
@@ -230,11 +232,12 @@ def kernel_env(fast: bool) -> dict[str, str]:
     return env
 
 
-def execute(nb: nbformat.NotebookNode, fast: bool = False, timeout: int = 900) -> float:
+def execute(nb: nbformat.NotebookNode, fast: bool = False, cache_dir: str | None = None,
+            timeout: int = 900) -> float:
     """Runs every cell in a fresh kernel started in notebooks/; returns the seconds taken."""
     from nbclient import NotebookClient
 
-    old, new = dict(os.environ), kernel_env(fast)
+    old, new = dict(os.environ), kernel_env(fast, cache_dir)
     os.environ.clear()
     os.environ.update(new)
     try:
@@ -249,10 +252,12 @@ def execute(nb: nbformat.NotebookNode, fast: bool = False, timeout: int = 900) -
         os.environ.update(old)
 
 
-def make(src: Path, fast: bool, run: bool) -> None:
+def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None) -> None:
+    """Builds one notebook, runs it, checks and writes it (not in test mode)."""
     nb = build_notebook(src)
-    seconds = execute(nb, fast=fast) if run else 0.0
-    scrub_outputs(nb, path_replacements())
+    seconds = execute(nb, fast=fast, cache_dir=cache_dir) if run else 0.0
+    extra = [(cache_dir, "$TLKIT_CACHE_DIR")] if cache_dir else []
+    scrub_outputs(nb, sorted(path_replacements() + extra, key=lambda kv: -len(kv[0])))
     leaks = find_machine_paths(nb)
     if leaks:
         raise SystemExit(f"{src.name}: outputs still hold machine paths; print names, not paths:\n  "
@@ -271,11 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", metavar="NN", help="notebook numbers or name prefixes, e.g. 02")
     p.add_argument("--fast", action="store_true", help="test mode (TLKIT_FAST=1); writes nothing")
     p.add_argument("--no-execute", action="store_true", help="write the notebooks without running them")
+    p.add_argument("--reuse-cache", action="store_true",
+                   help="use the usual feature cache ($TLKIT_CACHE_DIR or ~/.cache/tlkit) instead of a fresh one")
     args = p.parse_args(argv)
     if not args.no_execute:
         check_data()
-    for src in source_files(args.only):
-        make(src, fast=args.fast, run=not args.no_execute)
+    # By default the build starts from an empty feature cache, shared by the notebooks of this
+    # build: 02 shows the real cost of the first feature pass, and 03-05 reuse its result.
+    with tempfile.TemporaryDirectory(prefix="tlkit-nb-cache-") as fresh:
+        cache_dir = None if args.reuse_cache else fresh
+        for src in source_files(args.only):
+            make(src, fast=args.fast, run=not args.no_execute, cache_dir=cache_dir)
     return 0
 
 

@@ -21,7 +21,10 @@
 # learning rate, unfreeze during training, read the cost of each strategy (accuracy, time,
 # trainable parameters), and avoid the BatchNorm trap in frozen layers.
 #
-# **Expected results (cpu profile):** EXPECTED_03 on a laptop CPU.
+# **Expected results (cpu profile, 100 training photos):** feature extraction about 97%
+# validation accuracy in 3 seconds; the fine-tuning variants about 90% or less in 7–20
+# seconds each; BatchNorm in train mode costs several points. About 2 minutes in all on a
+# laptop CPU.
 
 # %%
 # Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
@@ -54,6 +57,10 @@ import os
 # compete for the cores. This only works when set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
+
+# Figures as JPEG: photos make PNG notebooks ten times larger.
+%config InlineBackend.figure_formats = ["jpeg"]
+%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
 
 FAST = os.environ.get("TLKIT_FAST") == "1"
 PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
@@ -164,7 +171,14 @@ head, history = train_head(train_feats, val_feats, epochs=30, lr=1e-3, seed=0)
 results["feature extraction"] = dict(val_acc=history.best("val_acc")["val_acc"],
                                      seconds=time.perf_counter() - start,
                                      trainable=sum(p.numel() for p in head.parameters()))
-print(results["feature extraction"])
+
+
+def report(name):
+    r = results[name]
+    print(f"{name}: best val acc {r['val_acc']:.1%}, {r['seconds']:.1f} s, {r['trainable']:,} trainable parameters")
+
+
+report("feature extraction")
 
 # %% [markdown]
 # Partial fine-tuning: stage7, stage8 and the head train. `lr=(1e-4, 1e-3)` spreads the rates
@@ -180,7 +194,7 @@ def run(name, model, **kwargs):
     results[name] = dict(val_acc=history.best("val_acc")["val_acc"], seconds=time.perf_counter() - start,
                          trainable=count_parameters(model)[0])
     histories[name] = history
-    print(name, {k: round(v, 3) for k, v in results[name].items()})
+    report(name)
     return history
 
 
@@ -192,7 +206,8 @@ run("partial fine-tuning", model, lr=(1e-4, 1e-3))
 # ## Full re-training
 #
 # Every group trains. This is the choice when the target differs a lot from ImageNet or
-# when there is plenty of data. One learning rate, low, for all groups:
+# when there is plenty of data. First with one low learning rate for every group, the new
+# head included:
 
 # %%
 model = fresh_model()
@@ -200,11 +215,14 @@ freeze_to(model, 0)
 run("full fine-tuning", model, lr=1e-4)
 
 # %% [markdown]
+# One low rate is safe for the pretrained body but slow for the new, randomly initialised
+# head: in a few epochs it has not caught up. The layer-wise rates further down fix that.
+#
 # ## Why fine-tuning needs a lower learning rate
 #
-# The pretrained weights are already good; large steps destroy what they encode before the
-# new head has learned anything useful. The same full fine-tuning with the learning rate a
-# head alone would use on features (1e-2):
+# Why not simply raise the rate? The pretrained weights are already good; large steps
+# destroy what they encode before the new head has learned anything useful. The same full
+# fine-tuning at 1e-2:
 
 # %%
 model = fresh_model()
@@ -289,11 +307,13 @@ viz.plot_bar([{"strategy": k, "val_acc": v["val_acc"]} for k, v in results.items
 viz.plot_history(histories, metrics=("val_acc",))
 
 # %% [markdown]
-# With 100 training photos, feature extraction is as accurate as any fine-tuning and by
-# far the cheapest: millions of trainable parameters cannot be pinned down by a hundred
-# photos in three epochs. With all 2,000 photos and more epochs (the gpu profile),
-# fine-tuning pulls ahead a little. (On 100 validation photos, a difference of one photo
-# is one percentage point: treat gaps of a few points as noise.)
+# With 100 training photos, feature extraction is the most accurate and by far the
+# cheapest: a million trainable parameters cannot be pinned down by a hundred photos in
+# three epochs. Among the fine-tuning variants, the ones that let the new head learn fast
+# while the body moves slowly (partial, layer-wise, gradual) do best. With all 2,000 photos
+# and more epochs (the gpu profile), fine-tuning catches up with feature extraction or
+# passes it. (On 100 validation photos, one photo is one percentage point: treat gaps of a
+# few points as noise.)
 #
 # ## The BatchNorm trap
 #

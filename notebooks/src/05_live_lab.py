@@ -1,0 +1,296 @@
+# Source of notebooks/05_live_lab.ipynb (built by tools/make_notebooks.py; edit this file).
+
+# %% [markdown]
+# # 05 · Live lab
+#
+# [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/tlkit-course/tlkit/blob/main/notebooks/05_live_lab.ipynb)
+# [![Launch on Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/tlkit-course/tlkit/main?urlpath=lab/tree/notebooks/05_live_lab.ipynb)
+#
+# Everything from notebooks 01–04 on buttons and sliders, for experiments you can run while
+# you watch (or in front of a room). Each panel runs its work in a background thread, so
+# the notebook stays responsive; a Stop button ends a run after the current batch and keeps
+# the best weights.
+#
+# | Panel | What it does |
+# |-------|--------------|
+# | `FreezePanel` | freeze and unfreeze layer groups with a click, even during training |
+# | `TrainingDashboard` | Start/Stop, live loss and accuracy curves, speed and time left |
+# | `LRExplorer` | the learning-rate range test, and several rates compared side by side |
+# | `StrategyBoard` | feature extraction vs partial vs full fine-tuning, same data and seed |
+# | `PredictPanel` | upload a photo: probabilities and a Grad-CAM heatmap |
+#
+# **You will learn to** see the effect of freezing, learning rates and strategies as it
+# happens, and to read a model's evidence on a single photo.
+#
+# **Run time (cpu profile):** about 40 seconds on a laptop CPU for all cells, once
+# notebook 02 has cached the features (otherwise add 40 seconds); each panel run takes
+# a few seconds. The cells below also drive the panels from code (blocking),
+# so the notebook runs top to bottom unattended; in class, press the buttons instead.
+
+# %%
+# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    if not os.path.isdir("/content/tlkit"):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
+                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
+    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
+    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
+    sys.path.insert(0, os.getcwd())
+
+# %% [markdown]
+# ## Profile
+#
+# **cpu** reuses the 160 px features cached by notebook 02 and fine-tunes on 20 photos per
+# class at 128 px, so every run is short. **gpu** uses more photos at 224 px. **test**
+# (`TLKIT_FAST=1`) is a dry run.
+
+# %%
+import os
+
+# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
+# spinning; spinning threads can make training many times slower when other processes
+# compete for the cores. This only works when set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+
+# Figures as JPEG: photos make PNG notebooks ten times larger.
+%config InlineBackend.figure_formats = ["jpeg"]
+%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
+
+FAST = os.environ.get("TLKIT_FAST") == "1"
+PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+SETTINGS = {
+    # image_size: of the cached features; live_*: photos per class, size and epochs of the
+    # fine-tuning runs that the panels start.
+    "cpu": dict(image_size=160, live_per_class=20, live_size=128, live_epochs=3),
+    "gpu": dict(image_size=224, live_per_class=200, live_size=224, live_epochs=5),
+    "test": dict(image_size=64, live_per_class=4, live_size=64, live_epochs=2),
+}[PROFILE]
+SIZE, LIVE = SETTINGS["image_size"], SETTINGS["live_size"]
+print(f"profile: {PROFILE}  {SETTINGS}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from tlkit.data import cats_vs_dogs, subset
+
+train_all, val_all = cats_vs_dogs()
+print(train_all)
+print(val_all)
+
+# %%
+from tlkit import load_backbone
+from tlkit.data import transforms_for
+from tlkit.features import extract_features
+
+train = train_all if not FAST else subset(train_all, 8, seed=0)
+val = val_all if not FAST else subset(val_all, 8, seed=0)
+live_train = subset(train_all, SETTINGS["live_per_class"], seed=0)
+live_val = subset(val_all, SETTINGS["live_per_class"], seed=1)
+
+extractor = load_backbone("efficientnet_lite0")
+preprocess = transforms_for(extractor, image_size=SIZE)
+train_feats = extract_features(extractor, train.with_transform(preprocess), progress=False)
+val_feats = extract_features(extractor, val.with_transform(preprocess), progress=False)
+print(f"features: {len(train_feats)} training, {len(val_feats)} validation "
+      f"(from the cache: {train_feats.from_cache and val_feats.from_cache})")
+print(f"live runs: {len(live_train)} training and {len(live_val)} validation photos at {LIVE} px")
+
+# %% [markdown]
+# ## 1 · Freeze, train, and change your mind while it trains
+#
+# A fresh Lite0 with a new head, a `TrainingDashboard` to train it and a `FreezePanel` on the
+# same model. The panel's toggles change the model at once; while a run is going, a change
+# is queued and applied at the start of the next epoch (a group unfrozen mid-run joins the
+# optimizer with its own learning rate).
+
+# %%
+from widgets import FreezePanel, TrainingDashboard
+
+torch.manual_seed(0)
+model = load_backbone("efficientnet_lite0", num_classes=2, class_names=train_all.classes)
+dash = TrainingDashboard(model, live_train, live_val, epochs=SETTINGS["live_epochs"], batch_size=16, lr=1e-3,
+                         image_size=LIVE, seed=0)
+panel = FreezePanel(model, dashboard=dash)
+panel.freeze_all_but_head()  # start as feature extraction
+panel
+
+# %%
+dash
+
+# %% [markdown]
+# **Try it (instructor script).**
+#
+# 1. Press **Start**. Only the head trains: epochs are quick, and validation accuracy is
+#    high from the first epoch.
+# 2. During epoch 2, click **stage7** and **stage8** in the panel. The status line says the
+#    change is queued; at the next epoch the trainable count jumps from 2,562 to about a
+#    million, epochs get slower, and the training loss falls faster.
+# 3. Untick **frozen BatchNorm keeps its running statistics**, set batch size 8 and Start
+#    again: the BatchNorm trap of notebook 03, live.
+# 4. Set the learning rate to **1** and Start: watch the loss explode. (If it becomes NaN,
+#    training stops by itself with a message.) Either way the model ends with the weights
+#    of its best epoch. The cell after the next one does this from code.
+#
+# The cell below does steps 1 and 2 from code, so the notebook also runs unattended:
+
+# %%
+import time
+
+dash.start()                      # a background thread: the notebook stays usable
+while dash.is_running and not (dash.history is not None and len(dash.history) >= 1):
+    time.sleep(0.1)               # wait for epoch 1 to finish
+panel.set_trainable(["stage7", "stage8"], True)  # what clicking the two toggles does
+dash.join()                       # wait for the run to end (for scripts and tests)
+print(dash.status.value)
+print("changes applied:", panel.applied)
+print(panel.totals.value)
+
+# %%
+from tlkit import viz
+
+viz.plot_history(dash.history)
+
+# %%
+torch.manual_seed(0)
+blowup = load_backbone("efficientnet_lite0", num_classes=2, class_names=train_all.classes)
+dash_high = TrainingDashboard(blowup, live_train, live_val, epochs=2, batch_size=16, lr=1.0, image_size=LIVE,
+                              seed=0, blocking=True)
+dash_high.start()  # blocking=True: returns when the run has ended
+print(dash_high.status.value)
+print("training loss per epoch:", [round(v, 2) for v in dash_high.history["train_loss"]])
+
+# %% [markdown]
+# ### Exercise 1: only the top
+#
+# Use the panel (the toggles, or `panel.set_trainable(...)` in code) so that exactly
+# `stage8` and `head` are trainable.
+
+# %%
+from course_checks import check_frozen_except
+
+# your code (or clicks)
+check_frozen_except(model, ["stage8", "head"])
+
+# %% solution
+# Solution
+panel.freeze_all_but_head()
+panel.set_trainable("stage8", True)
+check_frozen_except(model, ["stage8", "head"])
+
+# %% [markdown]
+# ## 2 · Learning rates
+#
+# `LRExplorer` works on the cached features, so a whole comparison takes seconds.
+# **find LR** runs the range test (the loss while the rate grows from 1e-7 to 1);
+# **compare** trains a fresh head at 1e-5, 1e-3, 1e-1 and 1 (plus the slider's rate) and
+# judges each: too low, good, or too high.
+
+# %%
+from widgets import LRExplorer
+
+explorer = LRExplorer(train_feats, val_feats, lrs=(1e-5, 1e-3, 1e-1, 1.0), epochs=10)
+explorer
+
+# %%
+explorer.find_lr(blocking=True)
+explorer.compare(blocking=True)
+print(explorer.status.value)
+for lr, (verdict, why) in sorted(explorer.verdicts.items()):
+    print(f"lr {lr:.0e}: {verdict:<8} ({why})")
+viz.plot_lr_curves(explorer.runs)
+
+# %% [markdown]
+# **Try it.** Drag the slider to a rate between two of the tried ones and press
+# **compare** again: is the verdict what you expected? Then the same question for the whole
+# network: the **fine-tune test** fine-tunes every layer of the pretrained model at the
+# slider's rate and at a safe low rate, from the same weights. At 1e-2, the pretrained
+# features are overwritten within one epoch:
+
+# %%
+explorer_ft = LRExplorer(model=model, train_data=live_train, val_data=live_val, mode="finetune",
+                         per_class=SETTINGS["live_per_class"] // 2, image_size=LIVE, finetune_epochs=1, lr=1e-2)
+explorer_ft.finetune_test(blocking=True)
+print(explorer_ft.status.value)
+for lr, h in sorted(explorer_ft.runs.items()):  # epoch 0: before fine-tuning
+    print(f"lr {lr:.0e}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
+
+# %% [markdown]
+# ### Exercise 2: which rate is too high?
+#
+# From the comparison above, what is the smallest learning rate judged "too high" for the head?
+
+# %%
+from course_checks import check_too_high
+
+too_high = None  # a number, e.g. 1e-2
+check_too_high(too_high, explorer.verdicts)
+
+# %% solution
+# Solution
+too_high = min(lr for lr, (verdict, _) in explorer.verdicts.items() if verdict == "too high")
+check_too_high(too_high, explorer.verdicts)
+
+# %% [markdown]
+# ## 3 · Strategies side by side
+#
+# `StrategyBoard` trains feature extraction, partial fine-tuning and full fine-tuning on the
+# same photos with the same seed, and tabulates accuracy, time and trainable parameters.
+
+# %%
+from widgets import StrategyBoard
+
+board = StrategyBoard(live_train, live_val, per_class=None, image_size=LIVE,
+                      epochs={"features": 15, "partial": 2, "finetune": 2})
+board
+
+# %%
+board.run(blocking=True)
+print(board.status.value)
+print(f"{'strategy':<22} {'val acc':>8} {'seconds':>8} {'trainable':>10}")
+for r in board.results.values():
+    print(f"{r['strategy']:<22} {r['val_acc']:>8.1%} {r['seconds']:>8.1f} {r['trainable_params']:>10,}")
+
+# %% [markdown]
+# ## 4 · Predict your own photo
+#
+# The classifier of notebook 02: the frozen body plus a head trained on the cached
+# features (a second). `PredictPanel` shows the probabilities and a Grad-CAM heatmap: the
+# regions whose features raised the predicted class's score. **Upload photo** takes any
+# image; a PDF or a text file gets a clear message instead of a crash.
+
+# %%
+from tlkit.features import train_head
+from widgets import PredictPanel
+
+head, history = train_head(train_feats, val_feats, epochs=20, seed=0)
+classifier = load_backbone("efficientnet_lite0", num_classes=2, class_names=train_all.classes)
+classifier.groups["head"].load_state_dict(head.state_dict())
+classifier.input_size = SIZE  # the size its head was trained at: the panel preprocesses to it
+print(f"validation accuracy: {history.best('val_acc')['val_acc']:.1%}")
+
+predict_panel = PredictPanel(classifier, val_dataset=val)
+predict_panel
+
+# %%
+from pathlib import Path
+
+photo = [f for f, t in zip(val.files, val.targets) if t == 1][0]  # a dog, as if picked in the panel
+probs = predict_panel.predict_file(photo)
+print(Path(photo).name, "->", ", ".join(f"{name} {p:.1%}" for name, p in probs))
+
+# %% [markdown]
+# **Try it.** Upload a photo with both a cat and a dog, a cartoon, a fox. Where does the
+# heatmap sit, and does the answer change when you crop the photo?
+#
+# ## Where next
+#
+# - Read the code behind the panels: `widgets/` (each panel is one file) and the training
+#   loop in `tlkit/train.py`.
+# - Train on your own folders from the command line:
+#   `python -m tlkit train DATA_DIR --out runs/mine --strategy features`.

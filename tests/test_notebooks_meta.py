@@ -1,0 +1,277 @@
+"""The course notebooks: structure, freshness and the exercise checks.
+
+nbval runs the notebooks themselves (``pytest --nbval-lax notebooks/`` with
+``TLKIT_FAST=1``). These tests check what nbval cannot: every committed
+notebook matches its source script, opens with badges pointing at itself and
+a setup cell, has 2-4 exercises with checks and hidden solutions, carries
+NBVAL_CHECK_OUTPUT markers, and shows no path of the machine that built it.
+They read files only and run in well under a second each.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import sys
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+EXPECTED = ["01_what_transfer_learning_is", "02_dog_vs_cat_classifier", "03_feature_extraction_vs_fine_tuning",
+            "04_overfitting", "05_live_lab"]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+mk = _load("make_notebooks", ROOT / "tools" / "make_notebooks.py")
+checks = _load("course_checks", NOTEBOOKS / "course_checks.py")
+
+
+def _committed(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+
+
+def _code(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_the_five_notebooks_and_their_sources_exist():
+    assert [p.stem for p in mk.source_files()] == EXPECTED
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_is_up_to_date_with_its_source(name):
+    built = mk.build_notebook(mk.SOURCES / f"{name}.py")
+    assert mk.cell_sources(_committed(name)) == mk.cell_sources(built), (
+        f"notebooks/{name}.ipynb is stale: run `make notebooks` (or tools/make_notebooks.py --only {name[:2]})")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_opens_with_badges_pointing_at_itself_objectives_and_run_time(name):
+    first = _committed(name).cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    colab = f"https://colab.research.google.com/github/tlkit-course/tlkit/blob/main/notebooks/{name}.ipynb"
+    binder = f"https://mybinder.org/v2/gh/tlkit-course/tlkit/main?urlpath=lab/tree/notebooks/{name}.ipynb"
+    assert f"({colab})" in first.source and f"({binder})" in first.source
+    assert "You will learn" in first.source
+    assert re.search(r"\*\*(Run time|Expected results?)", first.source)
+    assert "EXPECTED_0" not in first.source, "fill in the measured expected result"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_first_code_cell_is_the_setup_cell(name):
+    nb = _committed(name)
+    setup = _code(nb)[0].source
+    assert 'if "google.colab" in sys.modules:' in setup
+    assert "tlkit[widgets]" in setup and "git clone" in setup
+    # Everything that acts is inside the Colab branch: elsewhere the cell does nothing.
+    outside = [ln for ln in setup.splitlines() if ln and not ln.startswith((" ", "#", "import sys", "if "))]
+    assert outside == []
+    assert "enable_custom_widget_manager" not in setup
+    # The same setup cell in every notebook.
+    assert setup == _code(_committed(EXPECTED[0]))[0].source
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_profile_cell_chooses_cpu_gpu_or_test_mode(name):
+    profile = _code(_committed(name))[1]
+    for needle in ('os.environ.get("TLKIT_FAST") == "1"', "torch.cuda.is_available()", '"cpu":', '"gpu":',
+                   '"test":', 'print(f"profile: {PROFILE}'):
+        assert needle in profile.source
+    text = "".join(o.get("text", "") for o in profile.outputs)
+    assert text.startswith("profile: cpu"), "the committed notebooks are executed in the cpu profile"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_two_to_four_exercises_each_with_a_check_and_a_hidden_solution(name):
+    cells = _committed(name).cells
+    starts = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and "### Exercise" in c.source]
+    assert 2 <= len(starts) <= 4
+    for i in starts:
+        task, solution = cells[i + 1], cells[i + 2]
+        used = re.findall(r"\b(check_\w+)\(", task.source)
+        assert used and all(callable(getattr(checks, f, None)) for f in used), task.source
+        assert solution.cell_type == "code" and solution.metadata["jupyter"]["source_hidden"] is True
+        assert used[0] in solution.source
+        answers = "".join(o.get("text", "") for o in solution.outputs)
+        assert "Correct:" in answers, f"the solution of exercise at cell {i} does not pass its own check"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_nbval_check_output_cells_are_deterministic_ones(name):
+    marked = [c for c in _code(_committed(name)) if c.source.startswith("# NBVAL_CHECK_OUTPUT")]
+    assert marked
+    for cell in marked:
+        assert cell.outputs, "a checked cell must have output to compare"
+        for word in ("perf_counter", "SHOW_PROGRESS", "PROFILE", "SETTINGS", "FAST"):
+            assert word not in cell.source, f"{word} makes the output depend on the profile or the clock"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_committed_outputs_are_clean(name):
+    nb = _committed(name)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert mk.find_machine_paths(nb) == []
+    for cell in _code(nb):
+        assert cell.execution_count is not None, "every code cell was executed"
+        assert "execution" not in cell.metadata
+        assert not [o for o in cell.outputs if o.output_type == "error"]
+
+
+# --------------------------------------------------------------------------
+# The generator
+
+def test_parse_percent_cells_and_solution_marker():
+    cells = mk.parse_percent("header comment\n# %% [markdown]\n# # Title\n#\n# text\n\n# %%\nx = 1\n\n"
+                             "# %% solution\nx = 2\n")
+    assert cells == [{"kind": "markdown", "source": "# Title\n\ntext", "hidden": False},
+                     {"kind": "code", "source": "x = 1", "hidden": False},
+                     {"kind": "code", "source": "x = 2", "hidden": True}]
+    with pytest.raises(ValueError, match="solution"):
+        mk.parse_percent("# %% hidden\nx = 1\n")
+    with pytest.raises(ValueError, match="Markdown lines"):
+        mk.parse_percent("# %% [markdown]\nnot a comment\n")
+
+
+def test_machine_paths_are_scrubbed_and_leftovers_found():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="/data/x/cats/cat.1.jpg and /srv/a/b.py\n")]
+    cell.metadata["execution"] = {"iopub.status.busy": "2024-01-01T00:00:00Z"}
+    nb.cells.append(cell)
+    mk.scrub_outputs(nb, [("/data/x", "$TLKIT_DATA_DIR")])
+    assert cell.outputs[0].text.startswith("$TLKIT_DATA_DIR/cats/cat.1.jpg")
+    assert "execution" not in cell.metadata
+    leaks = mk.find_machine_paths(nb)
+    assert len(leaks) == 1 and "/srv/a/b.py" in leaks[0]
+    for ok in ("$TLKIT_DATA_DIR/cats_and_dogs_filtered", "runs/02_dog_vs_cat/model.pt", "~/.cache/tlkit"):
+        assert not mk.ABSOLUTE_PATH.search(ok)
+    for bad in ("/work/main/x", "/root/.cache", "/tmp/abc", "/home/me/x", "/Users/me/x", "/content/x"):
+        assert mk.ABSOLUTE_PATH.search(bad), bad
+
+
+def test_build_without_data_dir_stops_with_a_clear_message(monkeypatch):
+    monkeypatch.delenv("TLKIT_DATA_DIR", raising=False)
+    with pytest.raises(SystemExit, match="TLKIT_DATA_DIR"):
+        mk.check_data()
+    monkeypatch.setenv("TLKIT_DATA_DIR", str(ROOT / "no-such-folder"))
+    with pytest.raises(SystemExit, match="cats_and_dogs_filtered"):
+        mk.check_data()
+
+
+# --------------------------------------------------------------------------
+# The exercise checks: right answers pass, wrong ones say what is wrong
+
+def _say(fn, *args) -> str:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert fn(*args) is None
+    return buf.getvalue()
+
+
+def test_check_trainable_count():
+    assert _say(checks.check_trainable_count, 2562).startswith("Correct:")
+    assert "1000-class" in _say(checks.check_trainable_count, 1_281_000)
+    assert "biases" in _say(checks.check_trainable_count, 2560)
+    assert "replace the None" in _say(checks.check_trainable_count, None)
+    assert "expected a number" in _say(checks.check_trainable_count, "many")
+
+
+def test_check_zero_shot_recomputes_the_answer():
+    import torch
+
+    probs = torch.zeros(4, 1000)
+    probs[0, 281] = probs[1, 151] = probs[2, 200] = probs[3, 151] = 1.0  # cat, dog, dog, dog
+    labels = torch.tensor([0, 1, 1, 0])
+    assert checks.zero_shot_accuracy(probs, labels) == 0.75
+    assert _say(checks.check_zero_shot, 0.75, probs, labels).startswith("Correct:")
+    assert "wrong way round" in _say(checks.check_zero_shot, 0.25, probs, labels)
+    assert "fraction" in _say(checks.check_zero_shot, 75, probs, labels)
+
+
+def test_check_spatial_size_and_bn_mode():
+    assert _say(checks.check_spatial_size, 7, 224).startswith("Correct:")
+    assert "input size" in _say(checks.check_spatial_size, 224, 224)
+    assert _say(checks.check_bn_mode, "eval").startswith("Correct:")
+    assert _say(checks.check_bn_mode, "train").startswith("Not yet:")
+
+
+def test_check_recipe_partial_and_frozen_except_on_a_real_backbone():
+    from tlkit import freeze, freeze_to, load_backbone
+
+    model = load_backbone("resnet18", pretrained=False)
+    assert "2" in _say(checks.check_recipe, model)  # 1000 outputs: asks for 2
+    model.replace_head(2)
+    assert "Freeze all but the head" in _say(checks.check_recipe, model)
+    freeze(model, model.group_names[:-1])
+    assert _say(checks.check_recipe, model).startswith("Correct: resnet18")
+    freeze_to(model, -3)
+    assert _say(checks.check_partial, model).startswith("Correct:")
+    assert _say(checks.check_frozen_except, model, ["stage3", "stage4", "head"]).startswith("Correct:")
+    assert _say(checks.check_frozen_except, model, ["head"]).startswith("Not yet:")
+    freeze_to(model, 0)
+    assert "everything trains" in _say(checks.check_partial, model)
+
+
+def test_check_normalisation_reads_the_model():
+    class Fake:
+        mean, std = (127 / 255,) * 3, (128 / 255,) * 3
+
+    assert _say(checks.check_normalisation, Fake.mean, Fake.std, Fake).startswith("Correct:")
+    assert "ImageNet statistics" in _say(checks.check_normalisation, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), Fake)
+    assert "three numbers" in _say(checks.check_normalisation, (0.5,), (0.5,), Fake)
+
+
+def test_check_layerwise_lr_results_and_val_loss():
+    groups = [{"name": n, "lr": lr} for n, lr in (("stem", 1e-5), ("stem.no_decay", 1e-5), ("stage1", 1e-4),
+                                                   ("head", 1e-3))]
+    assert _say(checks.check_layerwise, groups).startswith("Correct: 3 groups")
+    assert "wanted 1e-05" in _say(checks.check_layerwise, [{"name": "head", "lr": 1e-3}, {"name": "x", "lr": 1e-3}])
+    ref = {1e-4: 0.90, 1e-3: 0.97, 1e-1: 0.95}
+    assert _say(checks.check_lr_results, dict(ref), ref).startswith("Correct: lr=0.001")
+    assert "missing" in _say(checks.check_lr_results, {1e-4: 0.9}, ref)
+    assert "expected about" in _say(checks.check_lr_results, {1e-4: 0.5, 1e-3: 0.97, 1e-1: 0.95}, ref)
+
+    from tlkit.history import History
+
+    h = History([{"epoch": 1, "val_loss": 0.2, "val_acc": 0.95}])
+    assert _say(checks.check_val_loss, h, 0.3).startswith("Correct:")
+    assert _say(checks.check_val_loss, h, 0.1).startswith("Not yet:")
+
+
+def test_check_better_layer_choice_and_too_high():
+    assert _say(checks.check_better_layer, "stage3", {"stage3": 0.99, "stage8": 0.6}).startswith("Correct:")
+    assert _say(checks.check_better_layer, "stage8", {"stage3": 0.99, "stage8": 0.6}).startswith("Not yet:")
+    table = [{"backbone": "a", "params_M": 5.0, "img_per_s": 40}, {"backbone": "b", "params_M": 3.0, "img_per_s": 50},
+             {"backbone": "c", "params_M": 25.0, "img_per_s": 90}]
+    assert _say(checks.check_choice, "b", table, 6.0).startswith("Correct: b")
+    assert "over the 6 M budget" in _say(checks.check_choice, "c", table, 6.0)
+    assert "faster" in _say(checks.check_choice, "a", table, 6.0)
+    verdicts = {1e-3: ("good", ""), 1e-1: ("too high", "x"), 1.0: ("too high", "y")}
+    assert _say(checks.check_too_high, 0.1, verdicts).startswith("Correct:")
+    assert "smallest" in _say(checks.check_too_high, 1.0, verdicts)
+
+
+def test_readme_concept_map_sections_exist_as_headings():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\|[^|]+\| (0[1-5]) · (.+?) \|$", readme, flags=re.M)
+    assert len(rows) >= 15, "the README's concept map has moved or changed format"
+    headings = {}
+    for name in EXPECTED:
+        nb = _committed(name)
+        headings[name[:2]] = [ln for c in nb.cells if c.cell_type == "markdown"
+                              for ln in c.source.splitlines() if ln.startswith("#")]
+    for number, quoted in rows:
+        for section in re.findall(r'"([^"]+)"', quoted):
+            assert any(section in h for h in headings[number]), f"README points to {number} · {section!r}"
