@@ -74,7 +74,7 @@ def test_first_code_cell_is_the_setup_cell(name):
     nb = _committed(name)
     setup = _code(nb)[0].source
     assert 'if "google.colab" in sys.modules:' in setup
-    assert "tlkit[widgets]" in setup and "git clone" in setup
+    assert "tlkit[widgets]" in setup and '"clone"' in setup and "https://github.com/tlkit-course/tlkit" in setup
     # Everything that acts is inside the Colab branch: elsewhere the cell does nothing.
     outside = [ln for ln in setup.splitlines() if ln and not ln.startswith((" ", "#", "import sys", "if "))]
     assert outside == []

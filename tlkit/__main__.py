@@ -87,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dict:
     """Builds the model, trains it with the chosen strategy, writes model.pt, metrics.json and a PNG."""
+    from tlkit import distributed
     from tlkit.backbones import load_backbone
     from tlkit.checkpoint import save_model
 
@@ -101,17 +102,20 @@ def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dic
         result = _train_features(model, train, val, args, image_size)
     else:
         result = _train_finetune(model, train, val, args, image_size)
-    save_model(model, out / "model.pt", image_size=image_size, dataset=dataset_name)
-    _save_confusion(result["confusion"], train.classes, out / "confusion_matrix.png")
+    ctx = distributed.context()  # under torchrun every rank trains; rank 0 alone writes
+    if ctx.is_main:
+        save_model(model, out / "model.pt", image_size=image_size, dataset=dataset_name)
+        _save_confusion(result["confusion"], train.classes, out / "confusion_matrix.png")
     metrics = {
         "dataset": dataset_name, "backbone": args.backbone, "strategy": args.strategy,
         "image_size": image_size, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
         "num_train": len(train), "num_val": len(val), "classes": train.classes,
         "val_accuracy": result["val_accuracy"], "confusion_matrix": result["confusion"],
         "seconds": round(time.perf_counter() - start, 2), **result["timings"],
-        "world_size": 1, "history": result["history"].rows,
+        "world_size": ctx.world_size, "history": result["history"].rows,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if ctx.is_main:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
 
 
@@ -189,19 +193,24 @@ def _report(command: str, result: dict, as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    from tlkit import distributed
     from tlkit.errors import USER_ERRORS, explain
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     commands = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate}
     try:
-        result = commands[args.command](args)
+        with distributed.session() as ctx:  # torchrun: one process group for the whole command
+            args.quiet = args.quiet or not ctx.is_main  # only rank 0 logs and draws progress bars
+            logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+            result = commands[args.command](args)
     except USER_ERRORS as exc:
         print(f"error: {explain(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if not ctx.is_main:
+        return 0
     if args.command != "evaluate":
         result["out"] = args.out
     _report(args.command, result, getattr(args, "json", False))

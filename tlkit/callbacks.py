@@ -28,6 +28,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlkit import distributed
 from tlkit.checkpoint import atomic_save
 from tlkit.freezing import unfreeze
 
@@ -146,6 +147,8 @@ class Checkpoint(Callback):
         self.dir, self.keep_all = Path(dir), keep_all
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
+        if not distributed.context().is_main:  # under torchrun only rank 0 writes
+            return
         state = trainer.state_dict()
         atomic_save(state, self.dir / "last.pt")
         if self.keep_all:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tlkit import distributed
 from tlkit.data import ImageDataset, make_loader, warn_skipped
 from tlkit.device import autocast, memory_format, pick_device, to_device
 from tlkit.heads import make_head
@@ -99,17 +100,21 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int = 
     """
     if dataset.transform is None:
         raise ValueError("The dataset has no transform. Use dataset.with_transform(transforms_for(model)).")
+    ctx = distributed.context()  # under torchrun: each rank extracts every world_size-th image
     path = None
     if cache:
         key = cache_key(model, dataset)
         path = Path(cache_dir or default_cache_dir()) / f"{model.name}-{key[:24]}.pt"
-        hit = _load_cache(path, key)
+        hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit is not None:
             return Features(*hit, classes=dataset.classes, from_cache=True)
     start = time.perf_counter()
-    feats, labels, files = _run_backbone(model, dataset, batch_size, pick_device(device), progress, num_workers)
+    shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
+    feats, labels, files = _run_backbone(model, shard, batch_size, pick_device(device), progress and ctx.is_main,
+                                         num_workers)
+    feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)  # file order, every rank
     out = Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
-    if path is not None:
+    if path is not None and ctx.is_main:
         _save_cache(path, key, out)
     return out
 

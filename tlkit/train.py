@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from tlkit import distributed
 from tlkit.callbacks import Callback, Checkpoint, GradualUnfreezing
 from tlkit.data import make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
@@ -118,10 +119,19 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: LRSchedule | None = None
         self._best: dict = {}
+        self.dist = distributed.context()  # one process, or this rank under torchrun (set again by fit)
+        self._net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: str | Path | None = None) -> History:
-        """Runs the remaining epochs; returns the History (also on interrupt)."""
+        """Runs the remaining epochs; returns the History (also on interrupt).
+
+        Under torchrun every process runs this with DDP (see :mod:`tlkit.distributed`).
+        """
+        with distributed.session() as self.dist:  # no-op in one process; torn down even on errors
+            return self._fit(resume)
+
+    def _fit(self, resume: str | Path | None) -> History:
         self._setup(resume)
         self._call("on_train_begin")
         try:
@@ -157,8 +167,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
-        bar = tqdm(total=len(self.train_data), desc=f"epoch {epoch}/{self.epochs}", unit="img",
-                   disable=not self.progress, leave=True)
+        bar = tqdm(total=self.dist.shard_size(len(self.train_data)), desc=f"epoch {epoch}/{self.epochs}",
+                   unit="img", disable=not (self.progress and self.dist.is_main), leave=True)
         try:
             train = self._train_epoch(epoch, bar)
             bar.set_description(f"epoch {epoch}/{self.epochs} validating")
@@ -174,13 +184,14 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar) -> dict:
         """One pass over the training data: mean loss, accuracy, images per second."""
         self.model.train()  # Backbone.train() keeps BN of frozen groups in eval mode
-        loader = self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch)
+        self._net = distributed.wrap_model(self.model, self.dist, self.device, current=self._net)  # DDP: rewrap
+        loader = self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch, epoch=epoch)
         loss_sum, correct, seen, skipped, start = 0.0, 0, 0, [], time.perf_counter()
         for step, (x, y, dropped) in enumerate(loader):  # x: (B, 3, H, W), y: (B,)
             self._check_stop()
             skipped += dropped
             bar.update(len(y) + len(dropped))
-            if len(y) == 0:  # every image of this batch was unreadable
+            if not self.dist.every_rank_has(len(y)):  # every image of this batch (on some rank) was unreadable
                 continue
             self.scheduler.update(epoch - 1 + step / len(loader))  # progress in epochs, e.g. 1.25
             loss, n_correct = self._train_step(x, y)
@@ -190,6 +201,8 @@ class Trainer:
             bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['acc']:.3f}", refresh=False)
             self._call("on_batch_end", step, logs)
         warn_skipped(skipped, where=f" in epoch {epoch} of {getattr(self.train_data, 'name', 'the data')}")
+        distributed.broadcast_buffers(self.model, self.dist)  # DDP: every rank ends with rank 0's BN stats
+        loss_sum, correct, seen = self.dist.all_sum(loss_sum, correct, seen)  # DDP: totals over all ranks
         if seen == 0:
             raise ValueError("No readable training images: every image was skipped.")
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -199,9 +212,9 @@ class Trainer:
         """Forward, backward, update on one batch; returns (mean loss, number correct)."""
         x, y = self._to_device(x), y.to(self.device, non_blocking=True)
         with autocast(self.device, enabled=self.amp):
-            logits = self.model(x)  # (B, num_classes)
+            logits = self._net(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
             loss = self.loss_fn(logits, y)  # scalar: mean over the batch
-        value = loss.item()
+        value = self.dist.shared_finite(loss.item())  # DDP: NaN on any rank stops every rank
         if not math.isfinite(value):  # check before the update, so no NaN reaches the weights
             raise NonFiniteLossError(value)
         self.optimizer.zero_grad(set_to_none=True)
@@ -228,6 +241,7 @@ class Trainer:
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
             correct, seen = correct + int((logits.argmax(1) == y).sum()), seen + len(y)
         warn_skipped(skipped, where=f" in {getattr(self.val_data, 'name', 'the validation data')}")
+        loss_sum, correct, seen = self.dist.all_sum(loss_sum, correct, seen)  # DDP: exact totals, no padding
         return {"val_loss": loss_sum / max(seen, 1), "val_acc": correct / max(seen, 1)}
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
@@ -307,10 +321,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup and state
     def _setup(self, resume: str | Path | None) -> None:
         if self.seed is not None:
-            seed_everything(self.seed)
-        # Each epoch shuffles with its own seed, so a resumed run sees the same order.
-        self.data_seed = self.seed if self.seed is not None else int(torch.randint(2**31 - 1, ()))
+            seed_everything(self.seed + self.dist.rank)  # DDP: own dropout and augmentation per rank
+        # Each epoch shuffles with its own seed, so a resumed run sees the same order (rank 0's on every rank).
+        self.data_seed = self.dist.broadcast_object(
+            self.seed if self.seed is not None else int(torch.randint(2**31 - 1, ())))
         self.model.to(self.device, memory_format=self._memory_format())
+        self._net = distributed.wrap_model(self.model, self.dist, self.device)  # DDP copies rank 0's weights
         groups = param_groups(self.model, self.lr, self.weight_decay)
         if not groups:
             raise ValueError("Nothing to train: every layer group is frozen. Unfreeze at least the head: "
@@ -370,9 +386,10 @@ class Trainer:
             out.setdefault(str(g.get("name", f"group{i}")).removesuffix(".no_decay"), g["lr"])
         return out
 
-    def _loader(self, data, shuffle: bool, seed: int | None = None):
+    def _loader(self, data, shuffle: bool, seed: int | None = None, epoch: int = 0):
+        sampler = distributed.sampler_for(data, self.dist, shuffle, self.data_seed, epoch)  # None in one process
         return make_loader(data, batch_size=self.batch_size, shuffle=shuffle, seed=seed,
-                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda", sampler=sampler)
 
     def _memory_format(self) -> torch.memory_format:
         return memory_format(self.device) if self.channels_last else torch.contiguous_format

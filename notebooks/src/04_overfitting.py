@@ -162,8 +162,8 @@ scratch_val = subset(val_all, 100 if not FAST else 4, seed=0)
 
 
 def train_from_scratch(net, photos):
-    """fit() for the same number of images whatever the data size; accuracy on scratch_val."""
-    epochs = max(1, round(SETTINGS["scratch_steps"] * 32 / len(photos)))
+    """fit() for the same number of images seen (at most 100 epochs); accuracy on scratch_val."""
+    epochs = min(100, max(1, round(SETTINGS["scratch_steps"] * 32 / len(photos))))
     fit(net, photos, epochs=epochs, lr=3e-3, batch_size=32, image_size=SCRATCH, seed=0, progress=False)
     return predict(net, scratch_val.with_transform(transforms_for(net, image_size=SCRATCH))).accuracy, epochs
 
@@ -196,6 +196,7 @@ fig, ax = plt.subplots(figsize=(5.5, 3.4))
 ax.plot([d["per_class"] for d in dial], [d["transfer"] for d in dial], "o-", label="transfer (frozen ImageNet features)")
 ax.plot([d["per_class"] for d in dial], [d["scratch"] for d in dial], "s--", label="from scratch (small CNN)")
 ax.set(xscale="log", xlabel="labelled images per class", ylabel="validation accuracy", ylim=(0.4, 1.0))
+ax.set_xticks([d["per_class"] for d in dial], [str(d["per_class"]) for d in dial])
 ax.axhline(0.5, color="grey", lw=0.8)
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
@@ -388,13 +389,15 @@ from tlkit.data import make_loader
 def features_after(model, dataset, stage):
     """Pooled output of the groups from the stem up to ``stage``: Features (N, channels)."""
     model.eval()
+    device = next(model.parameters()).device
     chunks, labels = [], []
-    for x, y, _ in make_loader(dataset, batch_size=64):
+    for x, y, _ in make_loader(dataset, batch_size=64, num_workers=0):  # tiny PNGs: no worker processes
+        x = x.to(device)
         for name, group in model.groups.items():
             x = group(x)
             if name == stage:
                 break
-        chunks.append(x.mean(dim=(2, 3)))  # (B, C, h, w) -> (B, C)
+        chunks.append(x.mean(dim=(2, 3)).float().cpu())  # (B, C, h, w) -> (B, C)
         labels.append(y)
     return Features(torch.cat(chunks), torch.cat(labels), list(dataset.files), dataset.classes)
 
@@ -433,7 +436,7 @@ for name, net, lr in runs:
         net = load_backbone("efficientnet_lite0", num_classes=2)
     start = time.perf_counter()
     h = fit(net, lines_train, lines_val, epochs=SETTINGS["synth_epochs"], lr=lr, image_size=64, augment="none",
-            seed=0, progress=False)
+            seed=0, progress=False, num_workers=0)
     negative[name] = h.last()["val_acc"]
     print(f"{name}: validation accuracy per epoch {[round(a, 3) for a in h['val_acc']]} "
           f"({time.perf_counter() - start:.0f} s)")

@@ -1,0 +1,326 @@
+"""tlkit against the peer recipes: same data, same backbone (EfficientNet-Lite0), one run, side by side.
+
+    TLKIT_DATA_DIR=../shared/data python bench/peers.py            # full (~10 min on 2 cores)
+    TLKIT_DATA_DIR=../shared/data python bench/peers.py --quick    # reduced, under 5 minutes
+
+1. The PyTorch transfer-learning tutorial's "fixed feature extractor" recipe,
+   written out plainly below: ImageFolder, RandomResizedCrop(224) + flip for
+   training, Resize(256) + CenterCrop(224) for validation, batch 4, SGD (lr 1e-3,
+   momentum 0.9), StepLR(7, 0.1). The body is frozen (requires_grad=False) but
+   still runs forward every epoch, and ``model.train()`` puts its BatchNorm
+   layers in training mode, as in the tutorial.
+2. tlkit: ``extract_features`` once (fresh cache), then ``train_head``; cold
+   (feature pass included) and warm (cache filled).
+3. Fine-tuning training throughput: the tutorial's loop (whole network, batch 4,
+   NCHW fp32) against ``tlkit.train.train_strategy(..., "finetune")`` defaults
+   (batch 32, channels_last, AdamW, one-cycle), both over the same fixed set of
+   training images after a warm-up pass, no validation.
+4. fastai's ``fine_tune(1)`` with the same backbone, if fastai is installed.
+
+Time to accuracy counts training and validation passes, not model loading or
+the scan of the image folders. The last two lines are the ratios
+(tlkit / tutorial). Targets on the 2-core reference machine:
+``ratio_features_time <= 0.1`` and ``ratio_finetune_throughput >= 1.5``.
+Figures are printed, not asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from tlkit.backbones import load_backbone  # noqa: E402
+from tlkit.data import ImageDataset, cats_vs_dogs, subset, transforms_for  # noqa: E402
+from tlkit.features import extract_features, train_head  # noqa: E402
+from tlkit.freezing import freeze  # noqa: E402
+from tlkit.train import train_strategy  # noqa: E402
+
+BACKBONE = "efficientnet_lite0"
+TARGET_ACC = 0.97
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="reduced run: 150+150 train / 100+100 val images, tutorial 1 epoch, "
+                        "throughput over 128 images")
+    p.add_argument("--epochs", type=int, default=None, help="tutorial epochs (default 3; 1 with --quick)")
+    p.add_argument("--head-epochs", type=int, default=30, help="tlkit train_head epochs (default 30)")
+    p.add_argument("--images", type=int, default=None,
+                   help="training images timed for throughput (default 384; 128 with --quick)")
+    p.add_argument("--warmup", type=int, default=32, help="warm-up images before the throughput pass")
+    p.add_argument("--tutorial-workers", type=int, default=4, help="DataLoader workers of the tutorial (its 4)")
+    p.add_argument("--skip-finetune", action="store_true", help="skip part 3 (throughput)")
+    args = p.parse_args(argv)
+    args.epochs = args.epochs or (1 if args.quick else 3)
+    args.images = args.images or (128 if args.quick else 384)
+    return args
+
+
+# ---------------------------------------------------------------------- data
+def load_data(quick: bool) -> tuple[ImageDataset, ImageDataset]:
+    """tlkit's (train, val); a balanced subset with --quick. The tutorial uses the very same files."""
+    train, val = cats_vs_dogs(download=False)
+    if quick:
+        train, val = subset(train, per_class=150, seed=0), subset(val, per_class=100, seed=0)
+    return train, val
+
+
+def tutorial_folder(ds: ImageDataset, transform) -> torch.utils.data.Dataset:
+    """torchvision ImageFolder over the split folder, restricted to ``ds``'s files."""
+    from torchvision import datasets
+
+    split_dir = Path(ds.files[0]).parents[1]  # .../train/cats/cat.1.jpg -> .../train
+    folder = datasets.ImageFolder(str(split_dir), transform=transform)
+    if folder.classes != ds.classes:
+        raise ValueError(f"ImageFolder classes {folder.classes} differ from tlkit's {ds.classes}.")
+    keep = {os.path.realpath(f) for f in ds.files}
+    idx = [i for i, (path, _) in enumerate(folder.samples) if os.path.realpath(path) in keep]
+    return torch.utils.data.Subset(folder, idx)
+
+
+def tutorial_transforms(mean, std) -> dict:
+    """The tutorial's preprocessing. Normalised with the backbone's statistics (Lite0's
+    weights expect (x - 127) / 128), so the peer is not handicapped by ImageNet's."""
+    from torchvision import transforms as T
+
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
+    return {"train": T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), *norm]),
+            "val": T.Compose([T.Resize(256), T.CenterCrop(224), *norm])}
+
+
+# ---------------------------------------------------------------------- 1. the tutorial
+def tutorial_model(frozen_body: bool) -> nn.Module:
+    """Lite0 with a new 2-class Linear; ``frozen_body`` sets requires_grad=False on the rest."""
+    model = load_backbone(BACKBONE)
+    if frozen_body:
+        for p in model.parameters():
+            p.requires_grad = False
+    model.groups["head"] = nn.Linear(model.num_features, 2)  # new layers require grad
+    # The tutorial knows nothing of tlkit's BN policy: with no frozen *groups*,
+    # Backbone.train() is plain nn.Module.train(), so every BN layer trains.
+    if model.frozen_groups:
+        raise RuntimeError("tutorial_model must not use tlkit's frozen groups (they change BN behaviour).")
+    return model
+
+
+def run_tutorial(train: ImageDataset, val: ImageDataset, epochs: int, workers: int) -> dict:
+    """The fixed-feature-extractor recipe; per epoch (val_acc, seconds since start)."""
+    torch.manual_seed(0)
+    model = tutorial_model(frozen_body=True)
+    tfs = tutorial_transforms(model.mean, model.std)
+    sets = {"train": tutorial_folder(train, tfs["train"]), "val": tutorial_folder(val, tfs["val"])}
+    loaders = {k: torch.utils.data.DataLoader(d, batch_size=4, shuffle=True, num_workers=workers)
+               for k, d in sets.items()}
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.head.parameters(), lr=1e-3, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+    curve, best_acc, best_weights, start = [], -1.0, None, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        acc = {}
+        for phase in ("train", "val"):
+            acc[phase] = tutorial_phase(model, loaders[phase], criterion, optimizer, phase == "train")
+            if phase == "train":
+                scheduler.step()
+        if acc["val"] > best_acc:  # the tutorial keeps a copy of the best weights
+            best_acc, best_weights = acc["val"], copy.deepcopy(model.state_dict())
+        curve.append((acc["val"], time.perf_counter() - start))
+        print(f"  tutorial epoch {epoch}/{epochs}: train acc {acc['train']:.4f}  val acc {acc['val']:.4f}  "
+              f"{curve[-1][1]:.1f} s since start", flush=True)
+    model.load_state_dict(best_weights)
+    return {"curve": curve, "best": best_acc}
+
+
+def tutorial_phase(model, loader, criterion, optimizer, training: bool) -> float:
+    """One pass over a loader, as the tutorial's loop does it; returns the accuracy."""
+    model.train() if training else model.eval()
+    correct, seen = 0, 0
+    for x, y in loader:  # x: (4, 3, 224, 224) NCHW fp32
+        optimizer.zero_grad()
+        with torch.set_grad_enabled(training):
+            logits = model(x)
+            loss = criterion(logits, y)
+            if training:
+                loss.backward()
+                optimizer.step()
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return correct / seen
+
+
+# ---------------------------------------------------------------------- 2. tlkit on cached features
+def run_tlkit_features(train: ImageDataset, val: ImageDataset, head_epochs: int) -> dict:
+    """Cold (fresh cache: feature pass + head) and warm (cache filled) runs."""
+    model = load_backbone(BACKBONE, num_classes=2, class_names=train.classes)
+    freeze(model, model.group_names[:-1])
+    tf = transforms_for(model, train=False)  # features are cached, so no augmentation
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for label in ("cold", "warm"):
+            start = time.perf_counter()
+            ftr = extract_features(model, train.with_transform(tf), cache_dir=cache, progress=False)
+            fva = extract_features(model, val.with_transform(tf), cache_dir=cache, progress=False)
+            features_s = time.perf_counter() - start
+            _, hist = train_head(ftr, fva, epochs=head_epochs, lr=1e-3, seed=0)
+            out[label] = time_to_target(hist, features_s, ftr.from_cache and fva.from_cache)
+            print(f"  tlkit {label}: features {features_s:.1f} s (from cache: {out[label]['from_cache']}), "
+                  f"head {sum(hist['seconds']):.2f} s for {len(hist)} epochs, "
+                  f"best val acc {out[label]['best']:.4f}", flush=True)
+    return out
+
+
+def time_to_target(hist, features_s: float, from_cache: bool) -> dict:
+    """Seconds until the first head epoch at TARGET_ACC: the feature pass plus head epochs so far."""
+    accs, secs = hist["val_acc"], hist["seconds"]
+    first = next((i for i, a in enumerate(accs) if a >= TARGET_ACC), None)
+    upto = len(accs) if first is None else first + 1
+    return {"reached_epoch": None if first is None else first + 1, "seconds": features_s + sum(secs[:upto]),
+            "features_s": features_s, "final": accs[-1], "best": max(accs), "epochs": len(accs),
+            "from_cache": from_cache}
+
+
+# ---------------------------------------------------------------------- 3. fine-tuning throughput
+def tutorial_finetune_throughput(warm: ImageDataset, timed: ImageDataset, workers: int) -> float:
+    """Images/s of the tutorial loop training the whole network (batch 4, NCHW fp32)."""
+    torch.manual_seed(0)
+    model = tutorial_model(frozen_body=False)
+    tf = tutorial_transforms(model.mean, model.std)["train"]
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    rates = []
+    for ds in (warm, timed):  # each pass builds its loader, as an epoch does (workers start included)
+        loader = torch.utils.data.DataLoader(tutorial_folder(ds, tf), batch_size=4, shuffle=True,
+                                             num_workers=workers)
+        start = time.perf_counter()
+        tutorial_phase(model, loader, criterion, optimizer, training=True)
+        rates.append(len(ds) / (time.perf_counter() - start))
+    return rates[-1]
+
+
+def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset) -> tuple[float, dict]:
+    """Images/s of tlkit's trainer, strategy "finetune" with its defaults (History's img_per_s)."""
+    model = load_backbone(BACKBONE, num_classes=2, class_names=warm.classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. one-cycle on a 1-batch warm-up epoch
+        train_strategy(model, "finetune", warm, epochs=1, progress=False, seed=0)
+        hist = train_strategy(model, "finetune", timed, epochs=1, progress=False, seed=0)
+    row = hist.last()
+    from tlkit.data import num_workers_default
+
+    return row["img_per_s"], {"batch": 32, "workers": num_workers_default()}
+
+
+# ---------------------------------------------------------------------- 4. fastai
+def run_fastai(train: ImageDataset, quick: bool) -> str:
+    """fastai's fine_tune(1) with the Lite0 body, if fastai is installed (never installed here)."""
+    try:
+        import fastai  # noqa: F401
+    except ImportError:
+        return "fastai: not installed (skipped)"
+    try:  # not exercised on the reference machine (fastai absent); report any failure, do not crash
+        from fastai.vision.all import (ImageDataLoaders, Learner, Normalize, Resize, accuracy,
+                                       aug_transforms)
+
+        model = load_backbone(BACKBONE, num_classes=2)
+        root = Path(train.files[0]).parents[2]
+        dls = ImageDataLoaders.from_folder(root, train="train", valid="validation", item_tfms=Resize(256),
+                                           batch_tfms=[*aug_transforms(size=224),
+                                                       Normalize.from_stats(model.mean, model.std)])
+        body = [p for g in model.group_names[:-1] for p in model.groups[g].parameters()]
+        learn = Learner(dls, model, metrics=accuracy, splitter=lambda m: [body, list(m.head.parameters())])
+        start = time.perf_counter()
+        learn.fine_tune(1)
+        seconds = time.perf_counter() - start
+        acc = float(learn.validate()[1])
+        note = " (full data; --quick does not reduce it)" if quick else ""
+        return f"fastai fine_tune(1): {seconds:.1f} s, val acc {acc:.4f}{note}"
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+        return f"fastai: failed ({type(exc).__name__}: {exc})"
+
+
+# ---------------------------------------------------------------------- report
+def peak_rss_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest child (DataLoader workers), MiB."""
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+def print_features_table(tut: dict, tl: dict, epochs: int) -> float:
+    """Part 1+2 table; returns ratio_features_time."""
+    reached = next((i for i, (a, _) in enumerate(tut["curve"]) if a >= TARGET_ACC), None)
+    tut_s = tut["curve"][-1][1] if reached is None else tut["curve"][reached][1]
+    when = f"never in {epochs} ep" if reached is None else f"epoch {reached + 1}"
+    print(f"\n{'recipe':<34}{'reaches 0.97':>16}{'seconds':>10}{'final acc':>11}{'best acc':>10}")
+    print(f"{'PyTorch tutorial, fixed extractor':<34}{when:>16}{tut_s:>10.1f}"
+          f"{tut['curve'][-1][0]:>11.4f}{tut['best']:>10.4f}")
+    for label in ("cold", "warm"):
+        r = tl[label]
+        w = f"head epoch {r['reached_epoch']}" if r["reached_epoch"] else f"never in {r['epochs']}"
+        print(f"{'tlkit features + head, ' + label:<34}{w:>16}{r['seconds']:>10.2f}{r['final']:>11.4f}"
+              f"{r['best']:>10.4f}")
+    if reached is None:
+        print(f"note: the tutorial never reached {TARGET_ACC} in {epochs} epoch(s); its total time for those "
+              "epochs is used, so ratio_features_time is an upper bound (its real time to 0.97 is longer).")
+    if tl["cold"]["reached_epoch"] is None:
+        print(f"note: tlkit never reached {TARGET_ACC} either; its total time (features + all head epochs) is used.")
+    print("note: tutorial model.train() puts the frozen body's BatchNorm in training mode (batch-4 statistics "
+          "overwrite the ImageNet running stats) and turns on Lite0's stochastic depth; that is the tutorial's "
+          "behaviour, kept on purpose. tlkit keeps frozen BN in eval mode. Both normalise with Lite0's mean/std.")
+    return tl["cold"]["seconds"] / tut_s
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    train, val = load_data(args.quick)
+    print(f"peers benchmark ({'QUICK: reduced, ratios not comparable to targets' if args.quick else 'full'}): "
+          f"{BACKBONE}, 224 px, {len(train)} train / {len(val)} val images, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
+    if args.quick:
+        print(f"quick: 150/class train, 100/class val (same files for every recipe), tutorial {args.epochs} "
+              f"epoch(s), throughput over {args.images} images", flush=True)
+
+    print("\n== 1-2. Feature extraction: time to 0.97 validation accuracy", flush=True)
+    tut = run_tutorial(train, val, args.epochs, args.tutorial_workers)
+    tl = run_tlkit_features(train, val, args.head_epochs)
+    ratio_features = print_features_table(tut, tl, args.epochs)
+
+    ratio_ft = float("nan")
+    if not args.skip_finetune:
+        print(f"\n== 3. Fine-tuning training throughput (224 px, {args.images} images after a "
+              f"{args.warmup}-image warm-up pass; no validation)", flush=True)
+        per = max(1, args.images // 2)
+        full_train = cats_vs_dogs(download=False)[0]
+        warm, timed = subset(full_train, max(1, args.warmup // 2), seed=2), subset(full_train, per, seed=1)
+        tut_ips = tutorial_finetune_throughput(warm, timed, args.tutorial_workers)
+        tl_ips, info = tlkit_finetune_throughput(warm, timed)
+        print(f"{'recipe':<34}{'batch':>6}  {'layout / precision':<24}{'img/s':>8}")
+        print(f"{'PyTorch tutorial loop (all layers)':<34}{4:>6}  {'NCHW fp32, SGD':<24}{tut_ips:>8.2f}")
+        print(f"{'tlkit train_strategy finetune':<34}{info['batch']:>6}  {'channels_last fp32, AdamW':<24}"
+              f"{tl_ips:>8.2f}")
+        print(f"note: DataLoader workers: tutorial {args.tutorial_workers} (its setting), tlkit {info['workers']} "
+              "(tlkit default); JPEG decoding and augmentation included; each pass starts its loader.")
+        ratio_ft = tl_ips / tut_ips
+
+    print("\n== 4. fastai")
+    print(run_fastai(train, args.quick))
+    self_mb, child_mb = peak_rss_mb()
+    print(f"\npeak RSS: {self_mb:,.0f} MiB (this process), {child_mb:,.0f} MiB (largest DataLoader worker)")
+    print(f"ratio_features_time = {ratio_features:.3f}")
+    print(f"ratio_finetune_throughput = {ratio_ft:.2f}")
+
+
+if __name__ == "__main__":
+    main()
