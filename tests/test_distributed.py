@@ -118,20 +118,26 @@ def test_fit_keeps_ranks_identical_and_reduces_metrics_exactly(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)  # weights and BN running statistics
     # Not trivially equal: the ranks began from different weights and trained on different images ...
-    assert not torch.equal(ranks[0]["init"]["groups.head.1.weight"], ranks[1]["init"]["groups.head.1.weight"])
-    train_seen = [set(r["train_seen"]) for r in ranks]
-    assert train_seen[0] | train_seen[1] == set(range(20)) and train_seen[0] != train_seen[1]
+    inits = [r["init"] for r in ranks]
+    assert not all(torch.equal(inits[0][k], inits[1][k]) for k in a)
+    for seen0, seen1 in zip(ranks[0]["train_seen"], ranks[1]["train_seen"]):  # per epoch: 10 + 10 images
+        assert sorted(seen0 + seen1) == list(range(20))
+    assert ranks[0]["train_seen"][0] != ranks[0]["train_seen"][1]  # set_epoch: a new share every epoch
     val_seen = [r["val_seen"] for r in ranks]  # an unpadded split: 7 + 6 images
     assert sorted(val_seen[0] + val_seen[1]) == list(range(13)) and len(val_seen[0]) == 7
     # ... and the group unfrozen at epoch 2 (DDP wrapped again) trained in step on both ranks.
-    moved = [k for k in a if k.startswith("groups.stage4.") and k.endswith("weight")
-             and not torch.equal(a[k], ranks[0]["init"][k])]
-    assert moved
+    ends = [r["epoch_end"] for r in ranks]  # weights after each epoch (the model then ends with the best)
+    for e in range(3):
+        assert all(torch.equal(ends[0][e][k], ends[1][e][k]) for k in a)
+    stage4 = [k for k in a if k.startswith("groups.stage4.") and k.endswith("weight")]
+    assert all(torch.equal(ends[0][0][k], ends[0][1][k]) is False for k in stage4[:1])
+    assert not any(torch.equal(ends[0][1][k], ends[0][2][k]) for k in stage4)
     rows = [[{k: row[k] for k in METRICS} for row in r["history"]] for r in ranks]
     assert rows[0] == rows[1] and len(rows[0]) == 3
     assert (out / "ckpt0" / "last.pt").is_file() and not (out / "ckpt1").exists()  # rank 0 alone writes
-    assert all(r["group_after_fit"] is False and r["group_after_error"] is False for r in ranks)
-    assert all(r["error"] == "boom" for r in ranks)
+    # fit() joined the group itself and kept it for the next fit, which failed on both ranks alike;
+    # the group still worked after that (the process exit then destroys it: exit status 0 above).
+    assert all(r["group_after_fit"] and r["error"] == "boom" and r["sum_after_error"] == 1 for r in ranks)
     # The reduced validation numbers equal one process evaluating the whole val/ with the saved weights.
     model = _tiny_model(seed=0)
     model.load_state_dict(a)
@@ -160,6 +166,7 @@ def test_features_are_gathered_in_file_order_and_cached_once(tmp_path):
         assert not first["from_cache"] and second["from_cache"]
         assert torch.equal(second["features"], first["features"]) and second["files"] == first["files"]
     assert ranks[0]["saves"] == 1 and ranks[1]["saves"] == 0  # rank 0 wrote the cache, once
+    assert not ranks[0]["group_after_error"] and not ranks[1]["group_after_error"]  # session() tore it down
     assert len(list((out / "cache").glob("*.pt"))) == 1
 
 
@@ -210,8 +217,17 @@ def drive_fit(data: Path, out: Path) -> None:
     train, val = image_folder(data)
     train = _Recording(train.with_transform(transforms_for(model, train=True, image_size=32)))
     val = _Recording(val.with_transform(transforms_for(model, image_size=32)))
+    train_seen: list[list[int]] = []
+    epoch_end: list[dict] = []
+
+    class Shares(Callback):  # the training images this rank loaded, epoch by epoch
+        def on_epoch_end(self, trainer, epoch, row):
+            train_seen.append(sorted(train.seen))
+            train.seen.clear()
+            epoch_end.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
     history = fit(model, train, val, epochs=3, lr=3e-3, batch_size=4, seed=0, progress=False,
-                  scheduler="cosine", callbacks=[GradualUnfreezing({2: ["stage4"]}, lr=1e-3)],
+                  scheduler="cosine", callbacks=[GradualUnfreezing({2: ["stage4"]}, lr=1e-3), Shares()],
                   checkpoint_dir=out / f"ckpt{rank}")
     after_fit = torch.distributed.is_initialized()
 
@@ -224,11 +240,11 @@ def drive_fit(data: Path, out: Path) -> None:
         error = None
     except RuntimeError as exc:
         error = str(exc)
+    total = distributed.context().all_sum(rank)[0]  # 0 + 1
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"state": model.state_dict(), "init": init, "history": history.rows, "error": error,
-                "train_seen": sorted(set(train.seen)), "val_seen": sorted(set(val.seen)),
-                "group_after_fit": after_fit, "group_after_error": torch.distributed.is_initialized()},
-               out / f"rank{rank}.pt")
+                "train_seen": train_seen, "epoch_end": epoch_end, "val_seen": sorted(set(val.seen)),
+                "group_after_fit": after_fit, "sum_after_error": total}, out / f"rank{rank}.pt")
 
 
 def drive_features(data: Path, out: Path) -> None:
@@ -242,13 +258,17 @@ def drive_features(data: Path, out: Path) -> None:
     features._save_cache = lambda *a: (saves.append(1), real_save(*a))  # count writes on this rank
     model = _tiny_model(seed=0)
     dataset = _dataset_with_broken_file(data, model) if rank == 0 else None
-    with distributed.session() as ctx:
-        dataset = ctx.broadcast_object(dataset)  # rank 0 wrote the broken file; then all read it
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            runs = [features.extract_features(model, dataset, batch_size=4, cache_dir=out / "cache",
-                                              progress=False) for _ in range(2)]
-    torch.save({"saves": len(saves), **{name: {"features": f.features, "labels": f.labels, "files": f.files,
+    try:
+        with distributed.session() as ctx:
+            dataset = ctx.broadcast_object(dataset)  # rank 0 wrote the broken file; then all read it
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs = [features.extract_features(model, dataset, batch_size=4, cache_dir=out / "cache",
+                                                  progress=False) for _ in range(2)]
+            raise KeyError("an error inside the session")
+    except KeyError:
+        pass
+    torch.save({"saves": len(saves), "group_after_error": torch.distributed.is_initialized(), **{name: {"features": f.features, "labels": f.labels, "files": f.files,
                                                "from_cache": f.from_cache} for name, f in zip(("first", "second"), runs)}},
                out / f"rank{rank}.pt")
 

@@ -6,7 +6,8 @@ per GPU (or several CPU processes) and sets ``RANK``, ``WORLD_SIZE``,
 module holds the few places where the processes ("ranks") must cooperate:
 
 * :func:`session` starts the process group (NCCL on CUDA, gloo on CPU) and
-  always tears it down, also after an error.
+  always tears it down, also after an error; :func:`init_from_env` (what
+  ``fit`` calls) starts it when a script has no session.
 * :func:`wrap_model` wraps the Backbone in DDP, which averages the gradients
   during ``backward()``. It wraps again when the set of trainable parameters
   changes (gradual unfreezing), because DDP only ever syncs the parameters
@@ -30,6 +31,7 @@ Example:
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
@@ -45,8 +47,8 @@ from tlkit.data import ImageDataset
 
 log = logging.getLogger(__name__)
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
-__all__ = ["DistContext", "context", "launched_by_torchrun", "session", "wrap_model", "sampler_for",
-           "broadcast_buffers", "shard_dataset", "gather_rows"]
+__all__ = ["DistContext", "context", "launched_by_torchrun", "init_from_env", "session", "wrap_model",
+           "sampler_for", "broadcast_buffers", "shard_dataset", "gather_rows"]
 
 
 @dataclass(frozen=True)
@@ -139,13 +141,32 @@ def launched_by_torchrun() -> bool:
     return all(v in os.environ for v in TORCHRUN_VARS)
 
 
+def init_from_env(backend: str | None = None) -> DistContext:
+    """Under torchrun, joins the process group unless this process already has one.
+
+    :func:`tlkit.train.fit` calls this, so a script that torchrun starts
+    needs no distributed code of its own. A group started here lives until
+    the process exits (an ``atexit`` hook destroys it, also after an uncaught
+    error): starting a second group in the same torchrun process is not
+    reliable, so one group serves every ``fit`` of the script. ``backend``
+    defaults to ``"nccl"`` when CUDA is visible, else ``"gloo"``.
+
+    Example:
+        >>> ctx = init_from_env()    # DistContext(rank=1, world_size=2, ...) under torchrun
+    """
+    if launched_by_torchrun() and dist.is_available() and not dist.is_initialized():
+        _init_process_group(backend)
+        atexit.register(_destroy_at_exit)
+    return context()
+
+
 @contextlib.contextmanager
 def session(backend: str | None = None) -> Iterator[DistContext]:
     """Starts the process group under torchrun and destroys it on exit, also after an error.
 
-    Outside torchrun, or when a group already exists (a caller's own
-    ``session``), it only yields :func:`context` and tears nothing down.
-    ``backend`` defaults to ``"nccl"`` when CUDA is visible, else ``"gloo"``.
+    Use one session per process, around everything distributed (the command
+    line wraps each command in one). Outside torchrun, or when a group
+    already exists, it only yields :func:`context` and tears nothing down.
 
     Example:
         >>> with session() as ctx:
@@ -160,6 +181,11 @@ def session(backend: str | None = None) -> Iterator[DistContext]:
     finally:
         if started and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _destroy_at_exit() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _init_process_group(backend: str | None) -> None:

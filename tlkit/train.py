@@ -119,19 +119,12 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: LRSchedule | None = None
         self._best: dict = {}
-        self.dist = distributed.context()  # one process, or this rank under torchrun (set again by fit)
+        self.dist = distributed.context()  # one process, or this rank under torchrun (set again in _setup)
         self._net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: str | Path | None = None) -> History:
-        """Runs the remaining epochs; returns the History (also on interrupt).
-
-        Under torchrun every process runs this with DDP (see :mod:`tlkit.distributed`).
-        """
-        with distributed.session() as self.dist:  # no-op in one process; torn down even on errors
-            return self._fit(resume)
-
-    def _fit(self, resume: str | Path | None) -> History:
+        """Runs the remaining epochs; returns the History (also on interrupt)."""
         self._setup(resume)
         self._call("on_train_begin")
         try:
@@ -320,6 +313,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup and state
     def _setup(self, resume: str | Path | None) -> None:
+        self.dist = distributed.init_from_env()  # under torchrun: join the process group (DDP)
         if self.seed is not None:
             seed_everything(self.seed + self.dist.rank)  # DDP: own dropout and augmentation per rank
         # Each epoch shuffles with its own seed, so a resumed run sees the same order (rank 0's on every rank).
