@@ -15,8 +15,8 @@ c. ``tlkit.features.extract_features`` (no cache) against the bare forward pass.
 Prints a table (images per second) with the GPU's name. Target: >= 4,000 img/s
 end to end for (b); the bare step on an H100 reached 5,157 img/s. Without
 CUDA it prints a message and exits with status 0. Without the real data it
-writes synthetic JPEGs (noise compresses badly, so decoding is slower than on
-photos; the table says so). Figures are printed, not asserted.
+writes synthetic JPEGs (smooth random colours: they decode at a different speed
+than photos; the table says so). Figures are printed, not asserted.
 """
 from __future__ import annotations
 

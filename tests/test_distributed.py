@@ -130,8 +130,8 @@ def test_fit_keeps_ranks_identical_and_reduces_metrics_exactly(tmp_path):
     for e in range(3):
         assert all(torch.equal(ends[0][e][k], ends[1][e][k]) for k in a)
     stage4 = [k for k in a if k.startswith("groups.stage4.") and k.endswith("weight")]
-    assert all(torch.equal(ends[0][0][k], ends[0][1][k]) is False for k in stage4[:1])
-    assert not any(torch.equal(ends[0][1][k], ends[0][2][k]) for k in stage4)
+    assert all(torch.equal(inits[0][k], ends[0][0][k]) for k in stage4)  # frozen in epoch 1; rank 0's start
+    assert not any(torch.equal(ends[0][0][k], ends[0][1][k]) for k in stage4)  # trains from epoch 2 on
     rows = [[{k: row[k] for k in METRICS} for row in r["history"]] for r in ranks]
     assert rows[0] == rows[1] and len(rows[0]) == 3
     assert (out / "ckpt0" / "last.pt").is_file() and not (out / "ckpt1").exists()  # rank 0 alone writes
@@ -145,7 +145,7 @@ def test_fit_keeps_ranks_identical_and_reduces_metrics_exactly(tmp_path):
     _, val = image_folder(tmp_path / "data")
     preds = predict(model, val.with_transform(transforms_for(model, image_size=32)))
     best = max(ranks[0]["history"], key=lambda row: row["val_acc"])
-    assert preds.accuracy == pytest.approx(best["val_acc"], abs=1e-9)
+    assert preds.accuracy == pytest.approx(best["val_acc"], abs=1e-6)  # float32 in predict
     loss = torch.nn.functional.nll_loss(preds.probs.log(), preds.labels).item()
     assert loss == pytest.approx(best["val_loss"], abs=1e-5)
 
