@@ -23,18 +23,19 @@ from imagegen import COLOURS, make_dataset, write_image  # noqa: E402
 from tlkit import distributed  # noqa: E402
 from tlkit.backbones import load_backbone  # noqa: E402
 from tlkit.data import ImageDataset, image_folder, transforms_for  # noqa: E402
+from tlkit.evaluate import predict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
-def torchrun(*args, cache: Path | None = None) -> subprocess.CompletedProcess:
-    """2 processes on this machine, CPU only, one thread each."""
+def torchrun(*args, cache: Path) -> subprocess.CompletedProcess:
+    """2 processes on this machine, CPU only, one thread each; feature caches go to ``cache``."""
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-           "TLKIT_NUM_WORKERS": "0", "TLKIT_CACHE_DIR": str(cache or ROOT / ".no-cache")}
+           "TLKIT_NUM_WORKERS": "0", "TLKIT_CACHE_DIR": str(cache)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={port}", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
@@ -77,7 +78,8 @@ def test_cli_finetune_on_two_processes(tmp_path):
     data = odd_split_data(tmp_path / "data")
     out = tmp_path / "run"
     res = torchrun("-m", "tlkit", "train", data, "--out", out, "--strategy", "finetune", "--epochs", "2",
-                   "--unfreeze-at", "2", "--image-size", "64", "--batch-size", "8", "--lr", "3e-4")
+                   "--unfreeze-at", "2", "--image-size", "64", "--batch-size", "8", "--lr", "3e-4",
+                   cache=tmp_path / "cache")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("validation accuracy") == 1  # rank 0 alone reports
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "metrics.json", "model.pt"]
@@ -111,7 +113,7 @@ def test_fit_keeps_ranks_identical_and_reduces_metrics_exactly(tmp_path):
     make_dataset(tmp_path / "data", train=10, val=6, size=40)
     write_image(tmp_path / "data" / "val" / "cats" / "extra.jpg", COLOURS["cats"], 40, seed=99)  # 13: odd
     out = tmp_path / "out"
-    res = torchrun(__file__, "fit", tmp_path / "data", out)
+    res = torchrun(__file__, "fit", tmp_path / "data", out, cache=tmp_path / "cache")
     assert res.returncode == 0, res.stdout + res.stderr
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     a, b = ranks[0]["state"], ranks[1]["state"]
@@ -141,7 +143,6 @@ def test_fit_keeps_ranks_identical_and_reduces_metrics_exactly(tmp_path):
     # The reduced validation numbers equal one process evaluating the whole val/ with the saved weights.
     model = _tiny_model(seed=0)
     model.load_state_dict(a)
-    from tlkit.evaluate import predict
     _, val = image_folder(tmp_path / "data")
     preds = predict(model, val.with_transform(transforms_for(model, image_size=32)))
     best = max(ranks[0]["history"], key=lambda row: row["val_acc"])
@@ -153,11 +154,11 @@ def test_fit_keeps_ranks_identical_and_reduces_metrics_exactly(tmp_path):
 def test_features_are_gathered_in_file_order_and_cached_once(tmp_path):
     make_dataset(tmp_path / "data", train=7, val=2, size=40)
     out = tmp_path / "out"
-    res = torchrun(__file__, "features", tmp_path / "data", out)
+    res = torchrun(__file__, "features", tmp_path / "data", out, cache=tmp_path / "cache")
     assert res.returncode == 0, res.stdout + res.stderr
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     model = _tiny_model(seed=0)
-    ref = distributed_free_extract(model, _dataset_with_broken_file(tmp_path / "data", model))
+    ref = _extract_in_one_process(model, _dataset_with_broken_file(tmp_path / "data", model))
     for r in ranks:
         first, second = r["first"], r["second"]
         assert first["files"] == ref.files and len(ref.files) == 14  # the empty file is skipped everywhere
@@ -185,7 +186,7 @@ def _dataset_with_broken_file(data: Path, model) -> ImageDataset:
     return ImageDataset(files, targets, train.classes, transforms_for(model, image_size=32), "train")
 
 
-def distributed_free_extract(model, dataset):
+def _extract_in_one_process(model, dataset):
     from tlkit.features import extract_features
     with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
         return extract_features(model, dataset, batch_size=4, cache=False, progress=False)
@@ -268,8 +269,9 @@ def drive_features(data: Path, out: Path) -> None:
             raise KeyError("an error inside the session")
     except KeyError:
         pass
-    torch.save({"saves": len(saves), "group_after_error": torch.distributed.is_initialized(), **{name: {"features": f.features, "labels": f.labels, "files": f.files,
-                                               "from_cache": f.from_cache} for name, f in zip(("first", "second"), runs)}},
+    result = {name: {"features": f.features, "labels": f.labels, "files": f.files, "from_cache": f.from_cache}
+              for name, f in zip(("first", "second"), runs)}
+    torch.save({"saves": len(saves), "group_after_error": torch.distributed.is_initialized(), **result},
                out / f"rank{rank}.pt")
 
 

@@ -16,7 +16,8 @@ module holds the few places where the processes ("ranks") must cooperate:
   ``DistributedSampler`` (reshuffled every epoch with ``set_epoch``) for
   training, and an unpadded stride for evaluation, so summed counts are exact.
 * :class:`DistContext` sums metrics over ranks and makes every rank take the
-  same decision (skip a batch, stop on a NaN loss), so none waits forever.
+  same decision (skip a batch, stop on a NaN loss), so none waits forever;
+  that costs two one-number all-reduces per training step.
 * :func:`shard_dataset` and :func:`gather_rows` split feature extraction over
   the ranks and put the rows back in file order on every rank.
 
@@ -223,10 +224,9 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device,
     trainable = tuple(p.requires_grad for p in model.parameters())
     if current is not None and getattr(current, "tlkit_trainable", None) == trainable:
         return current
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else None
+    gpu = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else None
     # broadcast_buffers (the default) copies rank 0's BN statistics at every training forward.
-    net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=False)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=gpu, find_unused_parameters=False)
     net.tlkit_trainable = trainable
     if current is not None:
         log.info("trainable parameters changed: DDP wrapper rebuilt")

@@ -91,7 +91,9 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int = 
     Runs in inference mode with the model in eval mode, channels_last, and
     autocast on CUDA. With ``cache=True`` the result is stored under
     ``cache_dir`` and reused while the backbone, transform and files are
-    unchanged. A damaged cache file is detected and rebuilt.
+    unchanged. A damaged cache file is detected and rebuilt. Under torchrun
+    each rank extracts every ``world_size``-th image, every rank gets all
+    rows in file order, and rank 0 alone reads and writes the cache.
 
     Example:
         >>> f = extract_features(model, train.with_transform(transforms_for(model)))

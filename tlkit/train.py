@@ -11,6 +11,8 @@ Everything else is a small helper it calls.
 * The best weights are kept; on the last epoch, on Ctrl-C, on a stop button
   (``stop_event``) or on a NaN loss, the model ends with them.
 * Checkpoints hold everything needed to resume bit-for-bit.
+* Under torchrun every process runs this same loop on its share of the data,
+  with PyTorch's DistributedDataParallel (see :mod:`tlkit.distributed`).
 
 Example:
     >>> history = fit(model, train, val, epochs=3, lr=1e-3)

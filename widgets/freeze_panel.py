@@ -111,7 +111,7 @@ class FreezePanel(Panel):
         self.freeze_body_button.on_click(lambda _: self.freeze_all_but_head())
         self.unfreeze_all_button.on_click(lambda _: self.unfreeze_all())
         self.bn_checkbox = W.Checkbox(description="frozen BatchNorm keeps its running statistics",
-                                      value=self.model.bn_policy == "eval", indent=False,
+                                      value=self.model.bn_policy in ("eval", "eval_all"), indent=False,
                                       layout=W.Layout(width="480px"))
         self.bn_checkbox.observe(self._on_bn_checkbox, names="value")
         self.totals = W.Label()
@@ -138,7 +138,7 @@ class FreezePanel(Panel):
                     state += " -> " + ("trainable" if pending[g] else "frozen") + " (queued)"
                 self.state_labels[g].value = f"{state}, {r['params']:,} params"
                 self.bn_labels[g].value = f"BatchNorm: {r['bn_mode']}"
-            self.bn_checkbox.value = pending.get(_BN_KEY, self.model.bn_policy) == "eval"
+            self.bn_checkbox.value = pending.get(_BN_KEY, self.model.bn_policy) in ("eval", "eval_all")
         finally:
             self._local.syncing = False
         trainable, total = count_parameters(self.model)
