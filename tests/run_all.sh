@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${1:-.venv/bin/python}"
 export MPLBACKEND=Agg
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # idle threads sleep: no spinning on a busy CPU
 export TLKIT_CACHE_DIR="${TLKIT_CACHE_DIR:-$PWD/.cache/tlkit}"
 if [ -z "${TLKIT_DATA_DIR:-}" ] && [ -d ../shared/data/cats_and_dogs_filtered ]; then
     export TLKIT_DATA_DIR="$(cd ../shared/data && pwd)"
