@@ -14,14 +14,18 @@
 3. Fine-tuning training throughput: the tutorial's loop (whole network, batch 4,
    NCHW fp32) against ``tlkit.train.train_strategy(..., "finetune")`` defaults
    (batch 32, channels_last, AdamW, one-cycle), both over the same fixed set of
-   training images after a warm-up pass, no validation.
+   training images after a warm-up pass, no validation. Where tlkit's default
+   DataLoader workers are not 0, a row with ``num_workers=0`` is added (on 2
+   cores one worker process halves tlkit's training throughput).
 4. fastai's ``fine_tune(1)`` with the same backbone, if fastai is installed.
 
 Time to accuracy counts training and validation passes, not model loading or
 the scan of the image folders. The last two lines are the ratios
 (tlkit / tutorial). Targets on the 2-core reference machine:
 ``ratio_features_time <= 0.1`` and ``ratio_finetune_throughput >= 1.5``.
-Figures are printed, not asserted.
+Figures are printed, not asserted. The load average is printed at the start
+and the end: on a shared machine the batch-4 tutorial loop slows down far more
+than tlkit's larger batches, so compare only runs made on a quiet machine.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from tlkit.backbones import load_backbone  # noqa: E402
-from tlkit.data import ImageDataset, cats_vs_dogs, subset, transforms_for  # noqa: E402
+from tlkit.data import ImageDataset, cats_vs_dogs, num_workers_default, subset, transforms_for  # noqa: E402
 from tlkit.features import extract_features, train_head  # noqa: E402
 from tlkit.freezing import freeze  # noqa: E402
 from tlkit.train import train_strategy  # noqa: E402
@@ -218,17 +222,38 @@ def tutorial_finetune_throughput(warm: ImageDataset, timed: ImageDataset, worker
     return rates[-1]
 
 
-def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset) -> tuple[float, dict]:
-    """Images/s of tlkit's trainer, strategy "finetune" with its defaults (History's img_per_s)."""
+def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset, workers: int | None = None) -> float:
+    """Images/s of tlkit's trainer, strategy "finetune" with its defaults (History's img_per_s).
+
+    ``workers=None`` is tlkit's default (``num_workers_default()``); another value overrides it.
+    """
     model = load_backbone(BACKBONE, num_classes=2, class_names=warm.classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. one-cycle on a 1-batch warm-up epoch
-        train_strategy(model, "finetune", warm, epochs=1, progress=False, seed=0)
-        hist = train_strategy(model, "finetune", timed, epochs=1, progress=False, seed=0)
-    row = hist.last()
-    from tlkit.data import num_workers_default
+        train_strategy(model, "finetune", warm, epochs=1, progress=False, seed=0, num_workers=workers)
+        hist = train_strategy(model, "finetune", timed, epochs=1, progress=False, seed=0, num_workers=workers)
+    return hist.last()["img_per_s"]
 
-    return row["img_per_s"], {"batch": 32, "workers": num_workers_default()}
+
+def print_throughput(args: argparse.Namespace, warm: ImageDataset, timed: ImageDataset) -> float:
+    """Part 3 table; returns ratio_finetune_throughput (tlkit defaults / tutorial)."""
+    tut_ips = tutorial_finetune_throughput(warm, timed, args.tutorial_workers)
+    print(f"  tutorial loop: {tut_ips:.2f} img/s; peak RSS so far: {peak_rss_mb()[0]:,.0f} MiB", flush=True)
+    default_workers = num_workers_default()
+    rows = [("PyTorch tutorial loop (all layers)", 4, "NCHW fp32, SGD", args.tutorial_workers, tut_ips),
+            ("tlkit train_strategy finetune", 32, "channels_last fp32, AdamW", default_workers,
+             tlkit_finetune_throughput(warm, timed))]
+    if default_workers != 0:  # on 2 cores one worker costs training throughput: show the alternative
+        rows.append(("tlkit, same, num_workers=0", 32, "channels_last fp32, AdamW", 0,
+                     tlkit_finetune_throughput(warm, timed, workers=0)))
+    print(f"{'recipe':<36}{'batch':>6}  {'layout / precision':<27}{'workers':>8}{'img/s':>9}")
+    for name, batch, layout, workers, ips in rows:
+        print(f"{name:<36}{batch:>6}  {layout:<27}{workers:>8}{ips:>9.2f}")
+    print("note: the tutorial uses its own 4 workers, tlkit its default; JPEG decoding and augmentation "
+          "included; each pass starts its loader. The ratio uses tlkit's default row.")
+    if len(rows) == 3:
+        print(f"note: with num_workers=0 the ratio would be {rows[2][4] / tut_ips:.2f}.")
+    return rows[1][4] / tut_ips
 
 
 # ---------------------------------------------------------------------- 4. fastai
@@ -266,6 +291,11 @@ def peak_rss_mb() -> tuple[float, float]:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
+def load_average() -> str:
+    """1, 5 and 15 minute load averages: above the core count, timings are not comparable."""
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def print_features_table(tut: dict, tl: dict, epochs: int) -> float:
     """Part 1+2 table; returns ratio_features_time."""
     reached = next((i for i, (a, _) in enumerate(tut["curve"]) if a >= TARGET_ACC), None)
@@ -301,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     train, val = load_data(args.quick)
     print(f"peers benchmark ({'QUICK: reduced, ratios not comparable to targets' if args.quick else 'full'}): "
           f"{BACKBONE}, 224 px, {len(train)} train / {len(val)} val images, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs", flush=True)
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load_average()}", flush=True)
     if args.quick:
         print(f"quick: 150/class train, 100/class val (same files for every recipe), tutorial {args.epochs} "
               f"epoch(s), throughput over {args.images} images", flush=True)
@@ -320,21 +350,13 @@ def main(argv: list[str] | None = None) -> None:
         per = max(1, args.images // 2)
         full_train = cats_vs_dogs(download=False)[0]
         warm, timed = subset(full_train, max(1, args.warmup // 2), seed=2), subset(full_train, per, seed=1)
-        tut_ips = tutorial_finetune_throughput(warm, timed, args.tutorial_workers)
-        print(f"  tutorial loop: {tut_ips:.2f} img/s; peak RSS so far: {peak_rss_mb()[0]:,.0f} MiB", flush=True)
-        tl_ips, info = tlkit_finetune_throughput(warm, timed)
-        print(f"{'recipe':<34}{'batch':>6}  {'layout / precision':<24}{'img/s':>8}")
-        print(f"{'PyTorch tutorial loop (all layers)':<34}{4:>6}  {'NCHW fp32, SGD':<24}{tut_ips:>8.2f}")
-        print(f"{'tlkit train_strategy finetune':<34}{info['batch']:>6}  {'channels_last fp32, AdamW':<24}"
-              f"{tl_ips:>8.2f}")
-        print(f"note: DataLoader workers: tutorial {args.tutorial_workers} (its setting), tlkit {info['workers']} "
-              "(tlkit default); JPEG decoding and augmentation included; each pass starts its loader.")
-        ratio_ft = tl_ips / tut_ips
+        ratio_ft = print_throughput(args, warm, timed)
 
     print("\n== 4. fastai")
     print(run_fastai(train, args.quick))
     self_mb, child_mb = peak_rss_mb()
-    print(f"\npeak RSS: {self_mb:,.0f} MiB (this process), {child_mb:,.0f} MiB (largest DataLoader worker)")
+    print(f"\npeak RSS: {self_mb:,.0f} MiB (this process), {child_mb:,.0f} MiB (largest DataLoader worker); "
+          f"load average now {load_average()}")
     print(f"ratio_features_time = {ratio_features:.3f}")
     print(f"ratio_finetune_throughput = {ratio_ft:.2f}")
 
