@@ -10,13 +10,15 @@
    still runs forward every epoch, and ``model.train()`` puts its BatchNorm
    layers in training mode, as in the tutorial.
 2. tlkit: ``extract_features`` once (fresh cache), then ``train_head``; cold
-   (feature pass included) and warm (cache filled).
+   (feature pass included) and warm (cache filled), with tlkit's defaults
+   (precision "auto": bf16 on CPUs with native bf16, fp32 elsewhere). With
+   ``--fp32-features`` a third row forces an fp32 feature pass.
 3. Fine-tuning training throughput: the tutorial's loop (whole network, batch 4,
    NCHW fp32) against ``tlkit.train.train_strategy(..., "finetune")`` defaults
-   (batch 32, channels_last, AdamW, one-cycle), both over the same fixed set of
-   training images after a warm-up pass, no validation. Where tlkit's default
-   DataLoader workers are not 0, a row with ``num_workers=0`` is added (on 2
-   cores one worker process halves tlkit's training throughput).
+   (batch 32, channels_last, fp32, AdamW, one-cycle, BatchNorm folded into the
+   convolutions), both over the same fixed set of training images after a
+   warm-up pass, no validation. A second tlkit row turns the folding off
+   (``fold_bn=False``) to show what it buys.
 4. fastai's ``fine_tune(1)`` with the same backbone, if fastai is installed.
 
 Time to accuracy counts training and validation passes, not model loading or
@@ -30,7 +32,6 @@ than tlkit's larger batches, so compare only runs made on a quiet machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
 import resource
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from tlkit.backbones import load_backbone  # noqa: E402
 from tlkit.data import ImageDataset, cats_vs_dogs, num_workers_default, subset, transforms_for  # noqa: E402
+from tlkit.device import inference_precision  # noqa: E402
 from tlkit.features import extract_features, train_head  # noqa: E402
 from tlkit.freezing import freeze  # noqa: E402
 from tlkit.train import train_strategy  # noqa: E402
@@ -68,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=32, help="warm-up images before the throughput pass")
     p.add_argument("--tutorial-workers", type=int, default=4, help="DataLoader workers of the tutorial (its 4)")
     p.add_argument("--skip-finetune", action="store_true", help="skip part 3 (throughput)")
-    p.add_argument("--bf16-features", action="store_true",
-                   help="add a row: tlkit's feature pass under CPU bf16 autocast (a proposed default)")
+    p.add_argument("--fp32-features", action="store_true",
+                   help="add a row: tlkit's feature pass forced to fp32 (precision='fp32')")
     args = p.parse_args(argv)
     args.epochs = args.epochs or (1 if args.quick else 3)
     args.images = args.images or (128 if args.quick else 384)
@@ -168,23 +170,19 @@ def tutorial_phase(model, loader, criterion, optimizer, training: bool) -> float
 
 
 # ---------------------------------------------------------------------- 2. tlkit on cached features
-def run_tlkit_features(train: ImageDataset, val: ImageDataset, head_epochs: int, bf16: bool = False) -> dict:
-    """Cold (fresh cache: feature pass + head) and warm (cache filled) runs; ``bf16``: a third,
-    cold run with the feature pass under CPU bf16 autocast (tlkit's own autocast is a no-op on CPU)."""
+def run_tlkit_features(train: ImageDataset, val: ImageDataset, head_epochs: int, fp32: bool = False) -> dict:
+    """Cold (fresh cache: feature pass + head) and warm (cache filled) runs with tlkit's defaults;
+    ``fp32``: a third, cold run with the feature pass forced to fp32."""
     model = load_backbone(BACKBONE, num_classes=2, class_names=train.classes)
     freeze(model, model.group_names[:-1])
     tf = transforms_for(model, train=False)  # features are cached, so no augmentation
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for label in ("cold", "warm", "cold, CPU bf16")[:3 if bf16 else 2]:
-            # The bf16 run gets its own, empty cache: the cache key does not include precision.
-            cache = Path(tmp) / ("bf16" if "bf16" in label else "fp32")
-            precision = (torch.autocast("cpu", dtype=torch.bfloat16) if "bf16" in label
-                         else contextlib.nullcontext())
+        for label in ("cold", "warm", "cold, fp32")[:3 if fp32 else 2]:
+            precision = "fp32" if "fp32" in label else "auto"  # the cache key includes the precision
             start = time.perf_counter()
-            with precision:
-                ftr = extract_features(model, train.with_transform(tf), cache_dir=cache, progress=False)
-                fva = extract_features(model, val.with_transform(tf), cache_dir=cache, progress=False)
+            ftr = extract_features(model, train.with_transform(tf), cache_dir=tmp, progress=False, precision=precision)
+            fva = extract_features(model, val.with_transform(tf), cache_dir=tmp, progress=False, precision=precision)
             features_s = time.perf_counter() - start
             _, hist = train_head(ftr, fva, epochs=head_epochs, lr=1e-3, seed=0)
             out[label] = time_to_target(hist, features_s, ftr.from_cache and fva.from_cache)
@@ -222,16 +220,16 @@ def tutorial_finetune_throughput(warm: ImageDataset, timed: ImageDataset, worker
     return rates[-1]
 
 
-def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset, workers: int | None = None) -> float:
+def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset, **options) -> float:
     """Images/s of tlkit's trainer, strategy "finetune" with its defaults (History's img_per_s).
 
-    ``workers=None`` is tlkit's default (``num_workers_default()``); another value overrides it.
+    ``options`` override defaults of :class:`tlkit.train.Trainer` (e.g. ``fold_bn=False``).
     """
     model = load_backbone(BACKBONE, num_classes=2, class_names=warm.classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. one-cycle on a 1-batch warm-up epoch
-        train_strategy(model, "finetune", warm, epochs=1, progress=False, seed=0, num_workers=workers)
-        hist = train_strategy(model, "finetune", timed, epochs=1, progress=False, seed=0, num_workers=workers)
+        train_strategy(model, "finetune", warm, epochs=1, progress=False, seed=0, **options)
+        hist = train_strategy(model, "finetune", timed, epochs=1, progress=False, seed=0, **options)
     return hist.last()["img_per_s"]
 
 
@@ -241,18 +239,16 @@ def print_throughput(args: argparse.Namespace, warm: ImageDataset, timed: ImageD
     print(f"  tutorial loop: {tut_ips:.2f} img/s; peak RSS so far: {peak_rss_mb()[0]:,.0f} MiB", flush=True)
     default_workers = num_workers_default()
     rows = [("PyTorch tutorial loop (all layers)", 4, "NCHW fp32, SGD", args.tutorial_workers, tut_ips),
-            ("tlkit train_strategy finetune", 32, "channels_last fp32, AdamW", default_workers,
-             tlkit_finetune_throughput(warm, timed))]
-    if default_workers != 0:  # on 2 cores one worker costs training throughput: show the alternative
-        rows.append(("tlkit, same, num_workers=0", 32, "channels_last fp32, AdamW", 0,
-                     tlkit_finetune_throughput(warm, timed, workers=0)))
-    print(f"{'recipe':<36}{'batch':>6}  {'layout / precision':<27}{'workers':>8}{'img/s':>9}")
+            ("tlkit train_strategy finetune", 32, "channels_last fp32, BN folded", default_workers,
+             tlkit_finetune_throughput(warm, timed)),
+            ("tlkit, same, fold_bn=False", 32, "channels_last fp32", default_workers,
+             tlkit_finetune_throughput(warm, timed, fold_bn=False))]
+    print(f"{'recipe':<36}{'batch':>6}  {'layout / precision':<31}{'workers':>8}{'img/s':>9}")
     for name, batch, layout, workers, ips in rows:
-        print(f"{name:<36}{batch:>6}  {layout:<27}{workers:>8}{ips:>9.2f}")
-    print("note: the tutorial uses its own 4 workers, tlkit its default; JPEG decoding and augmentation "
-          "included; each pass starts its loader. The ratio uses tlkit's default row.")
-    if len(rows) == 3:
-        print(f"note: with num_workers=0 the ratio would be {rows[2][4] / tut_ips:.2f}.")
+        print(f"{name:<36}{batch:>6}  {layout:<31}{workers:>8}{ips:>9.2f}")
+    print("note: the tutorial uses its own 4 workers, tlkit its default (num_workers_default()); JPEG decoding "
+          "and augmentation included; each pass starts its loader. The ratio uses tlkit's default row.")
+    print(f"note: without BatchNorm folding the ratio would be {rows[2][4] / tut_ips:.2f}.")
     return rows[1][4] / tut_ips
 
 
@@ -312,9 +308,9 @@ def print_features_table(tut: dict, tl: dict, epochs: int) -> float:
     if reached is None:
         print(f"note: the tutorial never reached {TARGET_ACC} in {epochs} epoch(s); its total time for those "
               "epochs is used, so ratio_features_time is an upper bound (its real time to 0.97 is longer).")
-    if "cold, CPU bf16" in tl:
-        print(f"note: with the feature pass under CPU bf16 autocast, ratio_features_time would be "
-              f"{tl['cold, CPU bf16']['seconds'] / tut_s:.3f} (tlkit does not do this yet).")
+    if "cold, fp32" in tl:
+        print(f"note: with an fp32 feature pass, ratio_features_time would be "
+              f"{tl['cold, fp32']['seconds'] / tut_s:.3f}.")
     if tl["cold"]["reached_epoch"] is None:
         print(f"note: tlkit never reached {TARGET_ACC} either; its total time (features + all head epochs) is used.")
     print("note: tutorial model.train() puts the frozen body's BatchNorm in training mode (batch-4 statistics "
@@ -331,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     train, val = load_data(args.quick)
     print(f"peers benchmark ({'QUICK: reduced, ratios not comparable to targets' if args.quick else 'full'}): "
           f"{BACKBONE}, 224 px, {len(train)} train / {len(val)} val images, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load_average()}", flush=True)
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load_average()}, "
+          f"tlkit feature precision here: {inference_precision(torch.device('cpu'))}", flush=True)
     if args.quick:
         print(f"quick: 150/class train, 100/class val (same files for every recipe), tutorial {args.epochs} "
               f"epoch(s), throughput over {args.images} images", flush=True)
@@ -339,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n== 1-2. Feature extraction: time to 0.97 validation accuracy", flush=True)
     tut = run_tutorial(train, val, args.epochs, args.tutorial_workers)
     print(f"  peak RSS so far: {peak_rss_mb()[0]:,.0f} MiB", flush=True)
-    tl = run_tlkit_features(train, val, args.head_epochs, args.bf16_features)
+    tl = run_tlkit_features(train, val, args.head_epochs, args.fp32_features)
     ratio_features = print_features_table(tut, tl, args.epochs)
     print(f"peak RSS so far: {peak_rss_mb()[0]:,.0f} MiB", flush=True)
 

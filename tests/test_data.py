@@ -117,3 +117,16 @@ def test_cats_vs_dogs_finds_the_local_copy(monkeypatch, tmp_path):
     train, val = cats_vs_dogs(download=False)
     assert (len(train), len(val)) == (2000, 1000)
     assert train.classes == ["cats", "dogs"] and val.class_counts() == {"cats": 500, "dogs": 500}
+
+
+@pytest.mark.parametrize("cpus, expected", [(1, 0), (2, 0), (3, 2), (8, 4), (None, 0)])
+def test_worker_processes_follow_the_core_count(monkeypatch, cpus, expected):
+    from tlkit.data import num_workers_default
+    for var in ("TLKIT_NUM_WORKERS", "BINDER_SERVICE_HOST", "TLKIT_BINDER"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    assert num_workers_default() == expected
+    monkeypatch.setenv("TLKIT_BINDER", "1")
+    assert num_workers_default() == 0
+    monkeypatch.setenv("TLKIT_NUM_WORKERS", "3")
+    assert num_workers_default() == 3

@@ -137,7 +137,7 @@ def test_predict_skips_unreadable_images(tiny, dataset, tmp_path):
 def test_predictions_from_features_equal_predict(tiny, dataset):
     ds = dataset.with_transform(transforms_for(tiny))
     direct = predict(tiny, ds, batch_size=4, device="cpu")
-    feats = extract_features(tiny, ds, batch_size=4, device="cpu", cache=False, progress=False)
+    feats = extract_features(tiny, ds, batch_size=4, device="cpu", cache=False, progress=False, precision="fp32")
     cached = predictions_from_features(tiny.head, feats)
     assert torch.allclose(cached.probs, direct.probs, atol=1e-5)
     assert cached.files == direct.files and torch.equal(cached.labels, direct.labels)

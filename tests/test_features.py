@@ -103,3 +103,34 @@ def test_train_head_with_hidden_layer_and_stop_event():
     assert len(hist) == 1 and head[-1].out_features == 2
     with pytest.raises(ValueError, match="No training features"):
         train_head(Features(torch.empty(0, 4), torch.empty(0, dtype=torch.long), [], ["a", "b"]))
+
+
+def test_precision_is_part_of_the_cache_key_and_bf16_features_are_close(setup):
+    _, train, _, cache = setup
+    model = load_backbone("efficientnet_lite0")  # real weights: an untrained net's features are noise
+    train = train.with_transform(transforms_for(model, image_size=64))
+    assert cache_key(model, train, "bf16") != cache_key(model, train, "fp32")
+    f32 = extract_features(model, train, cache_dir=cache, progress=False, precision="fp32")
+    b16 = extract_features(model, train, cache_dir=cache, progress=False, precision="bf16")
+    assert not b16.from_cache and len(list(cache.glob("*.pt"))) == 2  # one file per precision
+    assert b16.features.dtype == torch.float32 and b16.features.shape == f32.features.shape
+    assert not torch.equal(b16.features, f32.features)  # it really ran in bf16 ...
+    cos = torch.nn.functional.cosine_similarity(b16.features, f32.features)
+    assert cos.min() > 0.99  # ... and bf16 (8 mantissa bits) keeps the features' direction
+    assert extract_features(model, train, cache_dir=cache, progress=False, precision="bf16").from_cache
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    from tlkit import device as dev
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
+    assert dev.inference_precision(cpu) == "bf16"
+    monkeypatch.setenv("TLKIT_CPU_BF16", "0")
+    assert dev.inference_precision(cpu) == "fp32"
+    monkeypatch.delenv("TLKIT_CPU_BF16")
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    assert dev.inference_precision(cpu) == "fp32" and dev.inference_precision(cpu, "bf16") == "bf16"
+    assert dev.inference_precision(torch.device("mps")) == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        dev.inference_precision(cpu, "half")
+    assert dev.default_batch_size(cpu) == 16 and dev.default_batch_size(torch.device("cuda")) == 128

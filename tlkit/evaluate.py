@@ -31,8 +31,9 @@ from torch import nn
 
 from tlkit.data import (DatasetLayoutError, ImageDataset, make_loader, open_image, scan_class_folders,
                         transforms_for, warn_skipped)
-from tlkit.device import autocast, memory_format, pick_device, to_device
+from tlkit.device import autocast, default_batch_size, memory_format, pick_device, to_device
 from tlkit.features import Features
+from tlkit.fold import fold_frozen_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +97,43 @@ def class_names_of(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
-def predict(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
+def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,
             device: str | torch.device | None = None, progress: bool = False,
             num_workers: int | None = None) -> Predictions:
     """Probabilities of the whole network for every readable image of ``dataset``.
 
-    Eval mode, inference mode, channels_last and autocast on CUDA; the model's
-    train/eval mode is restored afterwards. A dataset without a transform gets
-    ``transforms_for(model)``. Unreadable images are skipped with one warning.
+    Eval mode, no gradients, channels_last, BatchNorm folded into the
+    convolutions (:mod:`tlkit.fold`, exact) and autocast on CUDA; fp32 on a
+    CPU, so the numbers match the trainer's validation. The model's
+    train/eval mode is restored afterwards. ``batch_size`` None: 16 on a CPU,
+    128 on a GPU. A dataset without a transform gets ``transforms_for(model)``.
+    Unreadable images are skipped with one warning.
 
     Example:
         >>> preds = predict(model, val)
         >>> preds.probs.shape, preds.accuracy
         (torch.Size([1000, 2]), 0.975)
     """
-    from tqdm.auto import tqdm
-
     if dataset.transform is None:
         dataset = dataset.with_transform(transforms_for(model))
     device = pick_device(device)
     was_training = model.training
     model.eval().to(device, memory_format=memory_format(device))
+    try:
+        with fold_frozen_batchnorm(model):
+            probs, labels, kept = _predict_pass(model, dataset, batch_size or default_batch_size(device), device,
+                                                progress, num_workers)
+    finally:
+        model.train(was_training)
+    n_classes = model.num_classes
+    return Predictions(torch.cat(probs) if probs else torch.empty(0, n_classes),
+                       torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
+                       kept, list(dataset.classes))
+
+
+def _predict_pass(model, dataset, batch_size, device, progress, num_workers):
+    from tqdm.auto import tqdm
+
     probs, labels, kept, skipped, pos = [], [], [], [], 0
     bar = tqdm(total=len(dataset), desc=f"predict {dataset.name}", unit="img", disable=not progress)
     for x, y, dropped in make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
@@ -132,12 +149,8 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
             labels.append(y)
         bar.update(n_in)
     bar.close()
-    model.train(was_training)
     warn_skipped(skipped, where=f" while predicting {dataset.name}")
-    n_classes = model.num_classes
-    return Predictions(torch.cat(probs) if probs else torch.empty(0, n_classes),
-                       torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
-                       kept, list(dataset.classes))
+    return probs, labels, kept
 
 
 @torch.no_grad()

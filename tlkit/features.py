@@ -26,12 +26,13 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.data import ImageDataset, make_loader, warn_skipped
-from tlkit.device import autocast, memory_format, pick_device, to_device
+from tlkit.device import default_batch_size, inference_autocast, inference_precision, memory_format, pick_device, to_device
+from tlkit.fold import fold_frozen_batchnorm
 from tlkit.heads import make_head
 from tlkit.history import History
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
@@ -66,10 +67,10 @@ def body_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_key(model: nn.Module, dataset: ImageDataset) -> str:
-    """Key over backbone weights, transform, and each file's path, size and mtime."""
+def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") -> str:
+    """Key over backbone weights, precision, transform, and each file's path, size and mtime."""
     h = hashlib.sha256()
-    h.update(f"v{CACHE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|".encode())
+    h.update(f"v{CACHE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|{precision}|".encode())
     h.update(repr(dataset.transform).encode())
     for f, t in zip(dataset.files, dataset.targets):
         try:
@@ -82,14 +83,18 @@ def cache_key(model: nn.Module, dataset: ImageDataset) -> str:
     return h.hexdigest()
 
 
-def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int = 64,
+def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,
                      device: str | torch.device | None = None, cache: bool = True,
                      cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                     num_workers: int | None = None) -> Features:
+                     num_workers: int | None = None, precision: str = "auto") -> Features:
     """Pooled backbone features for every readable image of ``dataset``.
 
-    Runs in inference mode with the model in eval mode, channels_last, and
-    autocast on CUDA. With ``cache=True`` the result is stored under
+    Runs without gradients, with the model in eval mode, channels_last,
+    BatchNorm folded into the convolutions (:mod:`tlkit.fold`), and in the
+    precision :func:`tlkit.device.inference_precision` picks (``"auto"``: bf16
+    on CUDA and on CPUs with native bf16, else fp32). ``batch_size`` None
+    means 16 on a CPU (faster than larger batches there) and 128 on a GPU.
+    Features are returned as float32. With ``cache=True`` the result is stored under
     ``cache_dir`` and reused while the backbone, transform and files are
     unchanged. A damaged cache file is detected and rebuilt. Under torchrun
     each rank extracts every ``world_size``-th image, every rank gets all
@@ -104,16 +109,18 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int = 
         raise ValueError("The dataset has no transform. Use dataset.with_transform(transforms_for(model)).")
     ctx = distributed.context()  # under torchrun: each rank extracts every world_size-th image
     path = None
+    dev = pick_device(device)
+    precision = inference_precision(dev, precision)  # "auto" -> what this machine runs
     if cache:
-        key = cache_key(model, dataset)
+        key = cache_key(model, dataset, precision)
         path = Path(cache_dir or default_cache_dir()) / f"{model.name}-{key[:24]}.pt"
         hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit is not None:
             return Features(*hit, classes=dataset.classes, from_cache=True)
     start = time.perf_counter()
     shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
-    feats, labels, files = _run_backbone(model, shard, batch_size, pick_device(device), progress and ctx.is_main,
-                                         num_workers)
+    feats, labels, files = _run_backbone(model, shard, batch_size or default_batch_size(dev), dev,
+                                         progress and ctx.is_main, num_workers, precision)
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)  # file order, every rank
     out = Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
     if path is not None and ctx.is_main:
@@ -122,11 +129,19 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int = 
 
 
 @torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
-def _run_backbone(model, dataset, batch_size, device, progress, num_workers):
-    from tqdm.auto import tqdm
-
+def _run_backbone(model, dataset, batch_size, device, progress, num_workers, precision):
     was_training = model.training
     model.eval().to(device, memory_format=memory_format(device))
+    try:
+        with fold_frozen_batchnorm(model):  # eval mode: every BatchNorm folds into its conv
+            return _backbone_pass(model, dataset, batch_size, device, progress, num_workers, precision)
+    finally:
+        model.train(was_training)
+
+
+def _backbone_pass(model, dataset, batch_size, device, progress, num_workers, precision):
+    from tqdm.auto import tqdm
+
     kept, skipped, chunks, labels = [], [], [], []
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
                          pin_memory=device.type == "cuda")
@@ -139,13 +154,12 @@ def _run_backbone(model, dataset, batch_size, device, progress, num_workers):
         kept += [f for f in batch_files if f not in set(dropped)]
         skipped += dropped
         if len(y):
-            with autocast(device):
+            with inference_autocast(device, precision):
                 f = model.forward_features(to_device(x, device))  # (B, F)
             chunks.append(f.float().cpu())
             labels.append(y)
         bar.update(n_in)
     bar.close()
-    model.train(was_training)
     warn_skipped(skipped, where=f" while extracting features of {dataset.name}")
     feats = torch.cat(chunks) if chunks else torch.empty(0, model.num_features)
     return feats, (torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)), kept

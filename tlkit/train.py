@@ -36,6 +36,7 @@ from tlkit import distributed
 from tlkit.callbacks import Callback, Checkpoint, GradualUnfreezing
 from tlkit.data import make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
+from tlkit.fold import fold_frozen_batchnorm
 from tlkit.freezing import freeze_to, param_groups, set_bn_policy
 from tlkit.history import History
 from tlkit.lr_finder import LRFinderResult, lr_find  # noqa: F401 - re-exported: part of the training API
@@ -83,6 +84,8 @@ class Trainer:
         checkpoint_dir: adds ``Checkpoint(checkpoint_dir)``.
         oom_retry: on CUDA out-of-memory, retry the epoch with half the batch.
         label_smoothing: passed to the cross-entropy loss.
+        fold_bn: run each eval-mode BatchNorm folded into the convolution
+            before it (:mod:`tlkit.fold`): same results, less work.
 
     Attributes: ``history``, ``optimizer``, ``scheduler``, ``epoch`` (epochs
     finished), ``stop_reason`` (None, or why training ended early), ``best_epoch``.
@@ -99,7 +102,8 @@ class Trainer:
                  callbacks: Iterable[Callback] = (), stop_event: threading.Event | None = None,
                  seed: int | None = None, progress: bool = True, num_workers: int | None = None,
                  checkpoint_dir: str | Path | None = None, image_size: int | None = None,
-                 augment: str = "standard", oom_retry: bool = False, label_smoothing: float = 0.0):
+                 augment: str = "standard", oom_retry: bool = False, label_smoothing: float = 0.0,
+                 fold_bn: bool = True):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
         if scheduler not in SCHEDULERS:
@@ -113,7 +117,7 @@ class Trainer:
         self.scheduler_name, self.amp, self.channels_last = scheduler, amp, channels_last
         self.callbacks = list(callbacks) + ([Checkpoint(checkpoint_dir)] if checkpoint_dir else [])
         self.stop_event, self.seed, self.progress = stop_event, seed, progress
-        self.num_workers, self.oom_retry = num_workers, oom_retry
+        self.num_workers, self.oom_retry, self.fold_bn = num_workers, oom_retry, fold_bn
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.history = History()
         self.epoch, self.stop_reason, self._stop_quietly = 0, None, False
@@ -130,12 +134,14 @@ class Trainer:
         self._setup(resume)
         self._call("on_train_begin")
         try:
-            for epoch in range(self.epoch + 1, self.epochs + 1):
-                self._call("on_epoch_begin", epoch)  # e.g. GradualUnfreezing adds a group
-                row = self._run_epoch(epoch)  # train, then validate
-                self._end_epoch(epoch, row)  # History, best weights, checkpoint
-                if self.stop_reason:  # set by a callback such as EarlyStopping
-                    break
+            # Eval-mode BatchNorm runs folded into its convolution: same maths, ~1.4x faster (tlkit/fold.py)
+            with fold_frozen_batchnorm(self.model, enabled=self.fold_bn):
+                for epoch in range(self.epoch + 1, self.epochs + 1):
+                    self._call("on_epoch_begin", epoch)  # e.g. GradualUnfreezing adds a group
+                    row = self._run_epoch(epoch)  # train, then validate
+                    self._end_epoch(epoch, row)  # History, best weights, checkpoint
+                    if self.stop_reason:  # set by a callback such as EarlyStopping
+                        break
         except KeyboardInterrupt:  # Ctrl-C, or the notebook's stop button
             self.stop("interrupted (KeyboardInterrupt)")
         except _StopRequested:
@@ -410,7 +416,7 @@ def fit(model: nn.Module, train_data, val_data=None, epochs: int = 5,
     Takes every keyword of :class:`Trainer` (batch_size, optimizer, weight_decay,
     scheduler, device, amp, channels_last, callbacks, stop_event, seed,
     progress, num_workers, checkpoint_dir, image_size, augment, oom_retry,
-    label_smoothing). ``resume`` is a checkpoint file or folder; training
+    label_smoothing, fold_bn). ``resume`` is a checkpoint file or folder; training
     continues after its last finished epoch, exactly as if never stopped.
 
     When training stops early (Ctrl-C, ``stop_event``, EarlyStopping, NaN
