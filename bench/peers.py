@@ -18,7 +18,8 @@
    (batch 32, channels_last, fp32, AdamW, one-cycle, BatchNorm folded into the
    convolutions), both over the same fixed set of training images after a
    warm-up pass, no validation. A second tlkit row turns the folding off
-   (``fold_bn=False``) to show what it buys.
+   (``fold_bn=False``) to show what it buys. The three run in turn, twice,
+   and medians are reported (``--rounds``).
 4. fastai's ``fine_tune(1)`` with the same backbone, if fastai is installed.
 
 Time to accuracy counts training and validation passes, not model loading or
@@ -35,6 +36,7 @@ import argparse
 import copy
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -70,11 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=32, help="warm-up images before the throughput pass")
     p.add_argument("--tutorial-workers", type=int, default=4, help="DataLoader workers of the tutorial (its 4)")
     p.add_argument("--skip-finetune", action="store_true", help="skip part 3 (throughput)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="throughput rounds, recipes interleaved; medians reported (default 2; 1 with --quick)")
     p.add_argument("--fp32-features", action="store_true",
                    help="add a row: tlkit's feature pass forced to fp32 (precision='fp32')")
     args = p.parse_args(argv)
     args.epochs = args.epochs or (1 if args.quick else 3)
     args.images = args.images or (128 if args.quick else 384)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     return args
 
 
@@ -234,22 +239,32 @@ def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset, **options
 
 
 def print_throughput(args: argparse.Namespace, warm: ImageDataset, timed: ImageDataset) -> float:
-    """Part 3 table; returns ratio_finetune_throughput (tlkit defaults / tutorial)."""
-    tut_ips = tutorial_finetune_throughput(warm, timed, args.tutorial_workers)
-    print(f"  tutorial loop: {tut_ips:.2f} img/s; peak RSS so far: {peak_rss_mb()[0]:,.0f} MiB", flush=True)
-    default_workers = num_workers_default()
-    rows = [("PyTorch tutorial loop (all layers)", 4, "NCHW fp32, SGD", args.tutorial_workers, tut_ips),
-            ("tlkit train_strategy finetune", 32, "channels_last fp32, BN folded", default_workers,
-             tlkit_finetune_throughput(warm, timed)),
-            ("tlkit, same, fold_bn=False", 32, "channels_last fp32", default_workers,
-             tlkit_finetune_throughput(warm, timed, fold_bn=False))]
-    print(f"{'recipe':<36}{'batch':>6}  {'layout / precision':<31}{'workers':>8}{'img/s':>9}")
-    for name, batch, layout, workers, ips in rows:
-        print(f"{name:<36}{batch:>6}  {layout:<31}{workers:>8}{ips:>9.2f}")
+    """Part 3 table; returns ratio_finetune_throughput (tlkit defaults / tutorial).
+
+    The three recipes run in turn, ``args.rounds`` times, and the table shows each one's
+    median: this machine's speed drifts by 20% or more over minutes, and interleaving
+    keeps a slow minute from landing on one recipe only.
+    """
+    recipes = [("PyTorch tutorial loop (all layers)", 4, "NCHW fp32, SGD", args.tutorial_workers,
+                lambda: tutorial_finetune_throughput(warm, timed, args.tutorial_workers)),
+               ("tlkit train_strategy finetune", 32, "channels_last fp32, BN folded", num_workers_default(),
+                lambda: tlkit_finetune_throughput(warm, timed)),
+               ("tlkit, same, fold_bn=False", 32, "channels_last fp32", num_workers_default(),
+                lambda: tlkit_finetune_throughput(warm, timed, fold_bn=False))]
+    runs: list[list[float]] = [[] for _ in recipes]
+    for r in range(args.rounds):
+        for i, recipe in enumerate(recipes):
+            runs[i].append(recipe[4]())
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{ips[-1]:.2f}" for ips in runs) +
+              f" img/s; peak RSS so far: {peak_rss_mb()[0]:,.0f} MiB", flush=True)
+    med = [statistics.median(ips) for ips in runs]
+    print(f"{'recipe':<36}{'batch':>6}  {'layout / precision':<31}{'workers':>8}{'img/s (median)':>16}")
+    for (name, batch, layout, workers, _), ips in zip(recipes, med):
+        print(f"{name:<36}{batch:>6}  {layout:<31}{workers:>8}{ips:>16.2f}")
     print("note: the tutorial uses its own 4 workers, tlkit its default (num_workers_default()); JPEG decoding "
           "and augmentation included; each pass starts its loader. The ratio uses tlkit's default row.")
-    print(f"note: without BatchNorm folding the ratio would be {rows[2][4] / tut_ips:.2f}.")
-    return rows[1][4] / tut_ips
+    print(f"note: without BatchNorm folding the ratio would be {med[2] / med[0]:.2f}.")
+    return med[1] / med[0]
 
 
 # ---------------------------------------------------------------------- 4. fastai

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from tlkit import list_backbones, load_backbone
-from tlkit.fold import conv_bn_pairs, fold_frozen_batchnorm
+from tlkit.fold import FoldedBatchNorm2d, FoldedConv2d, conv_bn_pairs, fold_frozen_batchnorm
 from tlkit.freezing import set_bn_policy
 from tlkit.train import fit
 
@@ -23,7 +23,8 @@ def _with_real_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def _patched(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if "forward" in m.__dict__]
+    """Names of the stand-in modules currently in the model."""
+    return [n for n, m in model.named_modules() if isinstance(m, (FoldedConv2d, FoldedBatchNorm2d))]
 
 
 @pytest.mark.parametrize("name", list_backbones())
@@ -33,16 +34,18 @@ def test_every_backbone_folds_every_batchnorm_and_gives_the_same_outputs(name):
     x = torch.randn(2, 3, 64, 64)
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert len(conv_bn_pairs(model, x)) == n_bn  # ConvNeXt has none (LayerNorm): 0 == 0
-    keys = list(model.state_dict())
+    state = model.state_dict(keep_vars=True)
+    modules = list(model.modules())
     with torch.no_grad():
         ref = model(x)
         with fold_frozen_batchnorm(model) as folded:
             assert folded == n_bn
             assert len(_patched(model)) == 2 * n_bn
-            assert list(model.state_dict()) == keys  # nothing registered
+            inside = model.state_dict(keep_vars=True)  # same keys, the very same tensors
+            assert list(inside) == list(state) and all(inside[k] is state[k] for k in state)
             out = model(x)
     assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
-    assert _patched(model) == []  # exit restores every module
+    assert _patched(model) == [] and list(model.modules()) == modules  # exit puts the originals back
 
 
 def test_training_step_is_the_same_with_and_without_folding(make_model):
