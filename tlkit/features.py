@@ -26,7 +26,8 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.data import ImageDataset, make_loader, warn_skipped
-from tlkit.device import default_batch_size, inference_autocast, inference_precision, memory_format, pick_device, to_device
+from tlkit.device import (default_batch_size, inference_autocast, inference_precision, memory_format, pick_device,
+                          to_device)
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.heads import make_head
 from tlkit.history import History

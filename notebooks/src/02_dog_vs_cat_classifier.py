@@ -20,9 +20,9 @@
 # preprocessing, the time the cache saves.
 #
 # **Expected result (cpu profile, 160 px):** about 98% validation accuracy. On a 2-core
-# laptop CPU the whole notebook takes one to two minutes: the one-off feature pass over
-# 3,000 photos 40 to 75 seconds (depending on what else the machine is doing), training
-# the head under a second.
+# laptop CPU the whole notebook takes about a minute: the one-off feature pass over
+# 3,000 photos 15 to 45 seconds (depending on the CPU and on what else the machine is
+# doing), training the head under a second.
 
 # %%
 # Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
@@ -279,7 +279,7 @@ print(f"second call: {time.perf_counter() - start:.2f} s (from the cache)")
 
 # %% [markdown]
 # (When the features were already cached by an earlier run, both calls are fast; computing
-# them takes 40 to 75 seconds for 3,000 photos at 160 px on a 2-core laptop CPU.)
+# them takes 15 to 45 seconds for 3,000 photos at 160 px on a 2-core laptop CPU.)
 #
 # Now train the head: a single linear layer, 1280 → 2, with AdamW. Read `train_head` in
 # `tlkit/features.py` to see the loop; it is short.

@@ -22,8 +22,8 @@
 # trainable parameters), and avoid the BatchNorm trap in frozen layers.
 #
 # **Expected results (cpu profile, 100 training photos):** feature extraction about 97%
-# validation accuracy in 3 seconds; the fine-tuning variants about 90% or less in 7–20
-# seconds each; BatchNorm in train mode costs several points. About 2 minutes in all on a
+# validation accuracy in 1 to 3 seconds; the fine-tuning variants about 90% or less in 5–20
+# seconds each; BatchNorm in train mode costs several points. One to two minutes in all on a
 # laptop CPU.
 
 # %%

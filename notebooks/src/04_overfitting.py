@@ -22,7 +22,7 @@
 # **Expected results (cpu profile):** with 10 photos per class, transfer reaches about 95%
 # validation accuracy, while a small CNN trained from scratch stays between 55% and 66% up to
 # 1,000 per class. On a task unlike ImageNet, frozen ImageNet features reach about 63%
-# against 100% for the small CNN. About 4 minutes on a laptop CPU.
+# against 100% for the small CNN. About 1.5 to 4 minutes on a laptop CPU.
 
 # %%
 # Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
@@ -44,7 +44,7 @@ if "google.colab" in sys.modules:
 # ## Profile
 #
 # **cpu** reuses the 160 px features cached by notebook 02 (if you skipped it, the first
-# feature pass takes about a minute) and trains the from-scratch models briefly at 64 px.
+# feature pass takes 15 to 45 seconds) and trains the from-scratch models briefly at 64 px.
 # **gpu** trains them properly. **test** (`TLKIT_FAST=1`) is a dry run.
 
 # %%

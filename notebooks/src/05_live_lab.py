@@ -23,7 +23,7 @@
 # happens, and to read a model's evidence on a single photo.
 #
 # **Run time (cpu profile):** about 40 seconds on a laptop CPU for all cells, once
-# notebook 02 has cached the features (otherwise add 40 seconds); each panel run takes
+# notebook 02 has cached the features (otherwise add 15 to 45 seconds); each panel run takes
 # a few seconds. The cells below also drive the panels from code (blocking),
 # so the notebook runs top to bottom unattended; in class, press the buttons instead.
 
