@@ -210,7 +210,8 @@ def oom_above(monkeypatch, model, limit: int) -> list[int]:
     real_forward = type(model).forward
 
     def forward(self, x):
-        sizes.append(len(x))
+        if self.training:  # training batches only (not validation, nor tlkit.fold's eval-mode check)
+            sizes.append(len(x))
         if self.training and len(x) > limit:
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x) * 64} MiB")
         return real_forward(self, x)
