@@ -261,6 +261,8 @@ def test_check_better_layer_choice_and_too_high():
     verdicts = {1e-3: ("good", ""), 1e-1: ("too high", "x"), 1.0: ("too high", "y")}
     assert _say(checks.check_too_high, 0.1, verdicts).startswith("Correct:")
     assert "smallest" in _say(checks.check_too_high, 1.0, verdicts)
+    none_high = {1e-3: ("good", ""), 1e-1: ("good", "")}  # e.g. test mode's tiny features
+    assert "no rate was too high" in _say(checks.check_too_high, "none in this run", none_high)
 
 
 def test_readme_concept_map_sections_exist_as_headings():

@@ -233,7 +233,8 @@ check_too_high(too_high, explorer.verdicts)
 
 # %% solution
 # Solution
-too_high = min(lr for lr, (verdict, _) in explorer.verdicts.items() if verdict == "too high")
+too_high_rates = [lr for lr, (verdict, _) in explorer.verdicts.items() if verdict == "too high"]
+too_high = min(too_high_rates) if too_high_rates else "none in this run"
 check_too_high(too_high, explorer.verdicts)
 
 # %% [markdown]
