@@ -1,6 +1,6 @@
 """tlkit against the peer recipes: same data, same backbone (EfficientNet-Lite0), one run, side by side.
 
-    TLKIT_DATA_DIR=../shared/data python bench/peers.py            # full (~10 min on 2 cores)
+    TLKIT_DATA_DIR=../shared/data python bench/peers.py            # full (~15 min on 2 cores)
     TLKIT_DATA_DIR=../shared/data python bench/peers.py --quick    # reduced, under 5 minutes
 
 1. The PyTorch transfer-learning tutorial's "fixed feature extractor" recipe,
@@ -65,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="reduced run: 150+150 train / 100+100 val images, tutorial 1 epoch, "
                         "throughput over 128 images")
-    p.add_argument("--epochs", type=int, default=None, help="tutorial epochs (default 3; 1 with --quick)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="tutorial epochs (default 8, as in the reference run of ../shared/data/README.md; "
+                        "1 with --quick)")
     p.add_argument("--head-epochs", type=int, default=30, help="tlkit train_head epochs (default 30)")
     p.add_argument("--images", type=int, default=None,
                    help="training images timed for throughput (default 384; 128 with --quick)")
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fp32-features", action="store_true",
                    help="add a row: tlkit's feature pass forced to fp32 (precision='fp32')")
     args = p.parse_args(argv)
-    args.epochs = args.epochs or (1 if args.quick else 3)
+    args.epochs = args.epochs or (1 if args.quick else 8)
     args.images = args.images or (128 if args.quick else 384)
     args.rounds = args.rounds or (1 if args.quick else 2)
     return args

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -354,3 +355,38 @@ def test_resnet18_damaged_cache_file_is_named(isolated_env):
 def tvm_url() -> str:
     import torchvision.models as tvm
     return tvm.ResNet18_Weights.DEFAULT.url
+
+
+def _old_file(path: Path, content: bytes, hours: float = 2) -> Path:
+    """A file last written ``hours`` ago."""
+    path.write_bytes(content)
+    return _age(path, hours)
+
+
+def _age(path: Path, hours: float) -> Path:
+    old = time.time() - hours * 3600
+    os.utime(path, (old, old))
+    return path
+
+
+def test_leftovers_of_killed_downloads_are_removed_but_fresh_ones_kept(tmp_path):
+    payload = os.urandom(20_000)
+    stale = _old_file(tmp_path / "f.bin.part-99991", b"half")  # a killed download of f.bin
+    fresh = tmp_path / "f.bin.part-99992"  # maybe another process downloading f.bin right now
+    fresh.write_bytes(b"busy")
+    other = _old_file(tmp_path / "g.bin.part-99993", b"another file's leftover")
+    with LocalHTTPServer({"/f.bin": Reply(body=payload)}) as server:
+        download_file(server.url("/f.bin"), tmp_path / "f.bin", progress=False)
+    assert not stale.exists() and fresh.exists() and other.exists()
+    assert (tmp_path / "f.bin").read_bytes() == payload
+
+
+def test_leftover_extraction_folder_of_a_killed_run_is_removed(tmp_path):
+    stale = tmp_path / ".out.extract-99991"
+    (stale / "x").mkdir(parents=True)
+    (stale / "x" / "a.txt").write_text("half")
+    _age(stale, 2)
+    zip_path = tmp_path / "a.zip"
+    zip_path.write_bytes(make_zip({"d/a.txt": b"hello"}))
+    safe_extract_zip(zip_path, tmp_path / "out")
+    assert not stale.exists() and (tmp_path / "out" / "d" / "a.txt").read_text() == "hello"

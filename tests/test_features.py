@@ -134,3 +134,17 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     with pytest.raises(ValueError, match="precision must be one of"):
         dev.inference_precision(cpu, "half")
     assert dev.default_batch_size(cpu) == 16 and dev.default_batch_size(torch.device("cuda")) == 128
+
+
+def test_stale_temporary_cache_file_of_a_killed_run_is_removed(setup):
+    model, train, _, cache = setup
+    first = extract_features(model, train, cache_dir=cache, progress=False)
+    final = next(cache.glob("*.pt"))
+    stale = cache / f"{final.stem}.tmp99991"  # what a run killed while saving leaves behind
+    stale.write_bytes(b"half a cache file")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    final.unlink()
+    again = extract_features(model, train, cache_dir=cache, progress=False)
+    assert not again.from_cache and torch.equal(again.features, first.features)
+    assert not stale.exists() and [p.name for p in cache.iterdir()] == [final.name]

@@ -128,3 +128,26 @@ def test_bn_policy_train_does_update_running_stats(model):
     with torch.no_grad():
         model(torch.randn(4, 3, 64, 64) + 3)
     assert not torch.equal(before, model.state_dict()[key])
+
+
+def test_a_frozen_group_is_a_fixed_function_in_train_mode():
+    """Frozen groups: no dropout or stochastic depth either (Lite0's drop-connect), so two
+    training-mode passes give the same features; trainable groups keep theirs."""
+    torch.manual_seed(0)
+    model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2)
+    x = torch.randn(2, 3, 64, 64)
+    model.train()  # nothing frozen: drop-connect makes two passes differ
+    with torch.no_grad():
+        assert not torch.equal(model.forward_features(x), model.forward_features(x))
+    freeze(model, model.group_names[:-1])
+    model.train()
+    assert all(not m.training for g in model.group_names[:-1] for m in model.groups[g].modules())
+    assert model.groups["head"].training and model.training
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), model.forward_features(x))
+    unfreeze(model, "stage7")
+    set_bn_policy(model, "eval_all")  # trainable stage7: blocks train, its BN keeps its statistics
+    blocks = [m for m in model.groups["stage7"].modules() if not isinstance(m, nn.BatchNorm2d)]
+    assert all(m.training for m in blocks)
+    assert all(not m.training for m in model.groups["stage7"].modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(not m.training for m in model.groups["stage6"].modules())

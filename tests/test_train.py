@@ -14,7 +14,7 @@ import torch
 
 from tlkit.callbacks import Callback, Checkpoint, EarlyStopping, GradualUnfreezing
 from tlkit.checkpoint import CheckpointError
-from tlkit.freezing import freeze_to, iter_frozen_state
+from tlkit.freezing import freeze_to, iter_frozen_state, set_bn_policy
 from tlkit.resume import TRAIN_FORMAT, load_training_state
 from tlkit.train import Trainer, fit, train_strategy
 
@@ -488,3 +488,22 @@ def test_cuda_amp_channels_last(mobilenet_2, tiny_datasets):
     assert len(history) == 2 and next(mobilenet_2.parameters()).is_cuda
     conv = next(m for m in mobilenet_2.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_last_batch_of_one_image_is_dropped_instead_of_crashing_batchnorm(make_model, tiny_datasets):
+    train, val = tiny_datasets  # 24 training images: batch 23 leaves one alone
+    model = make_model("mobilenet_v3_small", seed=0)
+    set_bn_policy(model, "train")  # every BN uses batch statistics: a batch of 1 cannot be normalised
+    seen = []
+
+    class Count(Callback):
+        def on_batch_end(self, trainer, step, logs):
+            seen.append(logs["seen"])
+
+    history = fit(model, train, val, epochs=2, lr=1e-3, batch_size=23, image_size=48, seed=0, progress=False,
+                  num_workers=0, callbacks=[Count()])
+    assert len(history) == 2 and history.stop_reason is None
+    assert seen == [23, 23]  # one step per epoch, of 23 images
+    fit(model, train, val, epochs=1, batch_size=12, image_size=48, progress=False, num_workers=0,
+        callbacks=[Count()])
+    assert seen[2:] == [12, 24]  # 24 % 12 == 0: nothing dropped

@@ -123,16 +123,24 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> "Backbone":
         """Like ``nn.Module.train``, then re-applies the BatchNorm policy.
 
-        BatchNorm layers inside frozen groups stay in eval mode, so their
-        running mean and variance are not overwritten by a few target batches.
+        With the policies ``"eval"`` and ``"eval_all"`` a frozen group stays
+        in eval mode as a whole: it is a fixed function, so its BatchNorm keeps
+        its running mean and variance (not overwritten by a few target
+        batches), and its dropout and stochastic depth (EfficientNet's
+        drop-connect) stay off, so it gives the features it gives at
+        evaluation. ``"eval_all"`` also keeps the BN layers of trainable
+        groups in eval mode. ``"train"``: plain ``nn.Module.train``.
         """
         super().train(mode)
         if mode and self.bn_policy in ("eval", "eval_all"):
-            # "eval_all": every BN keeps its statistics, also in trainable groups (tlkit.freezing.set_bn_policy)
-            for name in (self.groups.keys() if self.bn_policy == "eval_all" else self.frozen_groups):
-                for m in self.groups[name].modules():
-                    if isinstance(m, BN_TYPES):
-                        m.eval()
+            frozen = set(self.frozen_groups)
+            for name, group in self.groups.items():
+                if name in frozen:
+                    group.eval()
+                elif self.bn_policy == "eval_all":  # every BN keeps its statistics (tlkit.freezing.set_bn_policy)
+                    for m in group.modules():
+                        if isinstance(m, BN_TYPES):
+                            m.eval()
         return self
 
 

@@ -360,10 +360,10 @@ def num_workers_default() -> int:
 
 def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False, seed: int | None = None,
                 num_workers: int | None = None, pin_memory: bool = False,
-                sampler=None) -> DataLoader:
+                sampler=None, drop_last: bool = False) -> DataLoader:
     """A DataLoader that skips unreadable images (see :func:`collate_skip`)."""
     workers = num_workers_default() if num_workers is None else num_workers
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate_skip, pin_memory=pin_memory,
-                      generator=gen, persistent_workers=False)
+                      generator=gen, persistent_workers=False, drop_last=drop_last)

@@ -113,9 +113,35 @@ def download_file(url: str, dest: str | os.PathLike, expected_size: int | None =
                         reason="incomplete") from last
 
 
+def remove_stale(folder: Path, prefix: str, max_age_s: float = 3600) -> list[Path]:
+    """Deletes leftovers named ``prefix*`` in ``folder`` untouched for ``max_age_s`` seconds.
+
+    Part files and extraction folders are removed on every error, but a killed
+    process (power cut, ``kill -9``, a restarted kernel) cannot clean up.
+    Younger ones may belong to a download running right now and are kept.
+    Returns what was removed.
+    """
+    removed, cutoff = [], time.time() - max_age_s
+    try:
+        entries = [p for p in Path(folder).iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for p in entries:
+        try:
+            if p.lstat().st_mtime < cutoff:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(p)
+        except OSError:  # gone already, or not ours to delete: leave it
+            continue
+    if removed:
+        log.info("Removed %d stale leftover(s) of interrupted runs: %s", len(removed), removed[:3])
+    return removed
+
+
 def _attempt(url: str, dest: Path, expected_size: int | None, sha256: str | None,
              progress: bool, timeout: float) -> None:
     """One try: stream into ``dest.part-<pid>``, verify, rename. Removes the part file on failure."""
+    remove_stale(dest.parent, f"{dest.name}.part-")  # left by a process that was killed
     part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
     try:
         with _open(url, timeout) as resp:
@@ -232,6 +258,7 @@ def safe_extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike,
         raise DownloadError(f"{zip_path} is missing or not a valid zip file ({type(exc).__name__}: "
                             f"{exc}). Delete it and download it again.", reason="archive") from exc
     tmp = target_dir.parent / f".{target_dir.name}.extract-{os.getpid()}"
+    remove_stale(target_dir.parent, f".{target_dir.name}.extract-")  # left by a process that was killed
     with zf:
         members = _check_members(zf, target_dir, max_total_bytes, max_members)
         _test_zip(zf, zip_path)

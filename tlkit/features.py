@@ -29,6 +29,7 @@ from tlkit.data import ImageDataset, make_loader, warn_skipped
 from tlkit.device import (default_batch_size, inference_autocast, inference_precision, memory_format, pick_device,
                           to_device)
 from tlkit.fold import fold_frozen_batchnorm
+from tlkit.download import remove_stale
 from tlkit.heads import make_head
 from tlkit.history import History
 
@@ -189,6 +190,7 @@ def _save_cache(path: Path, key: str, f: Features) -> None:
     """Atomic write: a half-written cache file never has the final name."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path.parent, f"{path.stem}.tmp")  # left by a process that was killed while saving
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"key": key, "features": f.features, "labels": f.labels, "files": f.files}, tmp)
         os.replace(tmp, path)

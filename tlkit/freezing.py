@@ -9,9 +9,10 @@ Lightning's ``BaseFinetuning``):
 * ``freeze_to(model, k)`` freezes the first ``k`` groups and trains the rest.
 * ``trainable_summary(model)`` says, per group, what is frozen.
 
-BatchNorm: a frozen group's BN layers stay in eval mode through
-``model.train()`` (policy ``"eval"``), so their running statistics keep the
-ImageNet values. ``set_bn_policy(model, "train")`` lets them update instead.
+BatchNorm: a frozen group stays in eval mode through ``model.train()``
+(policy ``"eval"``), so its BN running statistics keep the ImageNet values and
+its dropout and stochastic depth stay off: a frozen group is a fixed function.
+``set_bn_policy(model, "train")`` lets frozen BN statistics update instead.
 
 Example:
     >>> freeze(model, model.group_names[:-1])   # feature extraction
@@ -113,7 +114,7 @@ def freeze_to(model: nn.Module, k: int) -> nn.Module:
 
 
 def set_bn_policy(model: nn.Module, policy: str) -> nn.Module:
-    """``"eval"``: BN in frozen groups keeps its running stats; ``"train"``: they update.
+    """``"eval"``: frozen groups stay in eval mode (BN keeps its running stats); ``"train"``: they update.
 
     ``"eval_all"``: every BN layer keeps its pretrained running statistics,
     also in groups that train (their scale and shift still learn). Short

@@ -168,7 +168,8 @@ class Trainer:
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
-        bar = tqdm(total=self.dist.shard_size(len(self.train_data)), desc=f"epoch {epoch}/{self.epochs}",
+        bar = tqdm(total=self.dist.shard_size(len(self.train_data)) - self._lone_last_image(),
+                   desc=f"epoch {epoch}/{self.epochs}",
                    unit="img", disable=not (self.progress and self.dist.is_main), leave=True)
         try:
             train = self._train_epoch(epoch, bar)
@@ -391,7 +392,15 @@ class Trainer:
     def _loader(self, data, shuffle: bool, seed: int | None = None, epoch: int = 0):
         sampler = distributed.sampler_for(data, self.dist, shuffle, self.data_seed, epoch)  # None in one process
         return make_loader(data, batch_size=self.batch_size, shuffle=shuffle, seed=seed,
-                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda", sampler=sampler)
+                           num_workers=self.num_workers, pin_memory=self.device.type == "cuda", sampler=sampler,
+                           drop_last=shuffle and self._lone_last_image())
+
+    def _lone_last_image(self) -> bool:
+        """True when the last training batch would hold one image. In training mode BatchNorm cannot
+        normalise a batch of one ("Expected more than 1 value per channel"), so that image is dropped
+        (a different one each epoch: the data is shuffled)."""
+        n = self.dist.shard_size(len(self.train_data))
+        return n > 1 and n % self.batch_size == 1
 
     def _memory_format(self) -> torch.memory_format:
         return memory_format(self.device) if self.channels_last else torch.contiguous_format
