@@ -93,3 +93,42 @@ def test_user_errors_exit_nonzero_without_traceback(trained, case):
     assert "Traceback" not in res.stderr and res.stderr.startswith("error: ")
     assert expect in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+class _FakeRank:
+    """A DistContext stand-in: this process's rank, and what rank 0 'broadcasts'."""
+
+    def __init__(self, is_main: bool, rank0_ok: bool = True):
+        self.enabled, self.is_main, self.rank0_ok, self.sent = True, is_main, rank0_ok, []
+
+    def broadcast_object(self, obj):
+        self.sent.append(obj)
+        return obj if self.is_main else self.rank0_ok
+
+
+@pytest.mark.parametrize("is_main, calls", [(True, [True, False]), (False, [False])])
+def test_under_torchrun_only_rank_0_may_download_the_dataset(monkeypatch, is_main, calls):
+    from tlkit import __main__ as cli, data, distributed
+    seen = []
+    monkeypatch.setattr(data, "cats_vs_dogs", lambda download=True: seen.append(download) or ("train", "val"))
+    monkeypatch.setattr(distributed, "context", lambda: _FakeRank(is_main))
+    assert cli._dataset_once() == ("train", "val")
+    assert seen == calls  # rank 0: may download, then reads; the others only read, after rank 0 said so
+
+
+def test_under_torchrun_a_failed_download_stops_every_rank_with_a_message(monkeypatch):
+    from tlkit import __main__ as cli, data, distributed
+    from tlkit.download import DownloadError
+
+    def offline(download=True):
+        raise DownloadError("offline: set TLKIT_DATA_DIR", reason="offline")
+
+    monkeypatch.setattr(data, "cats_vs_dogs", offline)
+    rank0 = _FakeRank(True)
+    monkeypatch.setattr(distributed, "context", lambda: rank0)
+    with pytest.raises(DownloadError, match="TLKIT_DATA_DIR"):
+        cli._dataset_once()
+    assert rank0.sent == [False]  # told the others before raising
+    monkeypatch.setattr(distributed, "context", lambda: _FakeRank(False, rank0_ok=False))
+    with pytest.raises(DownloadError, match="first process could not"):
+        cli._dataset_once()

@@ -67,11 +67,31 @@ def _common(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) ->
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from tlkit.data import cats_vs_dogs
-
-    train, val = cats_vs_dogs()
     args.strategy, args.unfreeze_at = "features", None
+    train, val = _dataset_once()
     return run_training(args, train, val, "cats_and_dogs_filtered")
+
+
+def _dataset_once():
+    """``cats_vs_dogs()``; under torchrun rank 0 alone may download it, the others wait and read it."""
+    from tlkit import distributed
+    from tlkit.data import cats_vs_dogs
+    from tlkit.download import DownloadError
+
+    ctx = distributed.context()
+    if not ctx.enabled:
+        return cats_vs_dogs()
+    error = None
+    if ctx.is_main:
+        try:
+            cats_vs_dogs()  # finds it, or downloads it once for every process
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the others have been told
+            error = exc
+    if not ctx.broadcast_object(error is None):
+        if error is not None:
+            raise error
+        raise DownloadError("The first process could not find or download the dataset; see its message.")
+    return cats_vs_dogs(download=False)
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
