@@ -84,6 +84,11 @@ class Trainer:
         checkpoint_dir: adds ``Checkpoint(checkpoint_dir)``.
         oom_retry: on CUDA out-of-memory, retry the epoch with half the batch.
         label_smoothing: passed to the cross-entropy loss.
+        decode_once: decode every image once into a uint8 tensor on the
+            device and crop, flip and normalise whole batches there
+            (:mod:`tlkit.decoded`), instead of a DataLoader decoding JPEGs
+            every epoch. For fast GPUs; one process only (not under torchrun).
+            Uses the standard preprocessing, not a dataset's own transform.
         fold_bn: run each eval-mode BatchNorm folded into the convolution
             before it (:mod:`tlkit.fold`): same results, less work.
 
@@ -103,7 +108,7 @@ class Trainer:
                  seed: int | None = None, progress: bool = True, num_workers: int | None = None,
                  checkpoint_dir: str | Path | None = None, image_size: int | None = None,
                  augment: str = "standard", oom_retry: bool = False, label_smoothing: float = 0.0,
-                 fold_bn: bool = True):
+                 fold_bn: bool = True, decode_once: bool = False):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
         if scheduler not in SCHEDULERS:
@@ -118,6 +123,11 @@ class Trainer:
         self.callbacks = list(callbacks) + ([Checkpoint(checkpoint_dir)] if checkpoint_dir else [])
         self.stop_event, self.seed, self.progress = stop_event, seed, progress
         self.num_workers, self.oom_retry, self.fold_bn = num_workers, oom_retry, fold_bn
+        if decode_once and augment == "strong":
+            raise ValueError("decode_once supports augment='standard' or 'none', not 'strong' (colour jitter).")
+        self.decode_once, self.augment = decode_once, augment
+        self.image_size = int(image_size or getattr(model, "input_size", 224))
+        self._decoded: dict[int, Any] = {}  # id(dataset) -> DecodedImages, built on first use
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.history = History()
         self.epoch, self.stop_reason, self._stop_quietly = 0, None, False
@@ -390,10 +400,22 @@ class Trainer:
         return out
 
     def _loader(self, data, shuffle: bool, seed: int | None = None, epoch: int = 0):
+        if self.decode_once and not self.dist.enabled:
+            return self._decoded_images(data).loader(self.batch_size, train=shuffle, seed=seed,
+                                                     augment=shuffle and self.augment != "none",
+                                                     drop_last=shuffle and self._lone_last_image())
         sampler = distributed.sampler_for(data, self.dist, shuffle, self.data_seed, epoch)  # None in one process
         return make_loader(data, batch_size=self.batch_size, shuffle=shuffle, seed=seed,
                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda", sampler=sampler,
                            drop_last=shuffle and self._lone_last_image())
+
+    def _decoded_images(self, data):
+        from tlkit.decoded import DecodedImages
+
+        if id(data) not in self._decoded:  # once per dataset and run: the point is not to decode again
+            self._decoded[id(data)] = DecodedImages(data, self.image_size, self.model.mean, self.model.std,
+                                                    self.device, progress=self.progress and self.dist.is_main)
+        return self._decoded[id(data)]
 
     def _lone_last_image(self) -> bool:
         """True when the last training batch would hold one image. In training mode BatchNorm cannot
@@ -425,7 +447,7 @@ def fit(model: nn.Module, train_data, val_data=None, epochs: int = 5,
     Takes every keyword of :class:`Trainer` (batch_size, optimizer, weight_decay,
     scheduler, device, amp, channels_last, callbacks, stop_event, seed,
     progress, num_workers, checkpoint_dir, image_size, augment, oom_retry,
-    label_smoothing, fold_bn). ``resume`` is a checkpoint file or folder; training
+    label_smoothing, fold_bn, decode_once). ``resume`` is a checkpoint file or folder; training
     continues after its last finished epoch, exactly as if never stopped.
 
     When training stops early (Ctrl-C, ``stop_event``, EarlyStopping, NaN
