@@ -309,6 +309,11 @@ def subset(dataset: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset
                         dataset.classes, dataset.transform, f"{dataset.name}[{per_class}/class]")
 
 
+def eval_resize(image_size: int) -> int:
+    """Shorter side an image is resized to before the centre crop of ``image_size`` (256 for 224)."""
+    return round(image_size * 256 / 224)
+
+
 def transforms_for(model, train: bool = False, image_size: int | None = None,
                    augment: str = "standard") -> Callable:
     """Preprocessing matched to the backbone's weights: size, mean and std.
@@ -324,7 +329,7 @@ def transforms_for(model, train: bool = False, image_size: int | None = None,
     size = int(image_size or model.input_size)
     norm = [T.ToTensor(), T.Normalize(model.mean, model.std)]
     if not train or augment == "none":
-        return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *norm])
+        return T.Compose([T.Resize(eval_resize(size)), T.CenterCrop(size), *norm])
     if augment not in ("standard", "strong"):
         raise ValueError(f"augment must be 'none', 'standard' or 'strong', got {augment!r}.")
     aug = [T.RandomResizedCrop(size, scale=(0.35, 1.0)), T.RandomHorizontalFlip()]

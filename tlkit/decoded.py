@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from tlkit.data import ImageDataset, ImageReadError, open_image, warn_skipped
+from tlkit.data import ImageDataset, ImageReadError, eval_resize, open_image, warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -47,7 +47,7 @@ class DecodedImages:
         from tqdm.auto import tqdm
 
         self.image_size, self.classes, self.name = int(image_size), list(dataset.classes), dataset.name
-        self.side = round(self.image_size * 256 / 224)  # the evaluation preset's resize
+        self.side = eval_resize(self.image_size)  # the evaluation preset's resize, kept square
         prepare = T.Compose([T.Resize(self.side), T.CenterCrop(self.side), T.PILToTensor()])
         device = torch.device(device)
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)

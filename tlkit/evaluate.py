@@ -31,9 +31,9 @@ from torch import nn
 
 from tlkit.data import (DatasetLayoutError, ImageDataset, make_loader, open_image, scan_class_folders,
                         transforms_for, warn_skipped)
-from tlkit.device import autocast, default_batch_size, memory_format, pick_device, to_device
+from tlkit.device import autocast, default_batch_size, pick_device, to_device
 from tlkit.features import Features
-from tlkit.fold import fold_frozen_batchnorm
+from tlkit.fold import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,9 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
     if dataset.transform is None:
         dataset = dataset.with_transform(transforms_for(model))
     device = pick_device(device)
-    was_training = model.training
-    model.eval().to(device, memory_format=memory_format(device))
-    try:
-        with fold_frozen_batchnorm(model):
-            probs, labels, kept = _predict_pass(model, dataset, batch_size or default_batch_size(device), device,
-                                                progress, num_workers)
-    finally:
-        model.train(was_training)
+    with evaluating(model, device):
+        probs, labels, kept = _predict_pass(model, dataset, batch_size or default_batch_size(device), device,
+                                            progress, num_workers)
     n_classes = model.num_classes
     return Predictions(torch.cat(probs) if probs else torch.empty(0, n_classes),
                        torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),

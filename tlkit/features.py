@@ -26,9 +26,8 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.data import ImageDataset, make_loader, warn_skipped
-from tlkit.device import (default_batch_size, inference_autocast, inference_precision, memory_format, pick_device,
-                          to_device)
-from tlkit.fold import fold_frozen_batchnorm
+from tlkit.device import default_batch_size, inference_autocast, inference_precision, pick_device, to_device
+from tlkit.fold import evaluating
 from tlkit.download import remove_stale
 from tlkit.heads import make_head
 from tlkit.history import History
@@ -132,16 +131,6 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
 
 @torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
 def _run_backbone(model, dataset, batch_size, device, progress, num_workers, precision):
-    was_training = model.training
-    model.eval().to(device, memory_format=memory_format(device))
-    try:
-        with fold_frozen_batchnorm(model):  # eval mode: every BatchNorm folds into its conv
-            return _backbone_pass(model, dataset, batch_size, device, progress, num_workers, precision)
-    finally:
-        model.train(was_training)
-
-
-def _backbone_pass(model, dataset, batch_size, device, progress, num_workers, precision):
     from tqdm.auto import tqdm
 
     kept, skipped, chunks, labels = [], [], [], []
@@ -149,18 +138,19 @@ def _backbone_pass(model, dataset, batch_size, device, progress, num_workers, pr
                          pin_memory=device.type == "cuda")
     pos = 0
     bar = tqdm(total=len(dataset), desc=f"features {dataset.name}", unit="img", disable=not progress)
-    for x, y, dropped in loader:
-        n_in = len(y) + len(dropped)
-        batch_files = dataset.files[pos:pos + n_in]  # loader is unshuffled: order = file order
-        pos += n_in
-        kept += [f for f in batch_files if f not in set(dropped)]
-        skipped += dropped
-        if len(y):
-            with inference_autocast(device, precision):
-                f = model.forward_features(to_device(x, device))  # (B, F)
-            chunks.append(f.float().cpu())
-            labels.append(y)
-        bar.update(n_in)
+    with evaluating(model, device):
+        for x, y, dropped in loader:
+            n_in = len(y) + len(dropped)
+            batch_files = dataset.files[pos:pos + n_in]  # loader is unshuffled: order = file order
+            pos += n_in
+            kept += [f for f in batch_files if f not in set(dropped)]
+            skipped += dropped
+            if len(y):
+                with inference_autocast(device, precision):
+                    f = model.forward_features(to_device(x, device))  # (B, F)
+                chunks.append(f.float().cpu())
+                labels.append(y)
+            bar.update(n_in)
     bar.close()
     warn_skipped(skipped, where=f" while extracting features of {dataset.name}")
     feats = torch.cat(chunks) if chunks else torch.empty(0, model.num_features)

@@ -37,6 +37,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from tlkit.device import memory_format
+
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +48,24 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv
     Found by running ``example`` once with hooks, so any architecture works
     without knowing its module names.
     """
+    return _trace(model, example)[0]
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
+    """Eval mode on ``device`` in the fast layout with BatchNorm folded, for inference passes;
+    the model's train/eval mode comes back afterwards (what ``extract_features`` and ``predict`` use)."""
+    was_training = model.training
+    model.eval().to(device, memory_format=memory_format(device))
+    try:
+        with fold_frozen_batchnorm(model):  # eval mode: every BatchNorm folds into its conv
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> tuple[list, torch.Tensor]:
+    """:func:`conv_bn_pairs` and the model's output for ``example`` (the same pass)."""
     produced: dict[int, nn.Conv2d] = {}
     consumed: list[tuple[nn.BatchNorm2d, int]] = []
     alive: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique during the pass
@@ -62,7 +82,7 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv
     hooks += [m.register_forward_pre_hook(before_bn) for m in model.modules() if _foldable_bn(m)]
     try:
         with torch.no_grad():
-            model(example)
+            output = model(example)
     finally:
         for h in hooks:
             h.remove()
@@ -73,7 +93,7 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv
         if conv is not None and id(bn) not in seen and id(conv) not in seen:  # each module once
             seen.update((id(bn), id(conv)))
             pairs.append((conv, bn))
-    return pairs
+    return pairs, output
 
 
 @contextlib.contextmanager
@@ -161,10 +181,9 @@ def _swap_checked(model: nn.Module, example: torch.Tensor | None) -> list:
     model.eval()  # compare in eval mode, where every BN folds
     swaps: list = []
     try:
-        pairs = conv_bn_pairs(model, example)
+        pairs, ref = _trace(model, example)
+        swaps = _swap(model, pairs)
         with torch.no_grad():
-            ref = model(example)
-            swaps = _swap(model, pairs)
             out = model(example)
         if not torch.allclose(ref.float(), out.float(), rtol=1e-3, atol=1e-4 * max(1.0, ref.abs().max().item())):
             log.info("BatchNorm folding changed the outputs of %s; not folding.", type(model).__name__)
