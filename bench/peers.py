@@ -14,7 +14,7 @@
    (precision "auto": bf16 on CPUs with native bf16, fp32 elsewhere). With
    ``--fp32-features`` a third row forces an fp32 feature pass.
 3. Fine-tuning training throughput: the tutorial's loop (whole network, batch 4,
-   NCHW fp32) against ``tlkit.train.train_strategy(..., "finetune")`` defaults
+   NCHW fp32) against ``tlkit.strategy.train_strategy(..., "finetune")`` defaults
    (batch 32, channels_last, fp32, AdamW, one-cycle, BatchNorm folded into the
    convolutions), both over the same fixed set of training images after a
    warm-up pass, no validation. A second tlkit row turns the folding off
@@ -54,7 +54,7 @@ from tlkit.data import ImageDataset, cats_vs_dogs, num_workers_default, subset, 
 from tlkit.device import inference_precision  # noqa: E402
 from tlkit.features import extract_features, train_head  # noqa: E402
 from tlkit.freezing import freeze  # noqa: E402
-from tlkit.train import train_strategy  # noqa: E402
+from tlkit.strategy import train_strategy  # noqa: E402
 
 BACKBONE = "efficientnet_lite0"
 TARGET_ACC = 0.97

@@ -1,16 +1,13 @@
-"""Class-folder datasets, subsets, transforms and robust decoding."""
-import warnings
+"""Class-folder datasets, subsets, transforms, and skipping unreadable images (decoding: test_images.py)."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from imagegen import make_dataset, write_image
 from tlkit import load_backbone
-from tlkit.data import (DatasetLayoutError, cats_vs_dogs, image_folder, make_loader, open_image, subset,
-                        transforms_for)
+from tlkit.data import DatasetLayoutError, cats_vs_dogs, image_folder, make_loader, subset, transforms_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 
@@ -45,17 +42,6 @@ def test_bad_layouts_say_how_to_fix(tmp_path, layout, match):
         shutil.rmtree(root / "val" / "dogs")
     with pytest.raises(DatasetLayoutError, match=match):
         image_folder(root)
-
-
-def test_open_image_converts_modes(tmp_path):
-    Image.new("L", (9, 9), 128).save(tmp_path / "g.png")
-    Image.new("RGBA", (9, 9), (255, 0, 0, 0)).save(tmp_path / "a.png")
-    Image.new("CMYK", (9, 9), (0, 255, 0, 0)).save(tmp_path / "c.jpg")
-    Image.fromarray(np.full((9, 9), 65535, np.uint16)).save(tmp_path / "i16.png")
-    for f in ("g.png", "a.png", "c.jpg", "i16.png"):
-        assert open_image(tmp_path / f).mode == "RGB"
-    assert open_image(tmp_path / "a.png").getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
-    assert open_image(tmp_path / "i16.png").getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_unreadable_images_are_skipped_with_one_warning(tmp_path):

@@ -1,54 +1,20 @@
-"""tlkit.download against a real local HTTP server, and torchvision weights via its cache."""
+"""tlkit.download against a real local HTTP server, and torchvision weights via its cache.
+
+Zip extraction itself (zip-slip, links, bombs) is tested in test_archive.py.
+"""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import time
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from httpserver import LocalHTTPServer, Reply, closed_port
 from tlkit import data
-from tlkit.download import (DownloadError, UnsafeArchiveError, count_images, download_dataset,
-                            download_file, safe_extract_zip)
-
-NAME = "cats_and_dogs_filtered"
-SMALL = {"train": 4, "validation": 2}
-
-
-def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (seed * 40 % 256, 90, 200)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def make_zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, payload in members.items():
-            zf.writestr(name, payload)
-    return buf.getvalue()
-
-
-def dataset_zip(per_split: dict[str, int] = SMALL) -> bytes:
-    """The cats_and_dogs_filtered layout: NAME/<split>/<cats|dogs>/<cls>.<i>.jpg (+ a script)."""
-    members = {f"{NAME}/": b"", f"{NAME}/vectorize.py": b"print('hi')\n"}
-    for split, n in per_split.items():
-        for i in range(n):
-            cls = ("cats", "dogs")[i % 2]
-            members[f"{NAME}/{split}/{cls}/{cls[:-1]}.{i}.jpg"] = _jpeg(i)
-    return make_zip(members)
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Temporary files or folders a download/extraction might have left behind."""
-    return sorted(p.name for p in folder.rglob("*") if ".part-" in p.name or ".extract-" in p.name
-                  or ".staging-" in p.name or ".old-" in p.name)
+from tlkit.download import DownloadError, UnsafeArchiveError, count_images, download_dataset, download_file
+from zipgen import NAME, SMALL, age, dataset_zip, jpeg_bytes, leftovers, make_zip
 
 
 @pytest.fixture
@@ -158,66 +124,6 @@ def test_disk_error_while_saving_removes_temp(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-# ----------------------------------------------------------------- safe_extract_zip
-
-def test_safe_extract_zip_extracts_and_returns_files(tmp_path):
-    zpath = tmp_path / "d.zip"
-    zpath.write_bytes(dataset_zip())
-    files = safe_extract_zip(zpath, tmp_path / "out")
-    assert len(files) == 7 and all(f.is_file() for f in files)
-    assert count_images(tmp_path / "out" / NAME, SMALL) == SMALL
-    assert leftovers(tmp_path) == []
-
-
-@pytest.mark.parametrize("evil", ["../evil.txt", "ok/../../evil.txt", "..\\evil.txt", "C:/evil.txt", None])
-def test_unsafe_members_rejected_before_writing(tmp_path, evil):
-    outside = tmp_path / "evil.txt"
-    if evil is None:  # an absolute path
-        evil = str(tmp_path / "abs_evil.txt")
-        outside = tmp_path / "abs_evil.txt"
-    zpath = tmp_path / "bad.zip"
-    zpath.write_bytes(make_zip({f"{NAME}/train/cats/a.jpg": _jpeg(1), evil: b"pwned"}))
-    target = tmp_path / "target"
-    with pytest.raises(UnsafeArchiveError, match="unsafe member"):
-        safe_extract_zip(zpath, target)
-    assert not outside.exists() and not (tmp_path / "C:").exists()
-    assert not target.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.zip"]
-
-
-def test_symlink_member_rejected(tmp_path):
-    info = zipfile.ZipInfo("link")
-    info.external_attr = (0o120777 << 16)  # S_IFLNK
-    zpath = tmp_path / "link.zip"
-    with zipfile.ZipFile(zpath, "w") as zf:
-        zf.writestr(info, "/etc/passwd")
-    with pytest.raises(UnsafeArchiveError, match="symbolic link"):
-        safe_extract_zip(zpath, tmp_path / "t")
-    assert not (tmp_path / "t").exists()
-
-
-def test_zip_bomb_cap(tmp_path):
-    zpath = tmp_path / "bomb.zip"
-    zpath.write_bytes(make_zip({"zeros.bin": bytes(100_000)}))
-    assert zpath.stat().st_size < 2_000  # highly compressible
-    with pytest.raises(UnsafeArchiveError, match="zip bomb"):
-        safe_extract_zip(zpath, tmp_path / "t", max_total_bytes=50_000)
-    assert not (tmp_path / "t").exists()
-
-
-def test_damaged_and_non_zip_raise_download_error(tmp_path):
-    raw = bytearray(make_zip({"a.bin": os.urandom(5000)}))
-    raw[100] ^= 0xFF  # flip a byte of the stored data -> CRC mismatch
-    zpath = tmp_path / "damaged.zip"
-    zpath.write_bytes(bytes(raw))
-    with pytest.raises(DownloadError, match="damaged"):
-        safe_extract_zip(zpath, tmp_path / "t")
-    (tmp_path / "text.zip").write_text("not a zip")
-    with pytest.raises(DownloadError, match="not a valid zip"):
-        safe_extract_zip(tmp_path / "text.zip", tmp_path / "t")
-    assert not (tmp_path / "t").exists() and leftovers(tmp_path) == []
-
-
 # ----------------------------------------------------------------- download_dataset
 
 def test_download_dataset_good_then_reused(tmp_path):
@@ -257,7 +163,7 @@ def test_download_dataset_wrong_counts(tmp_path):
 
 
 def test_download_dataset_unsafe_zip_leaves_nothing(tmp_path):
-    body = make_zip({f"{NAME}/train/cats/a.jpg": _jpeg(0), "../escaped.txt": b"x"})
+    body = make_zip({f"{NAME}/train/cats/a.jpg": jpeg_bytes(0), "../escaped.txt": b"x"})
     target = tmp_path / "cache"
     with LocalHTTPServer({"/d.zip": Reply(body=body)}) as server:
         with pytest.raises(UnsafeArchiveError):
@@ -360,13 +266,7 @@ def tvm_url() -> str:
 def _old_file(path: Path, content: bytes, hours: float = 2) -> Path:
     """A file last written ``hours`` ago."""
     path.write_bytes(content)
-    return _age(path, hours)
-
-
-def _age(path: Path, hours: float) -> Path:
-    old = time.time() - hours * 3600
-    os.utime(path, (old, old))
-    return path
+    return age(path, hours)
 
 
 def test_leftovers_of_killed_downloads_are_removed_but_fresh_ones_kept(tmp_path):
@@ -379,14 +279,3 @@ def test_leftovers_of_killed_downloads_are_removed_but_fresh_ones_kept(tmp_path)
         download_file(server.url("/f.bin"), tmp_path / "f.bin", progress=False)
     assert not stale.exists() and fresh.exists() and other.exists()
     assert (tmp_path / "f.bin").read_bytes() == payload
-
-
-def test_leftover_extraction_folder_of_a_killed_run_is_removed(tmp_path):
-    stale = tmp_path / ".out.extract-99991"
-    (stale / "x").mkdir(parents=True)
-    (stale / "x" / "a.txt").write_text("half")
-    _age(stale, 2)
-    zip_path = tmp_path / "a.zip"
-    zip_path.write_bytes(make_zip({"d/a.txt": b"hello"}))
-    safe_extract_zip(zip_path, tmp_path / "out")
-    assert not stale.exists() and (tmp_path / "out" / "d" / "a.txt").read_text() == "hello"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tlkit.data import transforms_for
+from tlkit.data import ImageDataset, transforms_for
 from tlkit.freezing import freeze_to, param_groups
 from tlkit.lr_finder import _suggest, lr_find
 
@@ -89,3 +89,26 @@ def test_lr_find_rejects_bad_ranges(mobilenet_2, tiny_datasets):
     freeze_to(mobilenet_2, len(mobilenet_2.group_names))
     with pytest.raises(ValueError, match="Unfreeze"):
         lr_find(mobilenet_2, tiny_datasets[0], num_steps=5, image_size=32, num_workers=0)
+
+
+def test_lr_find_drops_a_lone_last_image(mobilenet_2, tiny_datasets):
+    train, _ = tiny_datasets  # 24 images: batches of 23 leave one image, which BatchNorm cannot train on
+    opt = torch.optim.AdamW(param_groups(mobilenet_2, 1e-3, 0.01))
+    before = snapshot(mobilenet_2, opt)
+    result = lr_find(mobilenet_2, train, num_steps=4, batch_size=23, image_size=32, num_workers=0)
+    assert len(result.lrs) == 4 and all(math.isfinite(v) for v in result.raw_losses)
+    assert_same(before, snapshot(mobilenet_2, opt))
+
+
+def test_lr_find_batches_of_one_need_batchnorm_frozen(mobilenet_2, tiny_datasets):
+    train, _ = tiny_datasets
+    opt = torch.optim.AdamW(param_groups(mobilenet_2, 1e-3, 0.01))
+    before = snapshot(mobilenet_2, opt)
+    with pytest.raises(ValueError, match="BatchNorm.*batch_size=1"):
+        lr_find(mobilenet_2, train, num_steps=3, batch_size=1, image_size=32, num_workers=0)
+    with pytest.raises(ValueError, match="BatchNorm.*1 image"):
+        lr_find(mobilenet_2, ImageDataset(train.files[:1], train.targets[:1], train.classes), num_steps=3,
+                image_size=32, num_workers=0)
+    assert_same(before, snapshot(mobilenet_2, opt))  # no trace after the error either
+    freeze_to(mobilenet_2, -1)  # only the head (no BatchNorm) trains: one image per batch is fine
+    assert len(lr_find(mobilenet_2, train, num_steps=3, batch_size=1, image_size=32, num_workers=0).lrs) == 3

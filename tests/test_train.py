@@ -16,7 +16,8 @@ from tlkit.callbacks import Callback, Checkpoint, EarlyStopping, GradualUnfreezi
 from tlkit.checkpoint import CheckpointError
 from tlkit.freezing import freeze_to, iter_frozen_state, set_bn_policy
 from tlkit.resume import TRAIN_FORMAT, load_training_state
-from tlkit.train import Trainer, fit, train_strategy
+from tlkit.strategy import train_strategy
+from tlkit.train import Trainer, fit
 
 TIMING = ("seconds", "img_per_s")
 
@@ -292,6 +293,57 @@ def test_nan_loss_stops_with_advice_and_keeps_best(mobilenet_2, tiny_datasets, t
     assert trainer.stop_reason == "non-finite loss" and len(history) == 1
     assert states_equal(mobilenet_2.state_dict(), load_training_state(tmp_path / "epoch_001.pt")["model"])
     assert all(torch.isfinite(t).all() for t in mobilenet_2.state_dict().values() if t.is_floating_point())
+
+
+def _read_every(monkeypatch, every: int) -> None:
+    """Makes the CPU read the running loss every ``every`` steps, as a GPU does."""
+    real_setup = Trainer._setup
+
+    def setup(self, resume):
+        real_setup(self, resume)
+        self._read_every = every
+
+    monkeypatch.setattr(Trainer, "_setup", setup)
+
+
+def test_reading_the_loss_every_few_steps_gives_the_same_history(make_model, tiny_datasets, monkeypatch):
+    train, val = tiny_datasets  # 24 images, batch 8: 3 steps per epoch
+    runs = []
+    for every in (1, 2):
+        _read_every(monkeypatch, every)
+        logs = []
+        rec = Recorder(lambda trainer, epoch, step, logs=logs: None)
+        rec.on_batch_end = lambda trainer, step, row, logs=logs: logs.append((step, row["seen"], row["loss"]))
+        history = run(make_model("mobilenet_v3_small", seed=0), train, val, callbacks=[rec])
+        runs.append((untimed(history), logs))
+    (rows1, logs1), (rows2, logs2) = runs
+    for a, b in zip(rows1, rows2, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert (a["train_acc"], a["val_acc"], a["lr"]) == (b["train_acc"], b["val_acc"], b["lr"])
+    assert [s[:2] for s in logs1] == [s[:2] for s in logs2] == [(0, 8), (1, 16), (2, 24)] * 2  # every step
+    for i in (0, 1, 3, 4):  # read at each epoch's first step and every second step
+        assert logs2[i][2] == pytest.approx(logs1[i][2], rel=1e-5)
+    assert logs2[2][2] == logs2[1][2] and logs2[5][2] == logs2[4][2]  # the others show the last value read
+
+
+def test_nan_is_caught_when_the_loss_is_read_every_few_steps(mobilenet_2, tiny_datasets, monkeypatch):
+    train, val = tiny_datasets
+    _read_every(monkeypatch, 2)
+    before = {k: v.clone() for k, v in mobilenet_2.state_dict().items()}
+    trainer = Trainer(mobilenet_2, train, val, epochs=2, batch_size=8, image_size=32, num_workers=0,
+                      progress=False, seed=0)
+    real_loss, calls = trainer.loss_fn, {"n": 0}
+
+    def loss_that_explodes(logits, y):  # NaN in step 3 of 3, which is not a reading step
+        calls["n"] += 1
+        return real_loss(logits, y) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    trainer.loss_fn = loss_that_explodes
+    with pytest.warns(RuntimeWarning, match="learning rate is probably too high"):
+        history = trainer.fit()
+    # Caught at the epoch's last read, after a NaN update reached the live weights: the model ends with the best.
+    assert trainer.stop_reason == "non-finite loss" and len(history) == 0
+    assert states_equal(mobilenet_2.state_dict(), before)
 
 
 def test_huge_learning_rate_ends_with_finite_weights(mobilenet_2, tiny_datasets):

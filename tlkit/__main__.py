@@ -164,7 +164,7 @@ def _train_features(model, train, val, args, image_size: int) -> dict:
 def _train_finetune(model, train, val, args, image_size: int) -> dict:
     from tlkit.data import transforms_for
     from tlkit.evaluate import confusion_matrix, predict
-    from tlkit.train import train_strategy
+    from tlkit.strategy import train_strategy
 
     t0 = time.perf_counter()
     history = train_strategy(model, args.strategy, train, val, epochs=args.epochs, lr=args.lr,

@@ -12,7 +12,9 @@
 Bad images never crash a run. Files that cannot even be opened (zero bytes,
 text named ``.jpg``, decompression bombs) are dropped when the dataset is
 built; files that fail to decode later (a truncated JPEG) are skipped by the
-loader. Either way one warning gives the count and the first paths.
+loader. Either way one warning gives the count and the first paths. Opening
+and checking single images is :mod:`tlkit.images`; its names are re-exported
+here.
 
 Example:
     >>> train, val = cats_vs_dogs()
@@ -24,104 +26,29 @@ from __future__ import annotations
 import logging
 import os
 import random
-import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from tlkit.images import MAX_ASPECT, MAX_PIXELS, ImageReadError, _header_ok, open_image, warn_skipped
+
+__all__ = ["DATASET_COUNTS", "DATASET_NAME", "DATASET_URL", "IMAGE_EXTENSIONS", "MAX_ASPECT", "MAX_PIXELS",
+           "DatasetLayoutError", "ImageDataset", "ImageReadError", "cats_vs_dogs", "collate_skip",
+           "default_data_dir", "eval_resize", "image_folder", "make_loader", "num_workers_default", "open_image",
+           "scan_class_folders", "subset", "transforms_for", "warn_skipped"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-MAX_PIXELS = 64_000_000  # larger images are treated as decompression bombs and skipped
-MAX_ASPECT = 20  # a 1x3000 strip resized by its short side would become gigabytes
 DATASET_NAME = "cats_and_dogs_filtered"
 DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 DATASET_COUNTS = {"train": 2000, "validation": 1000}
 
 
-class ImageReadError(Exception):
-    """An image file that cannot be used (corrupt, not an image, too large)."""
-
-
 class DatasetLayoutError(ValueError):
     """A folder that does not look like ``split/class/image`` (message says how to fix it)."""
-
-
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Opens any image as 8-bit RGB, or raises ImageReadError saying why.
-
-    Grayscale, palette, CMYK and 16-bit images are converted; transparency is
-    composited on white. Images above ``MAX_PIXELS`` are refused before
-    decoding (decompression bombs).
-
-    Example:
-        >>> open_image("cat.1.jpg").mode
-        'RGB'
-    """
-    try:
-        if os.path.getsize(path) == 0:
-            raise ImageReadError("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                problem = _size_problem(im)
-                if problem:
-                    raise ImageReadError(problem)
-                im.load()
-                return _to_rgb(im)
-    except ImageReadError:
-        raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:  # PIL's ways of saying "not a usable image"
-        raise ImageReadError(f"{type(exc).__name__}: {exc}") from exc
-
-
-def _size_problem(im: Image.Image) -> str | None:
-    """Why an image's size (read from its header) makes it unusable, or None."""
-    w, h = im.size
-    if w * h > MAX_PIXELS:
-        return f"{w}x{h} pixels is above the {MAX_PIXELS:,} limit (decompression bomb?)"
-    if max(w, h) > MAX_ASPECT * max(1, min(w, h)) and max(w, h) > 64:
-        return f"{w}x{h} is a strip, more than {MAX_ASPECT}:1; resizing it would need far too much memory"
-    return None
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey -> 8-bit
-        im = im.point(lambda v: v / 256).convert("L")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA"):
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def _header_ok(path: Path) -> str | None:
-    """Cheap check (header only, no decoding): None if usable, else the reason."""
-    try:
-        if path.stat().st_size == 0:
-            return "empty file (0 bytes)"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                return _size_problem(im)
-    except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def warn_skipped(paths: Sequence[str], reasons: Sequence[str] | None = None, where: str = "") -> None:
-    """One warning for a batch of skipped images: the count and the first few paths."""
-    if not paths:
-        return
-    first = ", ".join(f"{p} ({r})" if reasons else str(p) for p, r in zip(paths[:3], reasons or [""] * 3))
-    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
-    warnings.warn(f"Skipped {len(paths)} unreadable image(s){where}: {first}{more}.", stacklevel=3)
 
 
 class ImageDataset(Dataset):
@@ -174,6 +101,22 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
         ['cats', 'dogs']
     """
     root = Path(root)
+    classes = _class_names(root, classes)
+    files, targets, bad, reasons = [], [], [], []
+    for label, cls in enumerate(classes):
+        good, unreadable = _scan_class(root / cls)
+        if not good:
+            raise DatasetLayoutError(_empty_class_message(root / cls, unreadable))
+        files += good
+        targets += [label] * len(good)
+        bad += [path for path, _ in unreadable]
+        reasons += [reason for _, reason in unreadable]
+    warn_skipped(bad, reasons, where=f" in {root}")
+    return ImageDataset(files, targets, classes, name=name or root.name)
+
+
+def _class_names(root: Path, classes: list[str] | None) -> list[str]:
+    """``classes``, or the sub-folders of ``root``; DatasetLayoutError unless there are at least 2."""
     if not root.is_dir():
         raise DatasetLayoutError(f"{root} is not a folder. Expected {root}/<class name>/<images>.")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -182,25 +125,27 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
         raise DatasetLayoutError(
             f"{root} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier "
             "needs at least 2. Put each class's images in its own sub-folder, e.g. train/cats, train/dogs.")
-    files, targets, bad, reasons = [], [], [], []
-    for label, cls in enumerate(classes):
-        n_before, bad_before = len(files), len(bad)
-        for path in sorted(_walk_images(root / cls)):
-            reason = _header_ok(path)
-            if reason:
-                bad.append(str(path))
-                reasons.append(reason)
-            else:
-                files.append(str(path))
-                targets.append(label)
-        if len(files) == n_before:
-            n_bad = len(bad) - bad_before
-            why = (f"{n_bad} unreadable file(s), e.g. {bad[bad_before]}" if n_bad
-                   else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
-            raise DatasetLayoutError(f"Class folder {root / cls} holds no readable images ({why}). "
-                                     "Add images to it or remove the folder.")
-    warn_skipped(bad, reasons, where=f" in {root}")
-    return ImageDataset(files, targets, classes, name=name or root.name)
+    return classes
+
+
+def _scan_class(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """``(usable paths, [(unreadable path, reason)])`` of one class folder, checking headers only."""
+    good, unreadable = [], []
+    for path in sorted(_walk_images(folder)):
+        reason = _header_ok(path)
+        if reason:
+            unreadable.append((str(path), reason))
+        else:
+            good.append(str(path))
+    return good, unreadable
+
+
+def _empty_class_message(folder: Path, unreadable: list[tuple[str, str]]) -> str:
+    """What to tell the user about a class folder without a single usable image."""
+    why = (f"{len(unreadable)} unreadable file(s), e.g. {unreadable[0][0]}" if unreadable
+           else f"looked for {', '.join(IMAGE_EXTENSIONS)}")
+    return (f"Class folder {folder} holds no readable images ({why}). "
+            "Add images to it or remove the folder.")
 
 
 def _walk_images(folder: Path) -> Iterator[Path]:

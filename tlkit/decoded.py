@@ -32,7 +32,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from tlkit.data import ImageDataset, ImageReadError, eval_resize, open_image, warn_skipped
+from tlkit.data import ImageDataset, eval_resize
+from tlkit.images import ImageReadError, open_image, warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
 CROP_RATIO = (3 / 4, 4 / 3)

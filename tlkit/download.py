@@ -1,16 +1,16 @@
-"""Safe downloads: verified files, safe zip extraction, complete datasets or nothing.
+"""Verified downloads, and whole datasets that are complete or absent.
 
 * ``download_file(url, dest)`` streams into a temporary file next to ``dest``,
   checks its length (and optionally size and SHA-256), and only then renames
   it to ``dest``. A truncated or wrong file is deleted, never used.
-* ``safe_extract_zip(zip_path, target_dir)`` checks every member before it
-  writes anything (no absolute paths, ``..``, drive letters, symlinks or zip
-  bombs) and moves the extracted tree into place in one rename.
-* ``download_dataset(url, target_dir, name)`` puts the two together and checks
-  the image counts of each split.
+* ``download_dataset(url, target_dir, name)`` downloads a zip, unpacks it with
+  :func:`tlkit.archive.safe_extract_zip` (no zip-slip, links or zip bombs;
+  moved into place in one rename) and checks the image counts of each split.
 
 Errors are :class:`DownloadError` (a RuntimeError) with a message that says
 what happened and what to do, for example when the machine is offline.
+``DownloadError``, ``UnsafeArchiveError``, ``safe_extract_zip`` and
+``remove_stale`` live in :mod:`tlkit.archive` and are re-exported here.
 
 Example:
     >>> folder = download_dataset(DATASET_URL, Path("~/.cache/tlkit/data").expanduser(),
@@ -25,41 +25,28 @@ import hashlib
 import http.client
 import logging
 import os
-import re
 import shutil
 import socket
-import stat
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
+from typing import Callable
+
+from tlkit.archive import (CHUNK, MAX_ZIP_BYTES, MAX_ZIP_MEMBERS, DownloadError, UnsafeArchiveError, _replace_path,
+                           _write_error, remove_stale, safe_extract_zip)
+
+__all__ = ["CHUNK", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "DownloadError", "UnsafeArchiveError", "count_images",
+           "download_dataset", "download_file", "remove_stale", "safe_extract_zip"]
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 16
-MAX_ZIP_BYTES = 2 * 1024**3  # total uncompressed size above this is treated as a zip bomb
-MAX_ZIP_MEMBERS = 100_000
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _OFFLINE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
-
-
-class DownloadError(RuntimeError):
-    """A download or extraction failed. ``reason`` is one of ``"offline"``,
-    ``"http"``, ``"incomplete"``, ``"mismatch"``, ``"write"``, ``"archive"``."""
-
-    def __init__(self, message: str, reason: str = "http"):
-        super().__init__(message)
-        self.reason = reason
-
-
-class UnsafeArchiveError(DownloadError, ValueError):
-    """A zip member would land outside the target folder, is a link, or the zip is a bomb."""
-
-    def __init__(self, message: str):
-        super().__init__(message, reason="archive")
 
 
 class _TransientError(Exception):
@@ -97,10 +84,20 @@ def download_file(url: str, dest: str | os.PathLike, expected_size: int | None =
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _write_error(dest, exc) from exc
+    _retry(partial(_attempt, url, dest, expected_size, sha256, progress, timeout), url, dest, retries, backoff)
+    return dest
+
+
+def _retry(attempt_once: Callable[[], None], url: str, dest: Path, retries: int, backoff: float) -> None:
+    """Calls ``attempt_once`` until it succeeds, at most ``retries + 1`` times.
+
+    Only a transient failure is retried, after ``backoff * 2**attempt`` seconds;
+    DownloadError (offline, HTTP 404, wrong file) propagates at once.
+    """
     for attempt in range(retries + 1):
         try:
-            _attempt(url, dest, expected_size, sha256, progress, timeout)
-            return dest
+            attempt_once()
+            return
         except _TransientError as exc:
             last = exc
             if attempt < retries:
@@ -111,31 +108,6 @@ def download_file(url: str, dest: str | os.PathLike, expected_size: int | None =
     raise DownloadError(f"Could not download {url} to {dest} after {retries + 1} attempt(s): {last}. "
                         "The connection or the server is unreliable; try again later.",
                         reason="incomplete") from last
-
-
-def remove_stale(folder: Path, prefix: str, max_age_s: float = 3600) -> list[Path]:
-    """Deletes leftovers named ``prefix*`` in ``folder`` untouched for ``max_age_s`` seconds.
-
-    Part files and extraction folders are removed on every error, but a killed
-    process (power cut, ``kill -9``, a restarted kernel) cannot clean up.
-    Younger ones may belong to a download running right now and are kept.
-    Returns what was removed.
-    """
-    removed, cutoff = [], time.time() - max_age_s
-    try:
-        entries = [p for p in Path(folder).iterdir() if p.name.startswith(prefix)]
-    except OSError:
-        return removed
-    for p in entries:
-        try:
-            if p.lstat().st_mtime < cutoff:
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                removed.append(p)
-        except OSError:  # gone already, or not ours to delete: leave it
-            continue
-    if removed:
-        log.info("Removed %d stale leftover(s) of interrupted runs: %s", len(removed), removed[:3])
-    return removed
 
 
 def _attempt(url: str, dest: Path, expected_size: int | None, sha256: str | None,
@@ -226,137 +198,6 @@ def _verify(url: str, received: int, digest: str, expected_size: int | None,
                             "corrupt or was changed; it was discarded.", reason="mismatch")
 
 
-def _write_error(path: Path, exc: OSError) -> DownloadError:
-    return DownloadError(f"Could not write {path}: {type(exc).__name__}: {exc}. Check that the folder "
-                         "exists, is writable and has free space, or choose another location "
-                         "(e.g. set TLKIT_DATA_DIR).", reason="write")
-
-
-# --------------------------------------------------------------------------
-# safe_extract_zip
-
-def safe_extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, *,
-                     max_total_bytes: int = MAX_ZIP_BYTES,
-                     max_members: int = MAX_ZIP_MEMBERS) -> list[Path]:
-    """Extracts a zip after checking every member; returns the extracted file paths.
-
-    Members with absolute paths, drive letters, ``..`` components or symlink
-    type, or more than ``max_total_bytes`` uncompressed in total, raise
-    UnsafeArchiveError before anything is written. The zip is extracted into a
-    hidden folder next to ``target_dir`` and renamed into place, so a
-    half-extracted tree never appears under its final name. Top-level entries
-    that already exist in ``target_dir`` are replaced.
-
-    Example:
-        >>> safe_extract_zip("cats_and_dogs_filtered.zip", "data")[0]
-        PosixPath('data/cats_and_dogs_filtered/train/cats/cat.0.jpg')
-    """
-    zip_path, target_dir = Path(zip_path), Path(target_dir)
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DownloadError(f"{zip_path} is missing or not a valid zip file ({type(exc).__name__}: "
-                            f"{exc}). Delete it and download it again.", reason="archive") from exc
-    tmp = target_dir.parent / f".{target_dir.name}.extract-{os.getpid()}"
-    remove_stale(target_dir.parent, f".{target_dir.name}.extract-")  # left by a process that was killed
-    with zf:
-        members = _check_members(zf, target_dir, max_total_bytes, max_members)
-        _test_zip(zf, zip_path)
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            for info, rel in members:
-                _extract_member(zf, info, tmp / rel)
-            _move_into_place(tmp, target_dir)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise DownloadError(f"{zip_path} is damaged ({exc}); delete it and download it again.",
-                                reason="archive") from exc
-        except OSError as exc:  # disk full, read-only folder, a file where a folder should be
-            raise _write_error(target_dir, exc) from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return [target_dir / rel for info, rel in members if not info.is_dir()]
-
-
-def _check_members(zf: zipfile.ZipFile, target_dir: Path, max_total_bytes: int,
-                   max_members: int) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Each member with its safe relative path; raises UnsafeArchiveError on the first bad one."""
-    infos = zf.infolist()
-    if len(infos) > max_members:
-        raise UnsafeArchiveError(f"{zf.filename} has {len(infos):,} members (limit {max_members:,}).")
-    total = sum(i.file_size for i in infos)
-    if total > max_total_bytes:
-        raise UnsafeArchiveError(f"{zf.filename} would unpack to {total:,} bytes (limit "
-                                 f"{max_total_bytes:,}); refusing a possible zip bomb.")
-    root = target_dir.resolve()
-    checked = []
-    for info in infos:
-        rel = info.filename.replace("\\", "/")
-        bad = (not rel.strip("/") or rel.startswith("/") or re.match(r"^[A-Za-z]:", rel)
-               or ".." in rel.split("/") or "\0" in rel)
-        if not bad and not (root / rel).resolve().is_relative_to(root):
-            bad = True
-        if bad:
-            raise UnsafeArchiveError(f"{zf.filename} has an unsafe member {info.filename!r} (absolute "
-                                     "path, drive letter or '..'); nothing was extracted.")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise UnsafeArchiveError(f"{zf.filename} has a symbolic link member {info.filename!r}; "
-                                     "nothing was extracted.")
-        checked.append((info, rel.rstrip("/")))
-    return checked
-
-
-def _test_zip(zf: zipfile.ZipFile, zip_path: Path) -> None:
-    """Reads every member and checks its CRC; DownloadError if any is damaged."""
-    try:
-        bad = zf.testzip()
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-        bad = f"({type(exc).__name__}: {exc})"
-    if bad is not None:
-        raise DownloadError(f"{zip_path} is damaged (first bad member: {bad}). Delete it and "
-                            "download it again.", reason="archive")
-
-
-def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path) -> None:
-    if info.is_dir():
-        out.mkdir(parents=True, exist_ok=True)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with zf.open(info) as src, open(out, "wb") as dst:
-        while chunk := src.read(CHUNK):
-            written += len(chunk)
-            if written > info.file_size:  # the header lied about the size
-                raise UnsafeArchiveError(f"{info.filename!r} unpacks to more than its declared "
-                                         f"{info.file_size:,} bytes; refusing a possible zip bomb.")
-            dst.write(chunk)
-
-
-def _move_into_place(tmp: Path, target_dir: Path) -> None:
-    """Renames ``tmp`` to ``target_dir``, or each top-level entry into an existing one."""
-    tmp.mkdir(exist_ok=True)  # an empty zip still gives an (empty) target
-    if not target_dir.exists():
-        os.replace(tmp, target_dir)
-        return
-    for entry in sorted(tmp.iterdir()):
-        _replace_path(entry, target_dir / entry.name)
-
-
-def _replace_path(src: Path, dst: Path) -> None:
-    """Moves ``src`` to ``dst``; an existing ``dst`` (file or folder) is swapped out and deleted."""
-    if dst.is_dir() and not dst.is_symlink():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        try:
-            os.replace(src, dst)
-        except OSError:
-            os.replace(old, dst)  # put the previous one back
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
 # --------------------------------------------------------------------------
 # download_dataset
 
@@ -400,18 +241,7 @@ def _extract_dataset(zip_path: Path, target_dir: Path, name: str, expected: dict
     staging = target_dir / f".{name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        try:
-            safe_extract_zip(zip_path, staging)
-        except DownloadError as exc:
-            if exc.reason == "archive":  # a bad or unsafe zip is never reused
-                zip_path.unlink(missing_ok=True)
-            if exc.reason == "archive" and not isinstance(exc, UnsafeArchiveError):
-                detail = str(exc).replace(" Delete it and download it again.", "")
-                raise DownloadError(f"The file downloaded from {url} is not a usable zip ({detail}). It was "
-                                    "deleted, so the next run downloads it again; if this keeps happening, a "
-                                    "proxy or login page may be answering instead of the server.",
-                                    reason="archive") from exc
-            raise
+        _unpack_download(zip_path, staging, url)
         root = staging / name if (staging / name).is_dir() else staging
         counts = count_images(root, expected)
         if counts != expected:
@@ -426,6 +256,22 @@ def _extract_dataset(zip_path: Path, target_dir: Path, name: str, expected: dict
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return counts
+
+
+def _unpack_download(zip_path: Path, staging: Path, url: str) -> None:
+    """safe_extract_zip, deleting a bad or unsafe zip so that the next run downloads it again."""
+    try:
+        safe_extract_zip(zip_path, staging)
+    except DownloadError as exc:
+        if exc.reason == "archive":  # a bad or unsafe zip is never reused
+            zip_path.unlink(missing_ok=True)
+        if exc.reason == "archive" and not isinstance(exc, UnsafeArchiveError):
+            detail = str(exc).replace(" Delete it and download it again.", "")
+            raise DownloadError(f"The file downloaded from {url} is not a usable zip ({detail}). It was "
+                                "deleted, so the next run downloads it again; if this keeps happening, a "
+                                "proxy or login page may be answering instead of the server.",
+                                reason="archive") from exc
+        raise
 
 
 def count_images(root: str | os.PathLike, splits: dict[str, int] | list[str]) -> dict[str, int]:

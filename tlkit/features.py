@@ -118,15 +118,21 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
         hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit is not None:
             return Features(*hit, classes=dataset.classes, from_cache=True)
-    start = time.perf_counter()
-    shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
-    feats, labels, files = _run_backbone(model, shard, batch_size or default_batch_size(dev), dev,
-                                         progress and ctx.is_main, num_workers, precision)
-    feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)  # file order, every rank
-    out = Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
+    out = _extract(model, dataset, ctx, batch_size or default_batch_size(dev), dev, progress and ctx.is_main,
+                   num_workers, precision)
     if path is not None and ctx.is_main:
         _save_cache(path, key, out)
     return out
+
+
+def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistContext, batch_size: int,
+             device: torch.device, progress: bool, num_workers: int | None, precision: str) -> Features:
+    """Runs the body on this rank's share of ``dataset``; every rank gets all rows, in file order."""
+    start = time.perf_counter()
+    shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
+    feats, labels, files = _run_backbone(model, shard, batch_size, device, progress, num_workers, precision)
+    feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
+    return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
 
 
 @torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
@@ -204,31 +210,13 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     """
     if len(train) == 0:
         raise ValueError("No training features: every image was skipped or the dataset is empty.")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # batch order; the global seed covers init and dropout
     torch.manual_seed(seed)
-    n_classes = len(train.classes)
-    head = make_head(train.features.shape[1], n_classes, hidden=hidden, dropout=dropout)
+    head = make_head(train.features.shape[1], len(train.classes), hidden=hidden, dropout=dropout)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     history, best, best_acc = History(), None, -1.0
-    x, y = train.features, train.labels
     for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        head.train()
-        perm = torch.randperm(len(y), generator=gen)
-        loss_sum, correct = 0.0, 0
-        for i in range(0, len(y), batch_size):
-            idx = perm[i:i + batch_size]
-            logits = head(x[idx])
-            loss = nn.functional.cross_entropy(logits, y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y[idx]).sum().item()
-        row = {"epoch": epoch, "train_loss": loss_sum / len(y), "train_acc": correct / len(y), "lr": lr}
-        if val is not None and len(val):
-            row["val_loss"], row["val_acc"] = evaluate_head(head, val)
-        row["seconds"] = time.perf_counter() - start
+        row = _head_epoch(head, opt, train, val, batch_size, gen, epoch, lr)
         history.append(**row)
         score = row.get("val_acc", epoch)
         if score > best_acc and row["train_loss"] == row["train_loss"]:  # NaN check
@@ -238,6 +226,30 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     if best is not None:
         head.load_state_dict(best)
     return head.eval(), history
+
+
+def _head_epoch(head: nn.Module, opt: torch.optim.Optimizer, train: Features, val: Features | None,
+                batch_size: int, gen: torch.Generator, epoch: int, lr: float) -> dict:
+    """One shuffled pass over the training features, then validation: a History row."""
+    start = time.perf_counter()
+    head.train()
+    x, y = train.features, train.labels  # (N, F), (N,)
+    perm = torch.randperm(len(y), generator=gen)
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        idx = perm[i:i + batch_size]
+        logits = head(x[idx])  # (B, C)
+        loss = nn.functional.cross_entropy(logits, y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y[idx]).sum().item()
+    row = {"epoch": epoch, "train_loss": loss_sum / len(y), "train_acc": correct / len(y), "lr": lr}
+    if val is not None and len(val):
+        row["val_loss"], row["val_acc"] = evaluate_head(head, val)
+    row["seconds"] = time.perf_counter() - start
+    return row
 
 
 @torch.no_grad()

@@ -119,7 +119,7 @@ def set_bn_policy(model: nn.Module, policy: str) -> nn.Module:
     ``"eval_all"``: every BN layer keeps its pretrained running statistics,
     also in groups that train (their scale and shift still learn). Short
     fine-tuning with small batches is more accurate this way (see
-    ``tlkit.train.train_strategy``).
+    ``tlkit.strategy.train_strategy``).
     """
     if policy not in BN_POLICIES:
         raise ValueError(f"BN policy must be one of {BN_POLICIES}, got {policy!r}.")
@@ -149,26 +149,35 @@ def trainable_summary(model: nn.Module, optimizer: torch.optim.Optimizer | None 
     """
     was_training = model.training
     model.train()  # report the modes that training would use
-    lrs = {}
+    lrs = _lr_by_parameter(optimizer)
+    rows = [_summary_row(model, name, lrs) for name in model.groups.keys()]
+    model.train(was_training)
+    return rows
+
+
+def _lr_by_parameter(optimizer: torch.optim.Optimizer | None) -> dict[int, float]:
+    """``{id(parameter): lr}`` of its first parameter group; empty without an optimizer."""
+    lrs: dict[int, float] = {}
     if optimizer is not None:
         for g in optimizer.param_groups:
             for p in g["params"]:
                 lrs.setdefault(id(p), g["lr"])
-    rows = []
-    for name in model.groups.keys():
-        params = group_parameters(model, name)
-        n_train = sum(p.numel() for p in params if p.requires_grad)
-        group_lrs = {lrs[id(p)] for p in params if id(p) in lrs and p.requires_grad}
-        rows.append({
-            "group": name,
-            "trainable": n_train > 0,
-            "params": sum(p.numel() for p in params),
-            "trainable_params": n_train,
-            "bn_mode": _bn_mode(model.groups[name]),
-            "lr": max(group_lrs) if group_lrs else None,
-        })
-    model.train(was_training)
-    return rows
+    return lrs
+
+
+def _summary_row(model: nn.Module, name: str, lrs: dict[int, float]) -> dict:
+    """One row of :func:`trainable_summary`; ``lr`` is the highest rate among the group's trainable parameters."""
+    params = group_parameters(model, name)
+    n_train = sum(p.numel() for p in params if p.requires_grad)
+    group_lrs = {lrs[id(p)] for p in params if id(p) in lrs and p.requires_grad}
+    return {
+        "group": name,
+        "trainable": n_train > 0,
+        "params": sum(p.numel() for p in params),
+        "trainable_params": n_train,
+        "bn_mode": _bn_mode(model.groups[name]),
+        "lr": max(group_lrs) if group_lrs else None,
+    }
 
 
 def format_summary(rows: list[dict]) -> str:

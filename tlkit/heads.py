@@ -26,12 +26,7 @@ def make_head(num_features: int, num_classes: int, hidden: tuple[int, ...] | lis
           (0): Linear(in_features=512, out_features=2, bias=True)
         )
     """
-    if not isinstance(num_features, int) or num_features < 1:
-        raise ValueError(f"num_features must be a positive int, got {num_features!r}.")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    _check_head_args(num_features, num_classes, dropout)
     layers: list[nn.Module] = []
     width = num_features
     for h in hidden:
@@ -43,6 +38,15 @@ def make_head(num_features: int, num_classes: int, hidden: tuple[int, ...] | lis
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def _check_head_args(num_features: int, num_classes: int, dropout: float) -> None:
+    if not isinstance(num_features, int) or num_features < 1:
+        raise ValueError(f"num_features must be a positive int, got {num_features!r}.")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
 
 
 def replace_head(model: nn.Module, num_classes: int, hidden: tuple[int, ...] = (),

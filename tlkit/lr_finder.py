@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tlkit.backbones import BN_TYPES
 from tlkit.data import make_loader, transforms_for
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
 from tlkit.freezing import param_groups
@@ -51,6 +52,8 @@ def lr_find(model: nn.Module, data, start_lr: float = 1e-7, end_lr: float = 1.0,
         model: a Backbone; only its trainable groups train, as in ``fit``.
         data: an ImageDataset (gets the backbone's training transform if it has none).
         start_lr, end_lr, num_steps: the exponential ramp, one batch per step.
+        batch_size: images per step. A last batch of one image is skipped
+            (BatchNorm cannot train on one image, and its loss is noise).
         optimizer: if given, its class and its groups' rate *ratios* are used
             (e.g. discriminative rates); it is not changed. Default: AdamW.
         diverge: stop once the smoothed loss exceeds ``diverge`` x its minimum.
@@ -61,14 +64,15 @@ def lr_find(model: nn.Module, data, start_lr: float = 1e-7, end_lr: float = 1.0,
         where the smoothed loss falls steepest (or a tenth of the rate at its
         minimum, but at least ``start_lr``, when the curve is too short to tell).
 
+    Raises:
+        ValueError: a bad ramp, nothing trainable, or batches of one image
+            (``batch_size=1`` or a one-image dataset) while BatchNorm trains.
+
     Example:
         >>> lr_find(model, train, num_steps=60).suggestion
         0.0008
     """
-    if not 0 < start_lr < end_lr:
-        raise ValueError(f"Need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}.")
-    if num_steps < 2:
-        raise ValueError(f"num_steps must be >= 2, got {num_steps}.")
+    _check_ramp(start_lr, end_lr, num_steps)
     dev = pick_device(device)
     amp = amp and not needs_grad_scaler(dev)  # fp16 would need a gradient scaler: use fp32 there
     if getattr(data, "transform", True) is None:
@@ -78,10 +82,33 @@ def lr_find(model: nn.Module, data, start_lr: float = 1e-7, end_lr: float = 1.0,
         torch.manual_seed(seed)
         probe = copy.deepcopy(model).to(dev, memory_format=memory_format(dev)).train()
         opt = _probe_optimizer(model, probe, optimizer, weight_decay)
-        lrs, raw, smooth = _ramp(probe, opt, data, dev, amp, start_lr, end_lr, num_steps, batch_size,
-                                 diverge, beta, seed, num_workers)
+        loader = _probe_loader(probe, data, batch_size, seed, num_workers, dev)
+        lrs, raw, smooth = _ramp(probe, opt, loader, dev, amp, start_lr, end_lr, num_steps, diverge, beta)
         del probe, opt
     return LRFinderResult(lrs, smooth, _suggest(lrs, smooth), raw)
+
+
+def _check_ramp(start_lr: float, end_lr: float, num_steps: int) -> None:
+    if not 0 < start_lr < end_lr:
+        raise ValueError(f"Need 0 < start_lr < end_lr, got start_lr={start_lr}, end_lr={end_lr}.")
+    if num_steps < 2:
+        raise ValueError(f"num_steps must be >= 2, got {num_steps}.")
+
+
+def _probe_loader(probe: nn.Module, data, batch_size: int, seed: int, num_workers: int | None,
+                  dev: torch.device):
+    """Shuffled batches for the ramp, never one of a single image (as in ``Trainer``)."""
+    n = len(data)
+    if any(isinstance(m, BN_TYPES) and m.training for m in probe.modules()) and (batch_size == 1 or n == 1):
+        # In training mode BatchNorm normalises over the batch: one image raises
+        # "Expected more than 1 value per channel" deep inside the network.
+        got = "batch_size=1" if batch_size == 1 else "a dataset of 1 image"
+        raise ValueError(f"BatchNorm layers train, and they need at least 2 images per batch; got {got}. "
+                         f"Use batch_size >= 2 and at least 2 images, or keep BatchNorm statistics fixed "
+                         f"with set_bn_policy(model, 'eval_all') or by freezing the groups that have them.")
+    lone = n > 1 and n % batch_size == 1  # the last batch would hold one image: drop it
+    return make_loader(data, batch_size=batch_size, shuffle=True, seed=seed, num_workers=num_workers,
+                       pin_memory=dev.type == "cuda", drop_last=lone)
 
 
 def _probe_optimizer(model: nn.Module, probe: nn.Module, optimizer, weight_decay: float):
@@ -104,11 +131,9 @@ def _probe_optimizer(model: nn.Module, probe: nn.Module, optimizer, weight_decay
     return type(optimizer)(groups)  # every hyper-parameter is already in the groups
 
 
-def _ramp(probe, opt, data, dev, amp, start_lr, end_lr, num_steps, batch_size, diverge, beta, seed,
-          num_workers) -> tuple[list[float], list[float], list[float]]:
+def _ramp(probe, opt, loader, dev, amp, start_lr, end_lr, num_steps, diverge,
+          beta) -> tuple[list[float], list[float], list[float]]:
     """One batch per step at exponentially growing rates; stops when the loss diverges."""
-    loader = make_loader(data, batch_size=batch_size, shuffle=True, seed=seed, num_workers=num_workers,
-                         pin_memory=dev.type == "cuda")
     batches = iter(loader)
     lrs, raw, smooth, avg, best = [], [], [], 0.0, math.inf
     for step in range(num_steps):

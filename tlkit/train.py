@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 from tlkit import distributed
-from tlkit.callbacks import Callback, Checkpoint, GradualUnfreezing
+from tlkit.callbacks import Callback, Checkpoint
 from tlkit.data import make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
 from tlkit.fold import fold_frozen_batchnorm
-from tlkit.freezing import freeze_to, param_groups, set_bn_policy
+from tlkit.freezing import param_groups
 from tlkit.history import History
 from tlkit.lr_finder import LRFinderResult, lr_find  # noqa: F401 - re-exported: part of the training API
 from tlkit.resume import (TRAIN_FORMAT, freeze_state, load_freeze_state, load_training_state, rng_state,
@@ -46,8 +46,9 @@ from tlkit.schedule import SCHEDULERS, LRSchedule
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("adamw", "adam", "sgd")
-STRATEGIES = ("features", "partial", "finetune")
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
+# On a GPU the CPU queues steps ahead; reading the running loss makes it wait, so it reads every N steps.
+GPU_READ_EVERY = 20
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -137,6 +138,7 @@ class Trainer:
         self._best: dict = {}
         self.dist = distributed.context()  # one process, or this rank under torchrun (set again in _setup)
         self._net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
+        self._read_every = 1  # steps between reads of the running loss (set in _setup)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: str | Path | None = None) -> History:
@@ -198,7 +200,8 @@ class Trainer:
         self.model.train()  # Backbone.train() keeps BN of frozen groups in eval mode
         self._net = distributed.wrap_model(self.model, self.dist, self.device, current=self._net)  # DDP: rewrap
         loader = self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch, epoch=epoch)
-        loss_sum, correct, seen, skipped, start = 0.0, 0, 0, [], time.perf_counter()
+        sums = torch.zeros(2, device=self.device)  # [loss sum, number correct], kept on the device
+        loss_sum, correct, read, seen, skipped, start = 0.0, 0.0, 0, 0, [], time.perf_counter()
         for step, (x, y, dropped) in enumerate(loader):  # x: (B, 3, H, W), y: (B,)
             self._check_stop()
             skipped += dropped
@@ -206,12 +209,15 @@ class Trainer:
             if not self.dist.every_rank_has(len(y)):  # every image of this batch (on some rank) was unreadable
                 continue
             self.scheduler.update(epoch - 1 + step / len(loader))  # progress in epochs, e.g. 1.25
-            loss, n_correct = self._train_step(x, y)
-            loss_sum, correct, seen = loss_sum + loss * len(y), correct + n_correct, seen + len(y)
-            logs = {"loss": loss_sum / seen, "acc": correct / seen, "seen": seen,
+            sums += self._train_step(x, y)
+            seen += len(y)
+            if read == 0 or (step + 1) % self._read_every == 0:  # reading makes the CPU wait for the GPU
+                (loss_sum, correct), read = self._read_sums(sums), seen
+            logs = {"loss": loss_sum / read, "acc": correct / read, "seen": seen,
                     "total": len(self.train_data), "epoch": epoch}
             bar.set_postfix(loss=f"{logs['loss']:.3f}", acc=f"{logs['acc']:.3f}", refresh=False)
             self._call("on_batch_end", step, logs)
+        loss_sum, correct = self._read_sums(sums)
         warn_skipped(skipped, where=f" in epoch {epoch} of {getattr(self.train_data, 'name', 'the data')}")
         distributed.broadcast_buffers(self.model, self.dist)  # DDP: every rank ends with rank 0's BN stats
         loss_sum, correct, seen = self.dist.all_sum(loss_sum, correct, seen)  # DDP: totals over all ranks
@@ -220,28 +226,36 @@ class Trainer:
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
                 "img_per_s": seen / (time.perf_counter() - start)}
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """Forward, backward, update on one batch; returns (mean loss, number correct)."""
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward, backward, update on one batch; returns [loss sum, number correct] on the device."""
         x, y = self._to_device(x), y.to(self.device, non_blocking=True)
         with autocast(self.device, enabled=self.amp):
             logits = self._net(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
             loss = self.loss_fn(logits, y)  # scalar: mean over the batch
-        value = self.dist.shared_finite(loss.item())  # DDP: NaN on any rank stops every rank
-        if not math.isfinite(value):  # check before the update, so no NaN reaches the weights
-            raise NonFiniteLossError(value)
+        if self._read_every == 1:  # reading is cheap here: check before the update, so no NaN reaches the weights
+            value = self.dist.shared_finite(loss.item())  # DDP: NaN on any rank stops every rank
+            if not math.isfinite(value):
+                raise NonFiniteLossError(value)
         self.optimizer.zero_grad(set_to_none=True)
         # The scaler multiplies the fp16 loss so small gradients do not underflow;
         # when disabled (fp32, bf16) these three calls are plain backward() and step().
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return value, int((logits.argmax(1) == y).sum())
+        return torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float()])
+
+    def _read_sums(self, sums: torch.Tensor) -> tuple[float, float]:
+        """Copies [loss sum, correct] to the CPU (on a GPU this waits for the queued steps)."""
+        loss_sum, correct = sums.tolist()
+        if not math.isfinite(loss_sum):  # on a GPU a NaN is caught here, within _read_every steps
+            raise NonFiniteLossError(loss_sum)
+        return loss_sum, correct
 
     @torch.no_grad()
     def _evaluate(self) -> dict:
         """Mean loss and accuracy on the validation data, in eval mode."""
         self.model.eval()
-        loss_sum, correct, seen, skipped = 0.0, 0, 0, []
+        sums, seen, skipped = torch.zeros(2, device=self.device), 0, []  # sums: [loss sum, correct]
         for x, y, dropped in self._loader(self.val_data, shuffle=False):
             self._check_stop()
             skipped += dropped
@@ -250,8 +264,10 @@ class Trainer:
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             with autocast(self.device, enabled=self.amp):
                 logits = self.model(x)  # (B, num_classes)
-            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
-            correct, seen = correct + int((logits.argmax(1) == y).sum()), seen + len(y)
+            sums += torch.stack([nn.functional.cross_entropy(logits.float(), y, reduction="sum"),
+                                 (logits.argmax(1) == y).sum().float()])
+            seen += len(y)
+        loss_sum, correct = sums.tolist()  # one wait for the GPU per validation pass, not one per batch
         warn_skipped(skipped, where=f" in {getattr(self.val_data, 'name', 'the validation data')}")
         loss_sum, correct, seen = self.dist.all_sum(loss_sum, correct, seen)  # DDP: exact totals, no padding
         return {"val_loss": loss_sum / max(seen, 1), "val_acc": correct / max(seen, 1)}
@@ -339,6 +355,8 @@ class Trainer:
         self.data_seed = self.dist.broadcast_object(
             self.seed if self.seed is not None else int(torch.randint(2**31 - 1, ())))
         self.model.to(self.device, memory_format=self._memory_format())
+        # CPU: reading costs nothing. DDP: every rank must agree on a NaN before the update.
+        self._read_every = 1 if self.device.type == "cpu" or self.dist.enabled else GPU_READ_EVERY
         self._net = distributed.wrap_model(self.model, self.dist, self.device)  # DDP copies rank 0's weights
         groups = param_groups(self.model, self.lr, self.weight_decay)
         if not groups:
@@ -463,57 +481,6 @@ def fit(model: nn.Module, train_data, val_data=None, epochs: int = 5,
     return Trainer(model, train_data, val_data, epochs=epochs, lr=lr, **options).fit(resume=resume)
 
 
-def train_strategy(model: nn.Module, strategy: str, train_data, val_data=None, epochs: int = 5,
-                   lr: float = 1e-4, head_lr: float | None = None, unfreeze_at: int | None = None,
-                   bn_policy: str = "eval_all", **options: Any) -> History:
-    """Trains with one of the course's strategies (what ``python -m tlkit train --strategy`` runs).
-
-    Each body group has a fixed rate whatever the strategy: log-evenly spread
-    from ``lr / 10`` (stem) to ``lr`` (last body group), because early layers
-    hold generic features that need little change. The new head learns
-    fastest, at ``head_lr`` (default ``10 * lr``).
-
-    * ``"features"``: feature extraction; only the head trains.
-    * ``"partial"``: the last two body groups and the head train.
-    * ``"finetune"``: every group trains (discriminative rates as above).
-    * ``unfreeze_at=k``: gradual unfreezing. ``"finetune"`` starts as
-      ``"features"``, ``"partial"`` as itself, and every frozen group joins
-      at the start of epoch ``k`` (1-based) with its (lower) body rate.
-
-    ``bn_policy="eval_all"`` (the default here) keeps every BatchNorm layer's
-    ImageNet running statistics, also in groups that train; their scale and
-    shift still learn. With batches of 32 and a couple of epochs, letting the
-    statistics follow the batches costs accuracy: Lite0 at 160 px, 2 epochs
-    of ``"finetune"`` reached 0.95-0.96 validation accuracy on dogs vs cats
-    with ``"eval"`` and 0.98 with ``"eval_all"``. See
-    :func:`tlkit.freezing.set_bn_policy`.
-
-    Other keywords go to :func:`fit`. Returns the History.
-
-    Example:
-        >>> train_strategy(model, "finetune", train, val, epochs=2, image_size=160)
-        >>> train_strategy(model, "finetune", train, val, epochs=4, unfreeze_at=2)  # head first
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
-    if unfreeze_at is not None and not (isinstance(unfreeze_at, int) and 2 <= unfreeze_at <= epochs):
-        raise ValueError(f"unfreeze_at must be an epoch between 2 and epochs={epochs}, got {unfreeze_at!r}.")
-    body = model.group_names[:-1]
-    rates = {g: lr / 10 * 10 ** (i / max(len(body) - 1, 1)) for i, g in enumerate(body)}
-    rates["head"] = head_lr if head_lr is not None else 10 * lr
-    start = {"features": -1, "partial": -3, "finetune": 0}[strategy]
-    if unfreeze_at is not None and strategy == "finetune":
-        start = -1
-    freeze_to(model, start)
-    set_bn_policy(model, bn_policy)
-    if unfreeze_at is not None:
-        later = sorted(model.frozen_groups, key=model.group_names.index)
-        later_rates = {g: rates[g] for g in later}
-        options["callbacks"] = [*options.get("callbacks", ()), GradualUnfreezing({unfreeze_at: later}, later_rates)]
-    trainable = {g: r for g, r in rates.items() if g not in model.frozen_groups}
-    return fit(model, train_data, val_data, epochs=epochs, lr=trainable, **options)
-
-
 # ---------------------------------------------------------------------- module helpers
 def _with_transform(data, model: nn.Module, train: bool, image_size: int | None, augment: str):
     """Gives a dataset without a transform the backbone's preprocessing."""
@@ -534,4 +501,4 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-__all__ = ["Trainer", "fit", "train_strategy", "lr_find", "LRFinderResult", "NonFiniteLossError"]
+__all__ = ["Trainer", "fit", "lr_find", "LRFinderResult", "NonFiniteLossError"]

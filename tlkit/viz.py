@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 
 from tlkit.data import open_image, transforms_for
-from tlkit.evaluate import Predictions, capture_activations, top_losses
+from tlkit.evaluate import Predictions, top_losses
+from tlkit.explain import capture_activations
 from tlkit.history import History
 
 
@@ -98,18 +99,8 @@ def plot_history(history, metrics: Sequence[str] = ("loss", "acc")):
     """
     runs = _runs(history)
     fig, axes = _subplots(1, len(metrics), (4.2, 3.2))
-    colours = [f"C{i % 10}" for i in range(len(runs))]
     for ax, metric in zip(axes[0], metrics):
-        keys = [metric] if metric.startswith(("train_", "val_")) else [f"train_{metric}", f"val_{metric}"]
-        drawn = 0
-        for colour, (label, h) in zip(colours, runs.items()):
-            for key in keys:
-                xs, ys = _column(h, key)
-                if xs:
-                    style = "--" if key.startswith("val_") else "-"
-                    name = key.split("_", 1)[0] if not label else f"{label} ({key.split('_', 1)[0]})"
-                    ax.plot(xs, ys, style, color=colour, marker="o", markersize=3, label=name)
-                    drawn += 1
+        drawn = _draw_metric(ax, runs, metric)
         if not drawn and any(len(h) for h in runs.values()):
             have = sorted({k for h in runs.values() for k in h.keys()})
             raise KeyError(f"No column for metric {metric!r}. The history has: {', '.join(have)}.")
@@ -119,6 +110,22 @@ def plot_history(history, metrics: Sequence[str] = ("loss", "acc")):
         if drawn:
             ax.legend(fontsize=8)
     return fig
+
+
+def _draw_metric(ax, runs: dict[str, History], metric: str) -> int:
+    """Draws ``metric``'s train (solid) and val (dashed) columns, one colour per run; returns the line count."""
+    keys = [metric] if metric.startswith(("train_", "val_")) else [f"train_{metric}", f"val_{metric}"]
+    drawn = 0
+    for i, (label, h) in enumerate(runs.items()):
+        for key in keys:
+            xs, ys = _column(h, key)
+            if xs:
+                style = "--" if key.startswith("val_") else "-"
+                split = key.split("_", 1)[0]  # "train" or "val"
+                ax.plot(xs, ys, style, color=f"C{i % 10}", marker="o", markersize=3,
+                        label=f"{label} ({split})" if label else split)
+                drawn += 1
+    return drawn
 
 
 def plot_lr_curves(runs: dict, metrics: Sequence[str] = ("val_acc", "val_loss")):
@@ -388,18 +395,8 @@ def plot_feature_maps(model: torch.nn.Module, image, groups: Sequence[str] | Non
     Example:
         >>> plot_feature_maps(model, "cat.4001.jpg", groups=("stem", "stage2", "stage4", "stage8"))
     """
-    if not isinstance(image, torch.Tensor):
-        image = transforms_for(model)(open_image(image) if isinstance(image, (str, os.PathLike)) else image)
-    x = image if image.ndim == 4 else image.unsqueeze(0)
     groups = list(groups) if groups is not None else _default_groups(model)
-    param = next(model.parameters())
-    modes = {m: m.training for m in model.modules()}
-    try:
-        with torch.no_grad(), capture_activations(model.eval(), groups) as acts:
-            model(x.to(param.device, param.dtype))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    acts = _activations(model, image, groups)
     shown = [g for g in groups if g in acts]
     if not shown:
         raise ValueError(f"None of the groups {groups} produced a spatial (B, C, h, w) map.")
@@ -414,3 +411,19 @@ def plot_feature_maps(model: torch.nn.Module, image, groups: Sequence[str] | Non
                 ax.imshow(a[top[j]].numpy(), cmap="viridis")
         row[0].set_ylabel(f"{g}\n{a.shape[0]} ch, {a.shape[1]}x{a.shape[2]}", fontsize=8)
     return fig
+
+
+def _activations(model: torch.nn.Module, image, groups: list[str]) -> dict[str, torch.Tensor]:
+    """``{group: (1, C, h, w)}`` for one photo, in eval mode; every module's mode is restored."""
+    if not isinstance(image, torch.Tensor):
+        image = transforms_for(model)(open_image(image) if isinstance(image, (str, os.PathLike)) else image)
+    x = image if image.ndim == 4 else image.unsqueeze(0)
+    param = next(model.parameters())
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad(), capture_activations(model.eval(), groups) as acts:
+            model(x.to(param.device, param.dtype))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return acts

@@ -60,34 +60,38 @@ def lr_verdicts(runs: dict[float, History], tolerance: float = 0.02) -> dict[flo
         >>> lr_verdicts({1e-5: slow, 1e-3: fine, 1.0: wild})[1.0][0]
         'too high'
     """
-    stats = {}
-    for lr, h in runs.items():
-        accs = [a for a in h["val_acc"] if isinstance(a, (int, float)) and math.isfinite(a)]
-        losses = [v for v in h["train_loss"] + h["val_loss"] if v is not None]
-        final_loss = h.last().get("val_loss") if len(h) else None
-        stable = bool(losses) and all(math.isfinite(v) for v in losses)
-        stats[lr] = {"acc": max(accs, default=float("nan")), "loss": final_loss if stable else float("inf"),
-                     "stable": stable}
+    stats = {lr: _run_stats(h) for lr, h in runs.items()}
     ok = {lr: s for lr, s in stats.items() if s["stable"] and math.isfinite(s["acc"])}
     if not ok:
         return {lr: ("too high", "the loss became NaN or infinite") for lr in runs}
     top_acc = max(s["acc"] for s in ok.values())
     near_top = {lr: s for lr, s in ok.items() if s["acc"] >= top_acc - tolerance}
-    best_lr = min(near_top, key=lambda lr: near_top[lr]["loss"])
+    best_lr = min(near_top, key=lambda lr: near_top[lr]["loss"])  # the lowest loss among the most accurate
     min_loss = near_top[best_lr]["loss"]
-    out = {}
-    for lr, s in stats.items():
-        good = lr in near_top and s["loss"] <= 1.5 * min_loss + 0.02
-        summary = f"best val acc {s['acc']:.3f}, final val loss {s['loss']:.3f}"
-        if good:
-            out[lr] = ("good", summary)
-        elif not s["stable"]:
-            out[lr] = ("too high", "the loss became NaN or infinite")
-        elif lr < best_lr:
-            out[lr] = ("too low", summary + ": learns too slowly in this many epochs")
-        else:
-            out[lr] = ("too high", summary + ": the updates overshoot")
-    return out
+    return {lr: _verdict(lr, s, lr in near_top and s["loss"] <= 1.5 * min_loss + 0.02, best_lr)
+            for lr, s in stats.items()}
+
+
+def _run_stats(h: History) -> dict:
+    """Best finite val accuracy, final val loss (inf if any loss blew up), and whether every loss is finite."""
+    accs = [a for a in h["val_acc"] if isinstance(a, (int, float)) and math.isfinite(a)]
+    losses = [v for v in h["train_loss"] + h["val_loss"] if v is not None]
+    final_loss = h.last().get("val_loss") if len(h) else None
+    stable = bool(losses) and all(math.isfinite(v) for v in losses)
+    return {"acc": max(accs, default=float("nan")), "loss": final_loss if stable else float("inf"),
+            "stable": stable}
+
+
+def _verdict(lr: float, stats: dict, good: bool, best_lr: float) -> tuple[str, str]:
+    """``(verdict, reason)`` for one rate, given its stats and the best rate."""
+    summary = f"best val acc {stats['acc']:.3f}, final val loss {stats['loss']:.3f}"
+    if good:
+        return "good", summary
+    if not stats["stable"]:
+        return "too high", "the loss became NaN or infinite"
+    if lr < best_lr:
+        return "too low", summary + ": learns too slowly in this many epochs"
+    return "too high", summary + ": the updates overshoot"
 
 
 def head_model(num_features: int, num_classes: int) -> Backbone:

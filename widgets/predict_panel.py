@@ -26,7 +26,7 @@ from torch import nn
 
 from tlkit import viz
 from tlkit.data import ImageReadError, open_image, transforms_for
-from tlkit.evaluate import classify_image, grad_cam
+from tlkit.explain import classify_image, grad_cam
 from widgets._base import Panel, describe_error, error_html
 from widgets._compat import uploaded_files
 

@@ -7,7 +7,7 @@ trained, plus their validation curves.
 * **features**: the backbone runs once over the images (cached features),
   then only a new head is trained (``tlkit.features.train_head``).
 * **partial**: the last two body groups and the head train
-  (``tlkit.train.train_strategy(..., "partial")``).
+  (``tlkit.strategy.train_strategy(..., "partial")``).
 * **finetune**: every group trains, earlier groups with lower rates.
 
 The defaults are small (20 images per class at 128 px, few epochs) so a run
@@ -35,7 +35,7 @@ from tlkit.backbones import load_backbone
 from tlkit.data import subset, transforms_for
 from tlkit.features import extract_features, train_head
 from tlkit.freezing import count_parameters
-from tlkit.train import train_strategy
+from tlkit.strategy import train_strategy
 from widgets._base import Panel, Worker, describe_error, error_html
 from widgets._plot import message_png
 
