@@ -13,12 +13,12 @@ from imagegen import make_dataset, make_split
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tlkit(*args, cache=None, check=False):
+def tlkit(*args, cache=None, check=False, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if cache:
         env["TLKIT_CACHE_DIR"] = str(cache)
     return subprocess.run([sys.executable, "-m", "tlkit", *map(str, args)], capture_output=True, text=True,
-                          env=env, check=check, cwd=ROOT)
+                          env=env, check=check, cwd=cwd)
 
 
 def test_help_documents_every_command():
@@ -54,6 +54,17 @@ def test_train_writes_model_metrics_and_figure(trained):
     assert blob["image_size"] == 64
     assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert "validation accuracy" in res.stdout
+
+
+def test_train_without_out_writes_to_runs_strategy(trained):
+    tmp, _, _ = trained
+    work = tmp / "work"
+    work.mkdir()
+    res = tlkit("train", tmp / "data", "--image-size", "64", "--epochs", "2", "--quiet", cache=tmp / "cache", cwd=work)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((work / "runs" / "features" / "metrics.json").read_text())["num_val"] == 8
+    assert (work / "runs" / "features" / "model.pt").is_file()
+    assert "runs/features" in res.stdout
 
 
 def test_evaluate_on_another_directory_of_the_same_classes(trained):

@@ -2,7 +2,7 @@
 
     python -m tlkit demo                               # dogs vs cats, feature extraction
     python -m tlkit train DATA_DIR --out runs/mine     # any train/ + val/ class-folder dataset
-    python -m tlkit train DATA_DIR --out runs/ft --strategy finetune --epochs 2 --image-size 160
+    python -m tlkit train DATA_DIR --strategy finetune --epochs 2 --image-size 160  # -> runs/finetune
     python -m tlkit evaluate runs/mine/model.pt DATA_DIR/val --json
 
 User errors (a missing folder, a wrong layout, a bad model file) print one
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on any class-folder dataset (train/ + val/ or validation/)",
                        description="Train a classifier on DATA_DIR/train/<class>/ and DATA_DIR/val/<class>/.")
     t.add_argument("data_dir", help="folder holding train/ and val/ (or validation/)")
-    t.add_argument("--out", required=True, help="output folder for model.pt and metrics.json")
+    t.add_argument("--out", default=None,
+                   help="output folder for model.pt, metrics.json and confusion_matrix.png "
+                        "(default: runs/<strategy>)")
     t.add_argument("--strategy", choices=STRATEGIES, default="features",
                    help="features: frozen backbone on cached features (fast); partial: train the top groups; "
                         "finetune: train the whole network (default: features)")
@@ -98,6 +100,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from tlkit.data import image_folder
 
     train, val = image_folder(args.data_dir)
+    if args.out is None:
+        args.out = f"runs/{args.strategy}"
     if args.epochs is None:
         args.epochs = 30 if args.strategy == "features" else 2
     if args.lr is None:
