@@ -71,3 +71,22 @@ def make_model():
         torch.manual_seed(seed)
         return load_backbone(name, pretrained=False, num_classes=num_classes)
     return make
+
+
+@pytest.fixture
+def lite0_64() -> torch.nn.Module:
+    """A random-weight Lite0 with a 2-class head that works on 64 px images."""
+    torch.manual_seed(0)
+    model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2, class_names=list(CLASSES))
+    model.input_size = 64  # transforms_for(model) then resizes to 64 px: fast on a CPU
+    return model
+
+
+@pytest.fixture
+def noisy_val(tmp_path: Path):
+    """Six noisy one-colour photos (3 cats, 3 dogs) as an ImageDataset without a transform."""
+    from imagegen import noisy_split
+    from tlkit.data import ImageDataset
+
+    files = sorted(str(p) for p in noisy_split(tmp_path / "val").rglob("*.jpg"))
+    return ImageDataset(files, [0 if "/cats/" in f else 1 for f in files], list(CLASSES), name="synthetic")

@@ -31,3 +31,14 @@ def make_dataset(root: Path, classes=("cats", "dogs"), train: int = 6, val: int 
     make_split(root / "train", classes, train, size, seed=1)
     make_split(root / val_name, classes, val, size, seed=2)
     return root
+
+
+def noisy_split(root: Path, classes=("cats", "dogs"), per_class: int = 3) -> Path:
+    """root/<class>/<i>.jpg: 48 px, stronger noise than make_split (for the evaluate/explain tests)."""
+    for c, cls in enumerate(classes):
+        for i in range(per_class):
+            rng = np.random.default_rng(10 * c + i)
+            arr = np.clip(np.array(COLOURS[cls])[None, None] + rng.normal(0, 30, (48, 48, 3)), 0, 255)
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr.astype(np.uint8)).save(root / cls / f"{i}.jpg")
+    return root

@@ -1,51 +1,17 @@
 """Predictions, confusion matrix, top losses, evaluate_split (one-photo tests: test_explain.py)."""
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from tlkit.backbones import load_backbone
 from tlkit.data import DatasetLayoutError, ImageDataset, transforms_for
 from tlkit.evaluate import (Predictions, confusion_matrix, evaluate_split, predict, predictions_from_features,
                             top_losses)
 from tlkit.features import extract_features
 
+from imagegen import noisy_split
+
 CLASSES = ["cats", "dogs"]
-
-
-def _write(path: Path, colour, size=48, seed=0) -> str:
-    rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(colour)[None, None] + rng.normal(0, 30, (size, size, 3)), 0, 255)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr.astype(np.uint8)).save(path)
-    return str(path)
-
-
-def _split(root: Path, classes=CLASSES, per_class=3) -> Path:
-    colours = {"cats": (200, 60, 40), "dogs": (40, 80, 200), "birds": (40, 180, 60)}
-    for c, cls in enumerate(classes):
-        for i in range(per_class):
-            _write(root / cls / f"{i}.jpg", colours[cls], seed=10 * c + i)
-    return root
-
-
-@pytest.fixture
-def tiny():
-    """A random-weight Lite0 with a 2-class head that works on 64 px images."""
-    torch.manual_seed(0)
-    model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2, class_names=CLASSES)
-    model.input_size = 64  # transforms_for(model) then resizes to 64 px: fast on a CPU
-    return model
-
-
-@pytest.fixture
-def dataset(tmp_path) -> ImageDataset:
-    root = _split(tmp_path / "val")
-    files = sorted(str(p) for p in root.rglob("*.jpg"))
-    return ImageDataset(files, [0 if "/cats/" in f else 1 for f in files], CLASSES, name="synthetic")
 
 
 def _modes(model):
@@ -101,55 +67,55 @@ def test_top_losses_most_confident_mistakes_first():
 
 # ---------------------------------------------------------------- predict
 
-def test_predict_shapes_probabilities_and_mode(tiny, dataset):
-    tiny.train()
-    modes = _modes(tiny)
-    p = predict(tiny, dataset, batch_size=4, device="cpu")  # dataset has no transform: transforms_for
-    assert p.probs.shape == (6, 2) and p.labels.tolist() == dataset.targets
+def test_predict_shapes_probabilities_and_mode(lite0_64, noisy_val):
+    lite0_64.train()
+    modes = _modes(lite0_64)
+    p = predict(lite0_64, noisy_val, batch_size=4, device="cpu")  # dataset has no transform: transforms_for
+    assert p.probs.shape == (6, 2) and p.labels.tolist() == noisy_val.targets
     assert torch.allclose(p.probs.sum(1), torch.ones(6), atol=1e-5)
-    assert p.files == dataset.files and p.classes == CLASSES
+    assert p.files == noisy_val.files and p.classes == CLASSES
     assert 0.0 <= p.accuracy <= 1.0
-    assert _modes(tiny) == modes  # train mode (with its BN policy) restored
+    assert _modes(lite0_64) == modes  # train mode (with its BN policy) restored
 
 
-def test_predict_skips_unreadable_images(tiny, dataset, tmp_path):
+def test_predict_skips_unreadable_images(lite0_64, noisy_val, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
-    ds = ImageDataset([*dataset.files[:2], str(bad), dataset.files[3]], [0, 0, 0, 1], CLASSES)
+    ds = ImageDataset([*noisy_val.files[:2], str(bad), noisy_val.files[3]], [0, 0, 0, 1], CLASSES)
     with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
-        p = predict(tiny, ds, batch_size=2, device="cpu")
-    assert p.files == [dataset.files[0], dataset.files[1], dataset.files[3]]
+        p = predict(lite0_64, ds, batch_size=2, device="cpu")
+    assert p.files == [noisy_val.files[0], noisy_val.files[1], noisy_val.files[3]]
     assert p.labels.tolist() == [0, 0, 1] and p.probs.shape == (3, 2)
 
 
-def test_predictions_from_features_equal_predict(tiny, dataset):
-    ds = dataset.with_transform(transforms_for(tiny))
-    direct = predict(tiny, ds, batch_size=4, device="cpu")
-    feats = extract_features(tiny, ds, batch_size=4, device="cpu", cache=False, progress=False, precision="fp32")
-    cached = predictions_from_features(tiny.head, feats)
+def test_predictions_from_features_equal_predict(lite0_64, noisy_val):
+    ds = noisy_val.with_transform(transforms_for(lite0_64))
+    direct = predict(lite0_64, ds, batch_size=4, device="cpu")
+    feats = extract_features(lite0_64, ds, batch_size=4, device="cpu", cache=False, progress=False, precision="fp32")
+    cached = predictions_from_features(lite0_64.head, feats)
     assert torch.allclose(cached.probs, direct.probs, atol=1e-5)
     assert cached.files == direct.files and torch.equal(cached.labels, direct.labels)
-    assert torch.allclose(predictions_from_features(tiny, feats).probs, direct.probs, atol=1e-5)
+    assert torch.allclose(predictions_from_features(lite0_64, feats).probs, direct.probs, atol=1e-5)
     feats.classes = ["a", "b", "c"]
     with pytest.raises(ValueError, match="3 classes"):
-        predictions_from_features(tiny.head, feats)
+        predictions_from_features(lite0_64.head, feats)
 
 
 # ---------------------------------------------------------------- evaluate_split
 
-def test_evaluate_split_reports_accuracy_and_confusion(tiny, tmp_path):
-    root = _split(tmp_path / "val", per_class=2)
-    result = evaluate_split(tiny, root, device="cpu")
+def test_evaluate_split_reports_accuracy_and_confusion(lite0_64, tmp_path):
+    root = noisy_split(tmp_path / "val", per_class=2)
+    result = evaluate_split(lite0_64, root, device="cpu")
     assert result["n"] == 4 and result["classes"] == CLASSES
     assert sum(map(sum, result["confusion"])) == 4 and set(result["per_class"]) == set(CLASSES)
     diag = result["confusion"][0][0] + result["confusion"][1][1]
     assert result["accuracy"] == pytest.approx(diag / 4)
 
 
-def test_evaluate_split_names_both_class_lists(tiny, tmp_path):
-    root = _split(tmp_path / "val", classes=("cats", "birds"), per_class=1)
+def test_evaluate_split_names_both_class_lists(lite0_64, tmp_path):
+    root = noisy_split(tmp_path / "val", classes=("cats", "birds"), per_class=1)
     with pytest.raises(DatasetLayoutError, match=r"\['birds', 'cats'\].*\['cats', 'dogs'\]"):
-        evaluate_split(tiny, root)
-    tiny.class_names = None
+        evaluate_split(lite0_64, root)
+    lite0_64.class_names = None
     with pytest.raises(ValueError, match="class_names"):
-        evaluate_split(tiny, root)
+        evaluate_split(lite0_64, root)

@@ -1,7 +1,6 @@
 """classify_image, class names, capture_activations and Grad-CAM: one photo at a time."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -9,44 +8,12 @@ from PIL import Image
 import tlkit.evaluate
 import tlkit.explain
 from tlkit.backbones import load_backbone
-from tlkit.data import ImageDataset, open_image, transforms_for
+from tlkit.data import open_image, transforms_for
 from tlkit.explain import (capture_activations, class_names_of, classify_image, grad_cam, imagenet_classes,
                            spatial_module)
 
 VAL = Path(__file__).resolve().parents[2] / "shared/data/cats_and_dogs_filtered/validation"
 CLASSES = ["cats", "dogs"]
-
-
-def _write(path: Path, colour, size=48, seed=0) -> str:
-    rng = np.random.default_rng(seed)
-    arr = np.clip(np.array(colour)[None, None] + rng.normal(0, 30, (size, size, 3)), 0, 255)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr.astype(np.uint8)).save(path)
-    return str(path)
-
-
-def _split(root: Path, classes=CLASSES, per_class=3) -> Path:
-    colours = {"cats": (200, 60, 40), "dogs": (40, 80, 200), "birds": (40, 180, 60)}
-    for c, cls in enumerate(classes):
-        for i in range(per_class):
-            _write(root / cls / f"{i}.jpg", colours[cls], seed=10 * c + i)
-    return root
-
-
-@pytest.fixture
-def tiny():
-    """A random-weight Lite0 with a 2-class head that works on 64 px images."""
-    torch.manual_seed(0)
-    model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2, class_names=CLASSES)
-    model.input_size = 64  # transforms_for(model) then resizes to 64 px: fast on a CPU
-    return model
-
-
-@pytest.fixture
-def dataset(tmp_path) -> ImageDataset:
-    root = _split(tmp_path / "val")
-    files = sorted(str(p) for p in root.rglob("*.jpg"))
-    return ImageDataset(files, [0 if "/cats/" in f else 1 for f in files], CLASSES, name="synthetic")
 
 
 def _modes(model):
@@ -73,19 +40,19 @@ def test_imagenet_classes_match_lite0_order():
     assert names[281] == "tabby" and names[151] == "Chihuahua"
 
 
-def test_classify_image_uses_class_names(tiny, dataset):
-    tiny.train()
-    result = classify_image(tiny, dataset.files[0])
+def test_classify_image_uses_class_names(lite0_64, noisy_val):
+    lite0_64.train()
+    result = classify_image(lite0_64, noisy_val.files[0])
     assert [name for name, _ in result] in (CLASSES, CLASSES[::-1])  # topk clipped to 2 classes
     assert result[0][1] >= result[1][1] and sum(p for _, p in result) == pytest.approx(1.0, abs=1e-5)
-    assert tiny.training
-    assert classify_image(tiny, Image.open(dataset.files[0]), topk=1)[0][0] in CLASSES
+    assert lite0_64.training
+    assert classify_image(lite0_64, Image.open(noisy_val.files[0]), topk=1)[0][0] in CLASSES
 
 
-def test_classify_image_imagenet_head_gets_imagenet_names(dataset):
+def test_classify_image_imagenet_head_gets_imagenet_names(noisy_val):
     model = load_backbone("efficientnet_lite0", pretrained=False)
     model.input_size = 64
-    result = classify_image(model, dataset.files[0], topk=5)
+    result = classify_image(model, noisy_val.files[0], topk=5)
     assert len(result) == 5 and all(name in imagenet_classes() for name, _ in result)
     model.replace_head(3)
     assert class_names_of(model) == ["class 0", "class 1", "class 2"]

@@ -276,18 +276,22 @@ def test_early_stopping_restores_best_epoch(mobilenet_2, tiny_datasets, tmp_path
     assert not states_equal(mobilenet_2.state_dict(), last)
 
 
+def _nan_at_step(trainer: Trainer, n: int) -> None:
+    """Makes the loss of the n-th training step (1-based, counted over the run) NaN."""
+    real_loss, calls = trainer.loss_fn, {"n": 0}
+
+    def loss_that_explodes(logits, y):
+        calls["n"] += 1
+        return real_loss(logits, y) * (float("nan") if calls["n"] == n else 1.0)
+
+    trainer.loss_fn = loss_that_explodes
+
+
 def test_nan_loss_stops_with_advice_and_keeps_best(mobilenet_2, tiny_datasets, tmp_path):
     train, val = tiny_datasets
     trainer = Trainer(mobilenet_2, train, val, epochs=4, batch_size=8, image_size=32, num_workers=0,
                       progress=False, seed=0, callbacks=[Checkpoint(tmp_path, keep_all=True)])
-    calls = {"n": 0}
-    real_loss = trainer.loss_fn
-
-    def loss_that_explodes(logits, y):  # 3 batches per epoch: NaN in the second batch of epoch 2
-        calls["n"] += 1
-        return real_loss(logits, y) * (float("nan") if calls["n"] == 5 else 1.0)
-
-    trainer.loss_fn = loss_that_explodes
+    _nan_at_step(trainer, 5)  # 3 batches per epoch: NaN in the second batch of epoch 2
     with pytest.warns(RuntimeWarning, match="learning rate is probably too high"):
         history = trainer.fit()
     assert trainer.stop_reason == "non-finite loss" and len(history) == 1
@@ -306,16 +310,24 @@ def _read_every(monkeypatch, every: int) -> None:
     monkeypatch.setattr(Trainer, "_setup", setup)
 
 
+class LossLog(Callback):
+    """(step, images seen, running loss) after every batch."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_batch_end(self, trainer, step, logs):
+        self.rows.append((step, logs["seen"], logs["loss"]))
+
+
 def test_reading_the_loss_every_few_steps_gives_the_same_history(make_model, tiny_datasets, monkeypatch):
     train, val = tiny_datasets  # 24 images, batch 8: 3 steps per epoch
     runs = []
     for every in (1, 2):
         _read_every(monkeypatch, every)
-        logs = []
-        rec = Recorder(lambda trainer, epoch, step, logs=logs: None)
-        rec.on_batch_end = lambda trainer, step, row, logs=logs: logs.append((step, row["seen"], row["loss"]))
-        history = run(make_model("mobilenet_v3_small", seed=0), train, val, callbacks=[rec])
-        runs.append((untimed(history), logs))
+        log = LossLog()
+        history = run(make_model("mobilenet_v3_small", seed=0), train, val, callbacks=[log])
+        runs.append((untimed(history), log.rows))
     (rows1, logs1), (rows2, logs2) = runs
     for a, b in zip(rows1, rows2, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
@@ -332,13 +344,7 @@ def test_nan_is_caught_when_the_loss_is_read_every_few_steps(mobilenet_2, tiny_d
     before = {k: v.clone() for k, v in mobilenet_2.state_dict().items()}
     trainer = Trainer(mobilenet_2, train, val, epochs=2, batch_size=8, image_size=32, num_workers=0,
                       progress=False, seed=0)
-    real_loss, calls = trainer.loss_fn, {"n": 0}
-
-    def loss_that_explodes(logits, y):  # NaN in step 3 of 3, which is not a reading step
-        calls["n"] += 1
-        return real_loss(logits, y) * (float("nan") if calls["n"] == 3 else 1.0)
-
-    trainer.loss_fn = loss_that_explodes
+    _nan_at_step(trainer, 3)  # step 3 of 3, which is not a reading step
     with pytest.warns(RuntimeWarning, match="learning rate is probably too high"):
         history = trainer.fit()
     # Caught at the epoch's last read, after a NaN update reached the live weights: the model ends with the best.

@@ -12,6 +12,8 @@ import sys
 import zlib
 from pathlib import Path
 
+from zipgen import make_zip  # tests/zipgen.py (pytest puts tests/ on sys.path for conftest.py)
+
 ROOT = Path(__file__).resolve().parents[2]
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -89,17 +91,6 @@ def jpeg_bytes(seed: int, size: int = 8) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def make_zip(members: dict[str, bytes]) -> bytes:
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, payload in members.items():
-            zf.writestr(name, payload)
     return buf.getvalue()
 
 
