@@ -18,11 +18,18 @@ def train_set(tiny_images):
 def test_images_are_decoded_once_into_one_uint8_tensor_and_bad_files_skipped(train_set, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
-    ds = ImageDataset([*train_set.files, str(bad)], [*train_set.targets, 0], train_set.classes, name="t")
-    with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
-        cache = DecodedImages(ds, image_size=56, mean=MEAN, std=STD)
+    files, targets = list(train_set.files), list(train_set.targets)
+    files.insert(5, str(bad))  # in the middle: the rows after it must keep their files and labels
+    targets.insert(5, 1 - targets[5])
+    ds = ImageDataset(files, targets, train_set.classes, name="t")
+    caches = []
+    for workers in (0, 2):  # decoded in this process, or in two DataLoader workers: the same result
+        with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
+            caches.append(DecodedImages(ds, image_size=56, mean=MEAN, std=STD, num_workers=workers))
+    cache = caches[0]
     assert cache.side == 64 and cache.images.shape == (24, 3, 64, 64) and cache.images.dtype == torch.uint8
     assert cache.labels.tolist() == train_set.targets and cache.files == train_set.files
+    assert torch.equal(caches[1].images, cache.images) and caches[1].files == cache.files
 
 
 def test_evaluation_batches_match_the_standard_preprocessing(train_set):
@@ -62,10 +69,9 @@ def test_fit_with_decode_once_decodes_each_image_once_and_learns(make_model, tin
     opened = []
     real_open = tdata.open_image
     monkeypatch.setattr(tdata, "open_image", lambda p: opened.append(p) or real_open(p))
-    monkeypatch.setattr("tlkit.decoded.open_image", lambda p: opened.append(p) or real_open(p))
     model = make_model("resnet18", seed=0)
     history = fit(model, train, val, epochs=3, lr=1e-3, batch_size=8, image_size=32, seed=0, progress=False,
-                  decode_once=True)
+                  decode_once=True, num_workers=0)  # in-process, so the patched open_image sees every call
     assert len(history) == 3 and history.stop_reason is None
     assert len(opened) == len(train) + len(val)  # decoded once, not once per epoch
     assert history.best("val_acc")["val_acc"] >= 0.9  # reddish vs bluish squares

@@ -6,7 +6,8 @@ JPEGs and cropping them on the CPU is. (On an H100, Lite0 trains at about
 decoding JPEGs delivers about 1,800.) This module moves that work out of the
 loop:
 
-1. ``DecodedImages(dataset, image_size, device)`` opens each image once, with
+1. ``DecodedImages(dataset, image_size, device)`` opens each image once (in
+   DataLoader workers where there are cores to spare), with
    the same resize and centre crop as :func:`tlkit.data.transforms_for`'s
    evaluation preset but a larger square (``round(image_size * 256 / 224)``),
    and stores all of them as one ``(N, 3, S, S)`` uint8 tensor on ``device``
@@ -32,8 +33,8 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from tlkit.data import ImageDataset, eval_resize
-from tlkit.images import ImageReadError, open_image, warn_skipped
+from tlkit.data import ImageDataset, eval_resize, make_loader
+from tlkit.images import warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -43,27 +44,29 @@ class DecodedImages:
     """Every readable image of ``dataset`` as ``images`` (N, 3, S, S) uint8 and ``labels`` (N,)."""
 
     def __init__(self, dataset: ImageDataset, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 device: str | torch.device = "cpu", progress: bool = False):
+                 device: str | torch.device = "cpu", progress: bool = False, num_workers: int | None = None):
         from torchvision import transforms as T
         from tqdm.auto import tqdm
 
         self.image_size, self.classes, self.name = int(image_size), list(dataset.classes), dataset.name
         self.side = eval_resize(self.image_size)  # the evaluation preset's resize, kept square
         prepare = T.Compose([T.Resize(self.side), T.CenterCrop(self.side), T.PILToTensor()])
-        device = torch.device(device)
+        # Decoded in DataLoader workers where the machine has cores to spare (a GPU host usually does).
+        loader = make_loader(dataset.with_transform(prepare), batch_size=32, num_workers=num_workers)
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)
-        labels, self.files, skipped, n = [], [], [], 0
-        for path, target in tqdm(list(zip(dataset.files, dataset.targets)), desc=f"decode {dataset.name}",
-                                 unit="img", disable=not progress):
-            try:
-                images[n] = prepare(open_image(path))
-            except ImageReadError:
-                skipped.append(path)
-                continue
-            labels.append(target)
-            self.files.append(path)
-            n += 1
+        labels, self.files, skipped, n, pos = [], [], [], 0, 0
+        with tqdm(total=len(dataset), desc=f"decode {dataset.name}", unit="img", disable=not progress) as bar:
+            for x, y, dropped in loader:  # x: (B, 3, S, S) uint8; unreadable images are in dropped
+                batch_files = dataset.files[pos:pos + len(y) + len(dropped)]  # unshuffled: file order
+                pos += len(batch_files)
+                images[n:n + len(y)] = x
+                labels += y.tolist()
+                self.files += [f for f in batch_files if f not in set(dropped)]
+                skipped += dropped
+                n += len(y)
+                bar.update(len(batch_files))
         warn_skipped(skipped, where=f" while decoding {dataset.name}")
+        device = torch.device(device)
         self.images = images[:n].to(device)
         self.labels = torch.tensor(labels, dtype=torch.long, device=device)
         shape = (1, 3, 1, 1)

@@ -432,7 +432,8 @@ class Trainer:
 
         if id(data) not in self._decoded:  # once per dataset and run: the point is not to decode again
             self._decoded[id(data)] = DecodedImages(data, self.image_size, self.model.mean, self.model.std,
-                                                    self.device, progress=self.progress and self.dist.is_main)
+                                                    self.device, progress=self.progress and self.dist.is_main,
+                                                    num_workers=self.num_workers)
         return self._decoded[id(data)]
 
     def _lone_last_image(self) -> bool:
