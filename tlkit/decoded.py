@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tlkit.data import ImageDataset, eval_resize, make_loader
+from tlkit.device import trimmed
 from tlkit.images import warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
@@ -56,7 +57,7 @@ class DecodedImages:
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)
         labels, self.files, skipped, n, pos = [], [], [], 0, 0
         with tqdm(total=len(dataset), desc=f"decode {dataset.name}", unit="img", disable=not progress) as bar:
-            for x, y, dropped in loader:  # x: (B, 3, S, S) uint8; unreadable images are in dropped
+            for x, y, dropped in trimmed(loader, torch.device("cpu")):  # x: (B, 3, S, S) uint8, decoded here
                 batch_files = dataset.files[pos:pos + len(y) + len(dropped)]  # unshuffled: file order
                 pos += len(batch_files)
                 images[n:n + len(y)] = x

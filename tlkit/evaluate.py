@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from tlkit.data import DatasetLayoutError, ImageDataset, make_loader, scan_class_folders, transforms_for, warn_skipped
-from tlkit.device import autocast, default_batch_size, pick_device, to_device
+from tlkit.device import autocast, default_batch_size, pick_device, to_device, trimmed
 # One-photo explanations moved to tlkit.explain; re-exported for notebooks, docs and widgets.
 from tlkit.explain import (capture_activations, class_names_of, classify_image, grad_cam, imagenet_classes,
                            spatial_module)
@@ -101,8 +101,8 @@ def _predict_pass(model, dataset, batch_size, device, progress, num_workers):
 
     probs, labels, kept, skipped, pos = [], [], [], [], 0
     bar = tqdm(total=len(dataset), desc=f"predict {dataset.name}", unit="img", disable=not progress)
-    for x, y, dropped in make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
-                                     pin_memory=device.type == "cuda"):
+    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+    for x, y, dropped in trimmed(loader, device):  # trimmed: freed memory back to the OS (Binder has 2 GB)
         n_in = len(y) + len(dropped)
         gone = set(dropped)
         kept += [f for f in dataset.files[pos:pos + n_in] if f not in gone]  # unshuffled: file order

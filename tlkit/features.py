@@ -26,7 +26,8 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.data import ImageDataset, make_loader, warn_skipped
-from tlkit.device import default_batch_size, inference_autocast, inference_precision, pick_device, to_device
+from tlkit.device import (default_batch_size, inference_autocast, inference_precision, pick_device, to_device,
+                          trimmed)
 from tlkit.fold import evaluating
 from tlkit.download import remove_stale
 from tlkit.heads import make_head
@@ -145,7 +146,7 @@ def _run_backbone(model, dataset, batch_size, device, progress, num_workers, pre
     pos = 0
     bar = tqdm(total=len(dataset), desc=f"features {dataset.name}", unit="img", disable=not progress)
     with evaluating(model, device):
-        for x, y, dropped in loader:
+        for x, y, dropped in trimmed(loader, device):  # trimmed: freed memory back to the OS (Binder has 2 GB)
             n_in = len(y) + len(dropped)
             batch_files = dataset.files[pos:pos + n_in]  # loader is unshuffled: order = file order
             pos += n_in

@@ -35,7 +35,7 @@ from torch import nn
 from tlkit import distributed
 from tlkit.callbacks import Callback, Checkpoint
 from tlkit.data import make_loader, transforms_for, warn_skipped
-from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
+from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device, trimmed
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.freezing import param_groups
 from tlkit.history import History
@@ -202,7 +202,7 @@ class Trainer:
         loader = self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch, epoch=epoch)
         sums = torch.zeros(2, device=self.device)  # [loss sum, number correct], kept on the device
         loss_sum, correct, read, seen, skipped, start = 0.0, 0.0, 0, 0, [], time.perf_counter()
-        for step, (x, y, dropped) in enumerate(loader):  # x: (B, 3, H, W), y: (B,)
+        for step, (x, y, dropped) in enumerate(trimmed(loader, self.device)):  # x: (B, 3, H, W), y: (B,)
             self._check_stop()
             skipped += dropped
             bar.update(len(y) + len(dropped))
@@ -256,7 +256,7 @@ class Trainer:
         """Mean loss and accuracy on the validation data, in eval mode."""
         self.model.eval()
         sums, seen, skipped = torch.zeros(2, device=self.device), 0, []  # sums: [loss sum, correct]
-        for x, y, dropped in self._loader(self.val_data, shuffle=False):
+        for x, y, dropped in trimmed(self._loader(self.val_data, shuffle=False), self.device):
             self._check_stop()
             skipped += dropped
             if len(y) == 0:
