@@ -9,7 +9,7 @@ a. the bare training step (forward, backward, AdamW) on random tensors already
    on the GPU: the limit for this model, batch and resolution;
 b. ``tlkit.train.fit`` end to end on the real JPEGs (1 epoch, decoding and
    augmentation in DataLoader workers), with tlkit's default number of workers
-   and with one worker per spare CPU core;
+   on a GPU (one per spare CPU core, at most 16) and its CPU default (at most 4);
 c. ``tlkit.features.extract_features`` (no cache) against the bare forward pass.
 
 Prints a table (images per second) with the GPU's name. Target: >= 4,000 img/s
@@ -54,14 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed steps of the bare measurements")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     p.add_argument("--workers", type=int, nargs="*", default=None,
-                   help="DataLoader workers for (b); default: tlkit's default and os.cpu_count() - 1")
+                   help="DataLoader workers for (b); default: tlkit's GPU default (num_workers_default(gpu=True): "
+                        "every core but one, at most 16) and its CPU default (at most 4)")
     p.add_argument("--data-dir", default=None, help="folder holding cats_and_dogs_filtered/ "
                    "(default: $TLKIT_DATA_DIR, then synthetic JPEGs)")
     args = p.parse_args(argv)
     if args.cpu_smoke:
         args.batch, args.image_size, args.steps, args.warmup = 4, 64, 2, 1
     if args.workers is None:
-        args.workers = sorted({num_workers_default(), max(0, (os.cpu_count() or 1) - 1)})
+        args.workers = sorted({num_workers_default(), num_workers_default(gpu=not args.cpu_smoke)})
     return args
 
 

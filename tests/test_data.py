@@ -105,14 +105,19 @@ def test_cats_vs_dogs_finds_the_local_copy(monkeypatch, tmp_path):
     assert train.classes == ["cats", "dogs"] and val.class_counts() == {"cats": 500, "dogs": 500}
 
 
-@pytest.mark.parametrize("cpus, expected", [(1, 0), (2, 0), (3, 2), (8, 4), (None, 0)])
-def test_worker_processes_follow_the_core_count(monkeypatch, cpus, expected):
-    from tlkit.data import num_workers_default
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # it counts this machine's real cores
+@pytest.mark.parametrize("cpus, expected, on_gpu", [(1, 0, 0), (2, 0, 1), (3, 2, 2), (8, 4, 7), (16, 4, 15),
+                                                    (64, 4, 16), (None, 0, 0)])
+def test_worker_processes_follow_the_core_count(monkeypatch, cpus, expected, on_gpu):
+    from tlkit.data import make_loader, num_workers_default
     for var in ("TLKIT_NUM_WORKERS", "BINDER_SERVICE_HOST", "TLKIT_BINDER"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: cpus)
     assert num_workers_default() == expected
+    assert num_workers_default(gpu=True) == on_gpu  # on a GPU the cores only decode
+    assert make_loader([], pin_memory=True).num_workers == on_gpu  # pinned batches are bound for a GPU
+    assert make_loader([]).num_workers == expected
     monkeypatch.setenv("TLKIT_BINDER", "1")
-    assert num_workers_default() == 0
+    assert num_workers_default() == num_workers_default(gpu=True) == 0
     monkeypatch.setenv("TLKIT_NUM_WORKERS", "3")
-    assert num_workers_default() == 3
+    assert num_workers_default() == num_workers_default(gpu=True) == 3

@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from tlkit.data import ImageDataset, eval_resize, make_loader
+from tlkit.data import ImageDataset, eval_resize, make_loader, num_workers_default
 from tlkit.device import trimmed
 from tlkit.images import warn_skipped
 
@@ -53,6 +53,9 @@ class DecodedImages:
         self.side = eval_resize(self.image_size)  # the evaluation preset's resize, kept square
         prepare = T.Compose([T.Resize(self.side), T.CenterCrop(self.side), T.PILToTensor()])
         # Decoded in DataLoader workers where the machine has cores to spare (a GPU host usually does).
+        device = torch.device(device)
+        if num_workers is None:
+            num_workers = num_workers_default(gpu=device.type == "cuda")
         loader = make_loader(dataset.with_transform(prepare), batch_size=32, num_workers=num_workers)
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)
         labels, self.files, skipped, n, pos = [], [], [], 0, 0
@@ -67,7 +70,6 @@ class DecodedImages:
                 n += len(y)
                 bar.update(len(batch_files))
         warn_skipped(skipped, where=f" while decoding {dataset.name}")
-        device = torch.device(device)
         self.images = images[:n].to(device)
         self.labels = torch.tensor(labels, dtype=torch.long, device=device)
         shape = (1, 3, 1, 1)
