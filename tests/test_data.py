@@ -121,3 +121,26 @@ def test_worker_processes_follow_the_core_count(monkeypatch, cpus, expected, on_
     assert num_workers_default() == num_workers_default(gpu=True) == 0
     monkeypatch.setenv("TLKIT_NUM_WORKERS", "3")
     assert num_workers_default() == num_workers_default(gpu=True) == 3
+
+
+def test_with_files_names_the_rows_of_each_batch_and_the_dropped_files(tiny_images, tmp_path):
+    from tlkit.data import ImageDataset, image_folder, make_loader, with_files
+
+    train = image_folder(tiny_images)[0]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    files = [*train.files[:5], str(bad), *train.files[5:9]]  # the bad file is the 6th: in the 2nd batch of 4
+    ds = ImageDataset(files, [0] * len(files), train.classes).with_transform(lambda im: torch.zeros(1))
+    batches = list(with_files(make_loader(ds, batch_size=4, num_workers=0), files))
+    assert [len(kept) for _, _, kept, _ in batches] == [4, 3, 2]
+    assert [f for _, _, kept, _ in batches for f in kept] == [*train.files[:9]]
+    assert [d for *_, dropped in batches for d in dropped] == [str(bad)]
+    assert all(len(x) == len(kept) for x, _, kept, _ in batches)
+
+
+@pytest.mark.parametrize("n, batch, expected", [(2001, 40, True), (2000, 32, False), (1, 32, False),
+                                                (33, 32, True), (24, 23, True), (5, 1, False)])
+def test_leaves_one_image(n, batch, expected):
+    from tlkit.data import leaves_one_image
+
+    assert leaves_one_image(n, batch) is expected

@@ -27,7 +27,7 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -36,8 +36,8 @@ from tlkit.images import MAX_ASPECT, MAX_PIXELS, ImageReadError, _header_ok, ope
 
 __all__ = ["DATASET_COUNTS", "DATASET_NAME", "DATASET_URL", "IMAGE_EXTENSIONS", "MAX_ASPECT", "MAX_PIXELS",
            "DatasetLayoutError", "ImageDataset", "ImageReadError", "cats_vs_dogs", "collate_skip",
-           "default_data_dir", "eval_resize", "image_folder", "make_loader", "num_workers_default", "open_image",
-           "scan_class_folders", "subset", "transforms_for", "warn_skipped"]
+           "default_data_dir", "eval_resize", "image_folder", "leaves_one_image", "make_loader",
+           "num_workers_default", "open_image", "scan_class_folders", "subset", "transforms_for", "warn_skipped", "with_files"]
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,37 @@ def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         return torch.empty(0), torch.empty(0, dtype=torch.long), dropped
     xs, ys = zip(*good)
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), dropped
+
+
+def with_files(batches: Iterable[tuple[torch.Tensor, torch.Tensor, list[str]]],
+               files: Sequence[str]) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str], list[str]]]:
+    """``(x, y, kept, dropped)`` for the batches of an *unshuffled* loader over ``files``.
+
+    ``kept`` names the file of each row of ``x``, in order; ``dropped`` the unreadable ones that
+    :func:`collate_skip` left out. Feature extraction, prediction and the decode-once cache use it.
+
+    Example:
+        >>> for x, y, kept, dropped in with_files(make_loader(val), val.files): ...
+    """
+    pos = 0
+    for x, y, dropped in batches:
+        batch_files = files[pos:pos + len(y) + len(dropped)]  # unshuffled: file order
+        pos += len(batch_files)
+        gone = set(dropped)
+        yield x, y, [f for f in batch_files if f not in gone], dropped
+
+
+def leaves_one_image(n: int, batch_size: int) -> bool:
+    """True when ``n`` images in batches of ``batch_size`` end with a batch of one image.
+
+    In training mode BatchNorm cannot normalise a batch of one ("Expected more than 1 value
+    per channel"), so the trainer and lr_find drop that image (``make_loader(drop_last=True)``).
+
+    Example:
+        >>> leaves_one_image(2001, 40), leaves_one_image(2000, 32)
+        (True, False)
+    """
+    return n > 1 and n % batch_size == 1
 
 
 def num_workers_default(gpu: bool = False) -> int:

@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from tlkit.data import ImageDataset, eval_resize, make_loader, num_workers_default
+from tlkit.data import ImageDataset, eval_resize, make_loader, num_workers_default, with_files
 from tlkit.device import trimmed
 from tlkit.images import warn_skipped
 
@@ -58,17 +58,16 @@ class DecodedImages:
             num_workers = num_workers_default(gpu=device.type == "cuda")
         loader = make_loader(dataset.with_transform(prepare), batch_size=32, num_workers=num_workers)
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)
-        labels, self.files, skipped, n, pos = [], [], [], 0, 0
+        labels, self.files, skipped, n = [], [], [], 0
         with tqdm(total=len(dataset), desc=f"decode {dataset.name}", unit="img", disable=not progress) as bar:
-            for x, y, dropped in trimmed(loader, torch.device("cpu")):  # x: (B, 3, S, S) uint8, decoded here
-                batch_files = dataset.files[pos:pos + len(y) + len(dropped)]  # unshuffled: file order
-                pos += len(batch_files)
+            # x: (B, 3, S, S) uint8; trimmed: the decoding happens here, on the CPU
+            for x, y, kept, dropped in with_files(trimmed(loader, torch.device("cpu")), dataset.files):
                 images[n:n + len(y)] = x
                 labels += y.tolist()
-                self.files += [f for f in batch_files if f not in set(dropped)]
+                self.files += kept
                 skipped += dropped
                 n += len(y)
-                bar.update(len(batch_files))
+                bar.update(len(kept) + len(dropped))
         warn_skipped(skipped, where=f" while decoding {dataset.name}")
         self.images = images[:n].to(device)
         self.labels = torch.tensor(labels, dtype=torch.long, device=device)

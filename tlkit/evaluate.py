@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlkit.data import DatasetLayoutError, ImageDataset, make_loader, scan_class_folders, transforms_for, warn_skipped
+from tlkit.data import (DatasetLayoutError, ImageDataset, make_loader, scan_class_folders, transforms_for, warn_skipped,
+                        with_files)
 from tlkit.device import autocast, default_batch_size, pick_device, to_device, trimmed
 # One-photo explanations moved to tlkit.explain; re-exported for notebooks, docs and widgets.
 from tlkit.explain import (capture_activations, class_names_of, classify_image, grad_cam, imagenet_classes,
@@ -99,20 +100,18 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
 def _predict_pass(model, dataset, batch_size, device, progress, num_workers):
     from tqdm.auto import tqdm
 
-    probs, labels, kept, skipped, pos = [], [], [], [], 0
+    probs, labels, kept, skipped = [], [], [], []
     bar = tqdm(total=len(dataset), desc=f"predict {dataset.name}", unit="img", disable=not progress)
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
-    for x, y, dropped in trimmed(loader, device):  # trimmed: freed memory back to the OS (Binder has 2 GB)
-        n_in = len(y) + len(dropped)
-        gone = set(dropped)
-        kept += [f for f in dataset.files[pos:pos + n_in] if f not in gone]  # unshuffled: file order
-        pos, skipped = pos + n_in, skipped + list(dropped)
+    # trimmed: freed memory back to the OS (Binder has 2 GB)
+    for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
+        kept, skipped = kept + batch_kept, skipped + list(dropped)
         if len(y):
             with autocast(device):
                 logits = model(to_device(x, device))  # (B, C)
             probs.append(logits.float().softmax(1).cpu())
             labels.append(y)
-        bar.update(n_in)
+        bar.update(len(batch_kept) + len(dropped))
     bar.close()
     warn_skipped(skipped, where=f" while predicting {dataset.name}")
     return probs, labels, kept

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tlkit import distributed
-from tlkit.data import ImageDataset, make_loader, warn_skipped
+from tlkit.data import ImageDataset, make_loader, warn_skipped, with_files
 from tlkit.device import (default_batch_size, inference_autocast, inference_precision, pick_device, to_device,
                           trimmed)
 from tlkit.fold import evaluating
@@ -143,21 +143,18 @@ def _run_backbone(model, dataset, batch_size, device, progress, num_workers, pre
     kept, skipped, chunks, labels = [], [], [], []
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
                          pin_memory=device.type == "cuda")
-    pos = 0
     bar = tqdm(total=len(dataset), desc=f"features {dataset.name}", unit="img", disable=not progress)
     with evaluating(model, device):
-        for x, y, dropped in trimmed(loader, device):  # trimmed: freed memory back to the OS (Binder has 2 GB)
-            n_in = len(y) + len(dropped)
-            batch_files = dataset.files[pos:pos + n_in]  # loader is unshuffled: order = file order
-            pos += n_in
-            kept += [f for f in batch_files if f not in set(dropped)]
+        # trimmed: freed memory back to the OS (Binder has 2 GB)
+        for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
+            kept += batch_kept
             skipped += dropped
             if len(y):
                 with inference_autocast(device, precision):
                     f = model.forward_features(to_device(x, device))  # (B, F)
                 chunks.append(f.float().cpu())
                 labels.append(y)
-            bar.update(n_in)
+            bar.update(len(batch_kept) + len(dropped))
     bar.close()
     warn_skipped(skipped, where=f" while extracting features of {dataset.name}")
     feats = torch.cat(chunks) if chunks else torch.empty(0, model.num_features)

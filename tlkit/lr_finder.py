@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tlkit.backbones import BN_TYPES
-from tlkit.data import make_loader, transforms_for
+from tlkit.data import leaves_one_image, make_loader, transforms_for
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
 from tlkit.freezing import param_groups
 
@@ -106,9 +106,8 @@ def _probe_loader(probe: nn.Module, data, batch_size: int, seed: int, num_worker
         raise ValueError(f"BatchNorm layers train, and they need at least 2 images per batch; got {got}. "
                          f"Use batch_size >= 2 and at least 2 images, or keep BatchNorm statistics fixed "
                          f"with set_bn_policy(model, 'eval_all') or by freezing the groups that have them.")
-    lone = n > 1 and n % batch_size == 1  # the last batch would hold one image: drop it
     return make_loader(data, batch_size=batch_size, shuffle=True, seed=seed, num_workers=num_workers,
-                       pin_memory=dev.type == "cuda", drop_last=lone)
+                       pin_memory=dev.type == "cuda", drop_last=leaves_one_image(n, batch_size))
 
 
 def _probe_optimizer(model: nn.Module, probe: nn.Module, optimizer, weight_decay: float):

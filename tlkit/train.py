@@ -34,7 +34,7 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.callbacks import Callback, Checkpoint
-from tlkit.data import make_loader, transforms_for, warn_skipped
+from tlkit.data import leaves_one_image, make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device, trimmed
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.freezing import param_groups
@@ -437,11 +437,9 @@ class Trainer:
         return self._decoded[id(data)]
 
     def _lone_last_image(self) -> bool:
-        """True when the last training batch would hold one image. In training mode BatchNorm cannot
-        normalise a batch of one ("Expected more than 1 value per channel"), so that image is dropped
-        (a different one each epoch: the data is shuffled)."""
-        n = self.dist.shard_size(len(self.train_data))
-        return n > 1 and n % self.batch_size == 1
+        """True when this rank's last training batch would hold one image, which is dropped
+        (a different one each epoch: the data is shuffled). See :func:`tlkit.data.leaves_one_image`."""
+        return leaves_one_image(self.dist.shard_size(len(self.train_data)), self.batch_size)
 
     def _memory_format(self) -> torch.memory_format:
         return memory_format(self.device) if self.channels_last else torch.contiguous_format
