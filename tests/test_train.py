@@ -17,7 +17,8 @@ from tlkit.checkpoint import CheckpointError
 from tlkit.freezing import freeze_to, iter_frozen_state, set_bn_policy
 from tlkit.resume import TRAIN_FORMAT, load_training_state
 from tlkit.strategy import train_strategy
-from tlkit.train import Trainer, fit
+from tlkit.state import TrainState
+from tlkit.train import TrainConfig, Trainer, fit
 
 TIMING = ("seconds", "img_per_s")
 
@@ -67,6 +68,48 @@ class StopAfter(Callback):
     def on_epoch_end(self, state, epoch, row):
         if epoch == self.epoch:
             state.stop("test stop")
+
+
+# ---------------------------------------------------------------- TrainConfig, TrainState, process group
+def test_a_config_object_trains_exactly_like_keywords(make_model, tiny_datasets):
+    train, val = tiny_datasets
+    config = TrainConfig(epochs=1, lr=1e-3, batch_size=8, image_size=32, num_workers=0, progress=False, seed=0)
+    by_config = fit(make_model("mobilenet_v3_small", seed=0), train, val, config=config)
+    by_keywords = run(make_model("mobilenet_v3_small", seed=0), train, val, epochs=1)
+    assert untimed(by_config) == untimed(by_keywords) and len(by_config) == 1
+    assert config.epochs == 1 and config.batch_size == 8  # fit works on a copy
+
+
+def test_unknown_options_and_bad_values_name_the_valid_ones(mobilenet_2, tiny_datasets):
+    train, _ = tiny_datasets
+    with pytest.raises(TypeError, match="batch_size"):
+        Trainer(mobilenet_2, train, bacth_size=8)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        Trainer(mobilenet_2, train, None, 3)  # epochs is a keyword
+    with pytest.raises(ValueError, match="adamw"):
+        TrainConfig(optimizer="lamb")
+
+
+def test_callbacks_receive_the_train_state(mobilenet_2, tiny_datasets):
+    train, val = tiny_datasets
+    seen = []
+
+    class Look(Callback):
+        def on_epoch_end(self, state, epoch, row):
+            seen.append((type(state), state.epoch, len(state.history), state.model is mobilenet_2,
+                         state.history.last() == row, hasattr(state, "loaders")))
+
+    run(mobilenet_2, train, val, epochs=2, callbacks=[Look()])
+    assert seen == [(TrainState, 1, 1, True, True, False), (TrainState, 2, 2, True, True, False)]
+
+
+def test_fit_under_torchrun_never_starts_a_process_group(make_model, tiny_datasets, monkeypatch):
+    train, _ = tiny_datasets
+    for var, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(var, value)
+    with pytest.warns(RuntimeWarning, match="no process group"):
+        history = run(make_model("mobilenet_v3_small", seed=0), train, epochs=1)
+    assert len(history) == 1 and not torch.distributed.is_initialized()
 
 
 # ---------------------------------------------------------------- History and learning rates

@@ -1,4 +1,10 @@
-"""Training checkpoints: what must be saved so that a stopped run resumes exactly.
+"""The state a training run starts from, and what a checkpoint saves so that it resumes exactly.
+
+``fit(..., resume="runs/a")`` reads what :class:`tlkit.callbacks.Checkpoint`
+wrote there. (A finished *model*, for predictions, is saved with
+:func:`tlkit.checkpoint.save_model` instead.) :func:`start_state` gives a run
+its optimizer, schedule and gradient scaler, then restores a checkpoint into
+them; :func:`training_state` is what is saved.
 
 Weights alone are not enough. To continue as if never stopped, a checkpoint
 also holds the optimizer's moment estimates, which parameters each optimizer
@@ -35,8 +41,8 @@ from tlkit.schedule import LRSchedule, make_optimizer
 from tlkit.state import TrainState, copy_weights
 
 TRAIN_FORMAT = "tlkit-train/1"
-__all__ = ["TRAIN_FORMAT", "seed_run", "start_state", "training_state", "restore_training_state", "load_training_state", "freeze_state",
-           "load_freeze_state", "seed_everything", "rng_state", "set_rng_state"]
+__all__ = ["TRAIN_FORMAT", "seed_run", "start_state", "training_state", "restore_training_state",
+           "load_training_state", "freeze_state", "load_freeze_state", "seed_everything", "rng_state", "set_rng_state"]
 
 
 def seed_run(seed: int | None, ctx: DistContext) -> int:

@@ -35,7 +35,7 @@ from tlkit import distributed
 from tlkit.callbacks import Callback, CallbackList, Checkpoint
 from tlkit.data import transforms_for, warn_skipped
 from tlkit.decoded import training_loaders
-from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device, trimmed
+from tlkit.device import autocast, memory_format, pick_device, to_device, trimmed
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.history import History
 from tlkit.meter import EpochMeter, NonFiniteLossError, check_finite, progress_bar, stop_on_nan
@@ -46,44 +46,6 @@ from tlkit.state import TrainState
 
 log = logging.getLogger(__name__)
 GPU_READ_EVERY = 20  # on a GPU, steps between reads of the running loss (see tlkit.meter)
-
-
-@dataclass
-class TrainConfig:
-    """Every option of :func:`fit`, with its default. ``fit(..., batch_size=64)`` sets one."""
-
-    epochs: int = 5  # total epochs, counting those before a resume
-    lr: float | dict[str, float] | tuple[float, float] = 1e-3  # one rate, {group: rate}, or (low, high) spread over the groups
-    batch_size: int = 32  # images per step (halved by oom_retry)
-    optimizer: str = "adamw"  # "adamw", "adam" or "sgd" (momentum 0.9, Nesterov)
-    weight_decay: float = 0.01  # norms and biases get none
-    scheduler: str | None = "onecycle"  # "onecycle", "cosine", "step" or None (tlkit.schedule)
-    label_smoothing: float = 0.0  # passed to the cross-entropy loss
-    image_size: int | None = None  # None: the backbone's input size
-    augment: str = "standard"  # "standard", "strong" or "none" (tlkit.data.transforms_for)
-    device: str | torch.device | None = None  # None: CUDA, then MPS, then CPU
-    amp: bool = True  # autocast on CUDA: bf16, or fp16 with a gradient scaler
-    channels_last: bool = True  # the faster memory layout, where tlkit.device says it is faster
-    fold_bn: bool = True  # run eval-mode BatchNorm folded into its conv (tlkit.fold): same maths, faster
-    decode_once: bool = False  # decode every image once and augment batches on the device (tlkit.decoded)
-    num_workers: int | None = None  # DataLoader workers; None: tlkit.data.num_workers_default()
-    seed: int | None = None  # makes a CPU run repeatable (weights, data order, augmentation)
-    callbacks: Iterable[Callback] = ()  # tlkit.callbacks objects, called at fixed points of the loop
-    checkpoint_dir: str | Path | None = None  # adds Checkpoint(checkpoint_dir): resume from there
-    stop_event: threading.Event | None = None  # set it to stop after the current batch
-    progress: bool = True  # one tqdm bar per epoch; False prints nothing
-    oom_retry: bool = False  # on CUDA out-of-memory, retry the epoch with half the batch
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}.")
-        if not isinstance(self.epochs, int) or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive ints, got {self.epochs!r} and "
-                             f"{self.batch_size!r}.")
-        if self.decode_once and self.augment == "strong":
-            raise ValueError("decode_once supports augment='standard' or 'none', not 'strong' (colour jitter).")
 
 
 class _StopRequested(Exception):
@@ -101,19 +63,6 @@ class Trainer:
         >>> trainer = Trainer(model, train, val, epochs=3, stop_event=threading.Event())
         >>> history = trainer.fit()
     """
-
-    def __init__(self, model: nn.Module, train_data, val_data=None, config: TrainConfig | None = None,
-                 **options: Any):
-        self.config = cfg = _make_config(config, options)  # a copy: oom_retry may halve its batch_size
-        self.model, self.device = model, pick_device(cfg.device)
-        self.train_data = _with_transform(train_data, model, True, cfg)
-        self.val_data = _with_transform(val_data, model, False, cfg)
-        self.callbacks = CallbackList([*cfg.callbacks, *([Checkpoint(cfg.checkpoint_dir)] if cfg.checkpoint_dir else [])])
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.state = TrainState(model, cfg.epochs, has_val=val_data is not None)
-        self.dist = distributed.context()  # one process; or, under torchrun with a process group, this rank
-        self._net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
-        self._read_every = 1  # steps between reads of the running loss (set in _setup)
 
     def fit(self, resume: str | Path | None = None) -> History:
         """Runs the remaining epochs; returns the History (also when stopped early)."""
@@ -220,7 +169,21 @@ class Trainer:
         loss_sum, correct, seen = self.dist.all_sum(loss_sum, correct, seen)  # DDP: exact totals, no padding
         return {"val_loss": loss_sum / max(seen, 1), "val_acc": correct / max(seen, 1)}
 
-    # ------------------------------------------------------------------ before and after the loop
+    # ------------------------------------------------------------------ before the loop
+    def __init__(self, model: nn.Module, train_data, val_data=None, config: TrainConfig | None = None,
+                 **options: Any):
+        self.config = cfg = _make_config(config, options)  # a copy: oom_retry may halve its batch_size
+        self.model, self.device = model, pick_device(cfg.device)
+        self.train_data = _with_transform(train_data, model, True, cfg)
+        self.val_data = _with_transform(val_data, model, False, cfg)
+        checkpoint = [Checkpoint(cfg.checkpoint_dir)] if cfg.checkpoint_dir else []
+        self.callbacks = CallbackList([*cfg.callbacks, *checkpoint])
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.state = TrainState(model, cfg.epochs, has_val=val_data is not None)
+        self.dist = distributed.context()  # one process; or, under torchrun with a process group, this rank
+        self._net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
+        self._read_every = 1  # steps between reads of the running loss (set in _setup)
+
     def _setup(self, resume: str | Path | None) -> None:
         cfg, state = self.config, self.state
         self.dist = distributed.context()  # fit never starts a process group: see tlkit.distributed.session
@@ -246,6 +209,44 @@ class Trainer:
         return to_device(x, self.device) if self.config.channels_last else x.to(self.device, non_blocking=True)
 
 
+@dataclass
+class TrainConfig:
+    """Every option of :func:`fit`, with its default. ``fit(..., batch_size=64)`` sets one."""
+
+    epochs: int = 5  # total epochs, counting those before a resume
+    lr: float | dict[str, float] | tuple[float, float] = 1e-3  # one rate, {group: rate}, or (low, high)
+    batch_size: int = 32  # images per step (halved by oom_retry)
+    optimizer: str = "adamw"  # "adamw", "adam" or "sgd" (momentum 0.9, Nesterov)
+    weight_decay: float = 0.01  # norms and biases get none
+    scheduler: str | None = "onecycle"  # "onecycle", "cosine", "step" or None (tlkit.schedule)
+    label_smoothing: float = 0.0  # passed to the cross-entropy loss
+    image_size: int | None = None  # None: the backbone's input size
+    augment: str = "standard"  # "standard", "strong" or "none" (tlkit.data.transforms_for)
+    device: str | torch.device | None = None  # None: CUDA, then MPS, then CPU
+    amp: bool = True  # autocast on CUDA: bf16, or fp16 with a gradient scaler
+    channels_last: bool = True  # the faster memory layout, where tlkit.device says it is faster
+    fold_bn: bool = True  # run eval-mode BatchNorm folded into its conv (tlkit.fold): same maths, faster
+    decode_once: bool = False  # decode every image once and augment batches on the device (tlkit.decoded)
+    num_workers: int | None = None  # DataLoader workers; None: tlkit.data.num_workers_default()
+    seed: int | None = None  # makes a CPU run repeatable (weights, data order, augmentation)
+    callbacks: Iterable[Callback] = ()  # tlkit.callbacks objects, called at fixed points of the loop
+    checkpoint_dir: str | Path | None = None  # adds Checkpoint(checkpoint_dir): resume from there
+    stop_event: threading.Event | None = None  # set it to stop after the current batch
+    progress: bool = True  # one tqdm bar per epoch; False prints nothing
+    oom_retry: bool = False  # on CUDA out-of-memory, retry the epoch with half the batch
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}.")
+        if not isinstance(self.epochs, int) or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive ints, got {self.epochs!r} and "
+                             f"{self.batch_size!r}.")
+        if self.decode_once and self.augment == "strong":
+            raise ValueError("decode_once supports augment='standard' or 'none', not 'strong' (colour jitter).")
+
+
 def fit(model: nn.Module, train_data, val_data=None, epochs: int | None = None,
         lr: float | dict[str, float] | tuple[float, float] | None = None, *, resume: str | Path | None = None,
         config: TrainConfig | None = None, **options: Any) -> History:
@@ -253,9 +254,10 @@ def fit(model: nn.Module, train_data, val_data=None, epochs: int | None = None,
 
     Takes every field of :class:`TrainConfig` as a keyword (batch_size,
     optimizer, scheduler, device, callbacks, stop_event, seed, ...), or a
-    ``config`` (``epochs`` and ``lr`` default to its: 5 and 1e-3). ``resume`` is a checkpoint file or folder; training continues
-    after its last finished epoch, exactly as if never stopped. Under torchrun,
-    start the process group first (:func:`tlkit.distributed.session`).
+    ``config`` (then ``epochs`` and ``lr`` default to the config's). ``resume``
+    is a checkpoint file or folder; training continues after its last finished
+    epoch, exactly as if never stopped. Under torchrun, start the process group
+    first (:func:`tlkit.distributed.session`): fit never starts one itself.
 
     When training stops early (Ctrl-C, ``stop_event``, EarlyStopping, NaN
     loss) fit still returns normally; ``history.stop_reason`` says why, and
