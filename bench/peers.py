@@ -230,7 +230,7 @@ def tutorial_finetune_throughput(warm: ImageDataset, timed: ImageDataset, worker
 def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset, **options) -> float:
     """Images/s of tlkit's trainer, strategy "finetune" with its defaults (History's img_per_s).
 
-    ``options`` override defaults of :class:`tlkit.train.Trainer` (e.g. ``fold_bn=False``).
+    ``options`` override defaults of :class:`tlkit.train.TrainConfig` (e.g. ``fold_bn=False``).
     """
     model = load_backbone(BACKBONE, num_classes=2, class_names=warm.classes)
     with warnings.catch_warnings():

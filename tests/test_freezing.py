@@ -5,6 +5,7 @@ from torch import nn
 
 from tlkit import (count_parameters, format_summary, freeze, freeze_to, load_backbone, param_groups,
                    set_bn_policy, trainable_summary, unfreeze)
+from tlkit.freezing import unfrozen_group_lr
 from tlkit.heads import make_head
 
 
@@ -66,6 +67,18 @@ def test_unfreeze_adds_a_param_group_with_its_own_lr(model):
     unfreeze(model, "stage5", optimizer=opt, lr=1e-4)  # already held: nothing added twice
     assert len(opt.param_groups) == n_before + 1
     assert trainable_summary(model, opt)[-2]["lr"] == 1e-4
+
+
+def test_a_newly_unfrozen_group_starts_at_the_lowest_peak_rate(model):
+    freeze(model, model.group_names[:-2])  # the last body group and the head train
+    body = model.group_names[-2]
+    opt = torch.optim.SGD(param_groups(model, {body: 1e-3, "head": 1e-2}), lr=1e-2)
+    for g in opt.param_groups:  # mid-run: the schedule has lowered every rate to a tenth of its peak
+        g["peak_lr"], g["lr"] = g["lr"], g["lr"] / 10
+    assert unfrozen_group_lr(opt) == pytest.approx(1e-3)  # the peak, not the current 1e-4
+    unfreeze(model, model.group_names[-3], optimizer=opt)
+    assert opt.param_groups[-1]["name"] == model.group_names[-3] and opt.param_groups[-1]["lr"] == pytest.approx(1e-3)
+    assert "initial_lr" not in opt.param_groups[-1]
 
 
 def test_parameters_are_deduplicated_by_identity():

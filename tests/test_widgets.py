@@ -63,7 +63,7 @@ class Gate(Callback):
     def __init__(self, at: int = 1):
         self.at, self.reached, self.release = at, threading.Event(), threading.Event()
 
-    def on_epoch_end(self, trainer, epoch, row):
+    def on_epoch_end(self, state, epoch, row):
         if epoch == self.at:
             self.reached.set()
             assert self.release.wait(60), "the test never released the gate"
@@ -75,9 +75,9 @@ class Probe(Callback):
     def __init__(self):
         self.trainable, self.opt_groups = {}, {}
 
-    def on_epoch_begin(self, trainer, epoch):
-        self.trainable[epoch] = {r["group"]: r["trainable"] for r in trainable_summary(trainer.model)}
-        self.opt_groups[epoch] = {g.get("name") for g in trainer.optimizer.param_groups}
+    def on_epoch_begin(self, state, epoch):
+        self.trainable[epoch] = {r["group"]: r["trainable"] for r in trainable_summary(state.model)}
+        self.opt_groups[epoch] = {g.get("name") for g in state.optimizer.param_groups}
 
 
 # ---------------------------------------------------------------- versions and helpers
@@ -226,8 +226,8 @@ def test_training_dashboard_widget_thread_start_twice_and_stop(model, data):
 
 
 class _StopAtOne(Callback):
-    def on_epoch_end(self, trainer, epoch, row):
-        trainer.stop("enough for this test")
+    def on_epoch_end(self, state, epoch, row):
+        state.stop("enough for this test")
 
 
 def test_training_dashboard_widget_says_why_a_run_ended_early(model, data):

@@ -71,7 +71,7 @@ def unfreeze(model: nn.Module, groups: str | Iterable[str], optimizer: torch.opt
 
     With an ``optimizer``, parameters it does not hold yet are added as a new
     parameter group (named after the layer group) with learning rate ``lr``
-    (default: the smallest rate already in the optimizer).
+    (default: :func:`unfrozen_group_lr`).
 
     Example:
         >>> unfreeze(model, "stage7", optimizer=opt, lr=1e-4)
@@ -85,13 +85,28 @@ def unfreeze(model: nn.Module, groups: str | Iterable[str], optimizer: torch.opt
     if optimizer is not None:
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
         if lr is None:
-            lr = min(g["lr"] for g in optimizer.param_groups)
+            lr = unfrozen_group_lr(optimizer)
         for name in names:
             new = [p for p in group_parameters(model, name) if id(p) not in held]
             if new:
-                optimizer.add_param_group({"params": new, "lr": lr, "initial_lr": lr, "name": name})
+                optimizer.add_param_group({"params": new, "lr": lr, "name": name})
                 held.update(id(p) for p in new)
     return model
+
+
+def unfrozen_group_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate of a newly unfrozen group: the lowest peak rate already in ``optimizer``.
+
+    New groups start gently: pretrained layers near the input need smaller
+    steps than the head. The peak (``group["peak_lr"]``, set by
+    :class:`tlkit.schedule.LRSchedule`) is used, not the current rate, since the
+    schedule then scales the new group along with the others.
+
+    Example:
+        >>> unfrozen_group_lr(optimizer)   # groups at peaks 1e-4 and 1e-3
+        0.0001
+    """
+    return min(g.get("peak_lr", g["lr"]) for g in optimizer.param_groups)
 
 
 def freeze_to(model: nn.Module, k: int) -> nn.Module:

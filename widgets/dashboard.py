@@ -35,13 +35,13 @@ class _LiveCallback(Callback):
     def __init__(self, dash: "TrainingDashboard"):
         self.dash = dash
 
-    def on_train_begin(self, trainer) -> None:
-        self.dash._live_history = trainer.history
+    def on_train_begin(self, state) -> None:
+        self.dash._live_history = state.history
 
-    def on_batch_end(self, trainer, step, logs) -> None:
+    def on_batch_end(self, state, step, logs) -> None:
         self.dash._on_batch(logs)
 
-    def on_epoch_end(self, trainer, epoch, row) -> None:
+    def on_epoch_end(self, state, epoch, row) -> None:
         self.dash._on_epoch_end(row)
 
 

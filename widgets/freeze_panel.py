@@ -40,13 +40,13 @@ class _EpochHook(Callback):
     def __init__(self, panel: "FreezePanel"):
         self.panel = panel
 
-    def on_train_begin(self, trainer) -> None:
+    def on_train_begin(self, state) -> None:
         self.panel._set_active(True)
 
-    def on_epoch_begin(self, trainer, epoch) -> None:
-        self.panel.apply_pending(optimizer=getattr(trainer, "optimizer", None), epoch=epoch)
+    def on_epoch_begin(self, state, epoch) -> None:
+        self.panel.apply_pending(optimizer=getattr(state, "optimizer", None), epoch=epoch)
 
-    def on_train_end(self, trainer) -> None:
+    def on_train_end(self, state) -> None:
         self.run_finished()
 
     def run_finished(self) -> None:
@@ -198,10 +198,8 @@ class FreezePanel(Panel):
         if to_freeze:
             freeze(self.model, to_freeze)
         if to_unfreeze:
-            lr = self.unfreeze_lr
-            if lr is None and optimizer is not None:  # the lowest peak rate: new groups start gently
-                lr = min(g.get("peak_lr", g["lr"]) for g in optimizer.param_groups)
-            unfreeze(self.model, to_unfreeze, optimizer=optimizer, lr=lr)
+            # lr None: tlkit.freezing.unfrozen_group_lr, the lowest peak rate (new groups start gently)
+            unfreeze(self.model, to_unfreeze, optimizer=optimizer, lr=self.unfreeze_lr)
         if _BN_KEY in changes:
             set_bn_policy(self.model, changes[_BN_KEY])
 

@@ -1,6 +1,6 @@
 """LRExplorer: what the learning rate does, tried live on cached features.
 
-* **find LR** runs the learning-rate range test (``tlkit.train.lr_find``) on a
+* **find LR** runs the learning-rate range test (``tlkit.lr_finder.lr_find``) on a
   head over the cached features and plots loss against rate, with the
   suggestion marked; the slider jumps to it.
 * **compare** trains a fresh head at several rates (default 1e-5, 1e-3, 1e-1,

@@ -150,8 +150,8 @@ check_partial(model)
 #
 # **Feature extraction**: the body runs once per photo (cached, as in notebook 02), then a
 # head trains on the features. **Fine-tuning**: `fit` trains the chosen groups on the images
-# themselves; every epoch runs the body forward *and* backward. Read `Trainer.fit` in
-# `tlkit/train.py`: one screen, one epoch per turn of the loop.
+# themselves; every epoch runs the body forward *and* backward. Read the loop that opens
+# `tlkit/train.py`: `Trainer.fit` turns once per epoch, `_train_epoch` once per batch.
 
 # %%
 import time

@@ -59,12 +59,12 @@ class Snapshots(Callback):
     def __init__(self, action=None):
         self.action, self.states = action, {}
 
-    def on_batch_end(self, trainer, step, logs):
+    def on_batch_end(self, state, step, logs):
         if self.action:
-            self.action(trainer, logs["epoch"], step)
+            self.action(state, logs["epoch"], step)
 
-    def on_epoch_end(self, trainer, epoch, row):
-        self.states[epoch] = copy_state(trainer.model)
+    def on_epoch_end(self, state, epoch, row):
+        self.states[epoch] = copy_state(state.model)
 
 
 def best_epoch(history) -> int:
@@ -229,7 +229,7 @@ def test_cuda_out_of_memory_names_a_smaller_batch_size(model, datasets, monkeypa
     msg = str(err.value)
     assert "ran out of memory with batch_size=8" in msg and "batch_size=4" in msg and "oom_retry=True" in msg
     assert isinstance(err.value.__cause__, torch.cuda.OutOfMemoryError)
-    assert len(trainer.history) == 0
+    assert len(trainer.state.history) == 0
 
 
 def test_cuda_out_of_memory_mid_run_still_leaves_the_best_weights(model, datasets, monkeypatch):
@@ -247,7 +247,7 @@ def test_cuda_out_of_memory_mid_run_still_leaves_the_best_weights(model, dataset
     trainer = Trainer(model, train, val, epochs=3, callbacks=[snaps], **OPTS)
     with pytest.raises(RuntimeError, match="smaller batch size"):
         trainer.fit()
-    assert_complete(trainer.history, 1)
+    assert_complete(trainer.state.history, 1)
     assert same_state(model.state_dict(), snaps.states[1])  # not the one update made in epoch 2
 
 
@@ -261,7 +261,7 @@ def test_cuda_out_of_memory_with_retry_halves_the_batch_until_it_fits(model, dat
     retries = [str(w.message) for w in caught if "out of memory" in str(w.message)]
     assert retries == [f"CUDA ran out of memory with batch_size={b}; retrying this epoch with batch_size={b // 2}."
                        for b in (12, 6)]
-    assert trainer.batch_size == 3 and sizes[:3] == [12, 6, 3] and max(sizes[2:]) == 3
+    assert trainer.config.batch_size == 3 and sizes[:3] == [12, 6, 3] and max(sizes[2:]) == 3
     assert_complete(history, 2) and history.stop_reason is None
 
 
@@ -287,4 +287,4 @@ def test_real_cuda_out_of_memory_retry_on_gpu(tmp_path):
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
-    assert trainer.batch_size < 256 and len(history) == 1 and history.stop_reason is None
+    assert trainer.config.batch_size < 256 and len(history) == 1 and history.stop_reason is None
