@@ -9,6 +9,7 @@ import datetime
 import io
 import os
 import threading
+from collections import OrderedDict
 
 import ipywidgets
 import pytest
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 from browser.tiny import tiny_backbone
+from tlkit.backbones import Backbone
 from tlkit.callbacks import Callback
 from tlkit.data import ImageDataset, image_folder
 from tlkit.features import Features
@@ -186,6 +188,70 @@ def test_freeze_panel_widget_change_during_training_waits_for_next_epoch(model, 
     assert "start of epoch 2" in panel.status.value
     assert model.frozen_groups == {"stage1"}
     assert _totals(panel)[1] == sum(p.numel() for p in model.groups["stage1"].parameters())
+
+
+def _model_that_pauses_in_its_forward(ui_thread: threading.Thread):
+    """A Backbone whose first training forward waits inside its frozen stem, just before a BN.
+
+    Returns ``(model, inside, go, seen)``: ``inside`` is set when the forward is parked,
+    ``go`` lets it continue, ``seen`` lists the stem BN's ``.training`` at every call.
+    If ``ui_thread`` ever calls ``model.train()`` (what the old summary did), the hook in
+    the head lets the parked forward run *during* that call, so the race is not left to luck.
+    """
+    inside, go, bn_done, seen = threading.Event(), threading.Event(), threading.Event(), []
+
+    class Pause(torch.nn.Module):
+        def forward(self, x):
+            if torch.is_grad_enabled() and not inside.is_set():  # a training batch, not validation
+                bn_done.clear()
+                inside.set()
+                assert go.wait(60), "the test never let the forward pass continue"
+            return x * 1.0
+
+    class RecordingBN(torch.nn.BatchNorm2d):
+        def forward(self, x):
+            seen.append(self.training)
+            out = super().forward(x)
+            bn_done.set()
+            return out
+
+    class TrainHook(torch.nn.Identity):
+        def train(self, mode=True):
+            if mode and inside.is_set() and not go.is_set() and threading.current_thread() is ui_thread:
+                go.set()  # the UI thread is half-way through model.train(): let the batch run now
+                bn_done.wait(10)
+            return super().train(mode)
+
+    groups = OrderedDict(stem=torch.nn.Sequential(Pause(), RecordingBN(3), torch.nn.Conv2d(3, 8, 3, 2, 1)),
+                         stage1=torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.BatchNorm2d(16),
+                                                    torch.nn.ReLU()))
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(TrainHook(), torch.nn.Linear(16, 2))
+    model = Backbone("paused", groups, head, 16, input_size=32, weights=None, class_names=["cats", "dogs"])
+    return model, inside, go, seen
+
+
+def test_freeze_panel_widget_click_during_a_forward_pass_keeps_frozen_bn_in_eval(data):
+    """Issue 16: a click (and its refresh) while a batch is inside its forward pass must not
+    flip the frozen BatchNorm to training mode, even for an instant."""
+    train, val = data
+    model, inside, go, seen = _model_that_pauses_in_its_forward(threading.current_thread())
+    dash = TrainingDashboard(model, train, val, epochs=1, batch_size=8, **FIT)
+    panel = FreezePanel(model, dashboard=dash)
+    panel.set_trainable("stem", False)  # idle: applied at once
+    stats = {k: v.clone() for k, v in model.groups["stem"].state_dict().items()}
+    assert dash.start()
+    assert inside.wait(60)  # the first training batch is parked inside the frozen stem
+    panel.toggles["stage1"].value = False  # a click: queued, and the panel refreshes
+    panel.refresh()
+    assert panel.pending == {"stage1": False}
+    assert panel.bn_labels["stem"].value == "BatchNorm: eval"
+    go.set()
+    assert dash.join(60) and dash.error is None, dash.error_box.value
+    print("SEEN", seen[:5], len(seen)); assert seen and not any(seen)  # the frozen BN was in eval mode in every forward, the parked one too
+    after = model.groups["stem"].state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in stats.items())  # running statistics untouched
+    assert model.frozen_groups == {"stem", "stage1"}  # the queued click was applied after the run
 
 
 # ---------------------------------------------------------------- TrainingDashboard
