@@ -16,6 +16,7 @@ Nothing here is specific to one panel. The rules it encodes:
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import threading
 import time
@@ -23,6 +24,7 @@ import traceback
 from typing import Callable
 
 import ipywidgets as W
+import torch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -69,6 +71,23 @@ def error_html(message: str) -> str:
 
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def keep_global_rng():
+    """Torch's global generators are back as they were when the block ends.
+
+    ``fit(seed=...)`` seeds the global generators (its augmentations and
+    dropout draw from them). Run from a panel's worker thread inside this
+    block, it leaves the notebook's own random state as it found it.
+
+    Example:
+        >>> with keep_global_rng():
+        ...     history = fit(model, train, val, seed=0)
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        yield
 
 
 class Worker:

@@ -25,7 +25,7 @@ from torch import nn
 from tlkit.history import History
 from tlkit.callbacks import Callback
 from tlkit.train import fit
-from widgets._base import ThreadedPanel, Throttle, describe_error
+from widgets._base import ThreadedPanel, Throttle, describe_error, keep_global_rng
 from widgets._plot import curves_png, message_png, show_png
 
 
@@ -151,9 +151,10 @@ class TrainingDashboard(ThreadedPanel):
     # ---- training thread ----------------------------------------------
     def _train(self) -> History:
         callbacks = [_LiveCallback(self), *self._callbacks]
-        return fit(self.model, self.train_data, self.val_data, epochs=self._run_epochs,
-                   lr=float(self.lr.value), batch_size=int(self.batch_size.value),
-                   callbacks=callbacks, stop_event=self._stop_event, progress=False, **self.fit_kwargs)
+        with keep_global_rng():  # fit(seed=...) seeds torch's global RNG: not the notebook's, after the run
+            return fit(self.model, self.train_data, self.val_data, epochs=self._run_epochs,
+                       lr=float(self.lr.value), batch_size=int(self.batch_size.value),
+                       callbacks=callbacks, stop_event=self._stop_event, progress=False, **self.fit_kwargs)
 
     def _on_batch(self, logs: dict) -> None:
         epoch, seen, total = logs.get("epoch", 1), logs.get("seen", 0), max(logs.get("total", 1), 1)

@@ -42,7 +42,7 @@ from tlkit.heads import make_head
 from tlkit.history import History
 from tlkit.lr_finder import lr_find
 from tlkit.train import fit
-from widgets._base import ThreadedPanel
+from widgets._base import ThreadedPanel, keep_global_rng
 from widgets._plot import message_png, show_png
 
 MODES = ("features", "finetune")
@@ -237,8 +237,9 @@ class LRExplorer(ThreadedPanel):
         for lr in sorted({float(self.lr.value), self.low_lr}):
             self.status.value = f"Fine-tuning every layer at lr {viz.format_rate(lr)} ..."  # progress
             model = freeze_to(copy.deepcopy(self.model), 0)
-            h = fit(model, train, val, epochs=self.finetune_epochs, lr=lr, image_size=self.image_size,
-                    seed=self.seed, progress=False, batch_size=16, num_workers=0, scheduler=None)
+            with keep_global_rng():  # fit(seed=...) seeds the global generators
+                h = fit(model, train, val, epochs=self.finetune_epochs, lr=lr, image_size=self.image_size,
+                        seed=self.seed, progress=False, batch_size=16, num_workers=0, scheduler=None)
             runs[lr] = History([{"epoch": 0, "val_acc": base.accuracy, "val_loss": base_loss}, *h.rows])
         lines, kinds = {}, {}
         for lr, h in runs.items():

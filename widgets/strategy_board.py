@@ -38,7 +38,7 @@ from tlkit.features import extract_features, train_head
 from tlkit.freezing import count_parameters
 from tlkit.heads import init_linear_
 from tlkit.strategy import train_strategy
-from widgets._base import ThreadedPanel
+from widgets._base import ThreadedPanel, keep_global_rng
 from widgets._plot import message_png, show_png
 
 STRATEGIES = {"features": "feature extraction", "partial": "partial fine-tuning", "finetune": "full fine-tuning"}
@@ -141,19 +141,22 @@ class StrategyBoard(ThreadedPanel):
             yield copy.deepcopy(template)
 
     def _run_all(self) -> dict[str, dict]:
-        models = self._fresh_models()
-        for i, (strategy, label) in enumerate(STRATEGIES.items()):
-            if self._stop.is_set():
-                break
-            self.status.value = f"Training {label} ({i + 1}/{len(STRATEGIES)}) ..."  # progress
-            start = time.perf_counter()
-            history, trainable = self._train(strategy, next(models), self.epochs[strategy].value)
-            best = history.best("val_acc")
-            self.results[strategy] = {"strategy": label, "val_acc": best["val_acc"] if best else float("nan"),
-                                      "seconds": time.perf_counter() - start, "trainable_params": trainable,
-                                      "epochs": len(history), "history": history}
-            self.progress.value = i + 1
-            self._show_table(self.results)  # each strategy appears as soon as it is done
+        # fit(seed=...) (and a backbone function that seeds) touch torch's global generators:
+        # the notebook's random state is put back when the run ends.
+        with keep_global_rng():
+            models = self._fresh_models()
+            for i, (strategy, label) in enumerate(STRATEGIES.items()):
+                if self._stop.is_set():
+                    break
+                self.status.value = f"Training {label} ({i + 1}/{len(STRATEGIES)}) ..."  # progress
+                start = time.perf_counter()
+                history, trainable = self._train(strategy, next(models), self.epochs[strategy].value)
+                best = history.best("val_acc")
+                self.results[strategy] = {"strategy": label, "val_acc": best["val_acc"] if best else float("nan"),
+                                          "seconds": time.perf_counter() - start, "trainable_params": trainable,
+                                          "epochs": len(history), "history": history}
+                self.progress.value = i + 1
+                self._show_table(self.results)  # each strategy appears as soon as it is done
         return self.results
 
     def _train(self, strategy: str, model: nn.Module, epochs: int):
