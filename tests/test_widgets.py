@@ -288,6 +288,32 @@ def test_freeze_panel_widget_click_during_a_forward_pass_keeps_frozen_bn_in_eval
     assert model.frozen_groups == {"stem", "stage1"}  # the queued click was applied after the run
 
 
+class _HoldBegin(Callback):
+    """Holds the training thread in on_train_begin (before the panel's own hook has run)."""
+
+    def __init__(self):
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def on_train_begin(self, trainer):
+        self.reached.set()
+        assert self.release.wait(60), "the test never released on_train_begin"
+
+
+def test_freeze_panel_widget_click_between_start_and_first_epoch_is_queued(model, data):
+    """From the Start click on, a toggle is queued: the training thread may be building its optimizer."""
+    train, val = data
+    hold = _HoldBegin()
+    dash = TrainingDashboard(model, train, val, epochs=1, batch_size=8, callbacks=[hold], **FIT)
+    panel = FreezePanel(model, dashboard=dash)
+    dash.start()
+    assert hold.reached.wait(60)
+    panel.toggles["stage1"].value = False
+    assert panel.pending == {"stage1": False} and "stage1" not in model.frozen_groups
+    hold.release.set()
+    assert dash.join(60) and dash.error is None
+    assert model.frozen_groups == {"stage1"} and panel.pending == {}
+
+
 # ---------------------------------------------------------------- TrainingDashboard
 def test_training_dashboard_widget_blocking_run_draws_curves(model, data):
     train, val = data

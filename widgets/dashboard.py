@@ -135,6 +135,9 @@ class TrainingDashboard(ThreadedPanel):
             self._run_epochs = epochs
             self._started = time.perf_counter()
             self.progress.value, self.progress.bar_style = 0, ""
+            for cb in self._callbacks:  # e.g. a FreezePanel queues clicks from now on
+                if hasattr(cb, "run_starting"):
+                    cb.run_starting()
 
         return self._launch(self._train, f"Starting: {epochs} epoch(s), batch size {batch_size} ...",
                             blocking, prepare=prepare)

@@ -50,6 +50,11 @@ class _EpochHook(Callback):
     def on_train_end(self, trainer) -> None:
         self.run_finished()
 
+    def run_starting(self) -> None:
+        """Called by the dashboard as it starts a run: from then on a click is queued, not
+        applied while the training thread builds its optimizer (before ``on_train_begin``)."""
+        self.panel._set_active(True)
+
     def run_finished(self) -> None:
         """Also called by the dashboard when its thread ends (even after an error)."""
         self.panel._set_active(False)
