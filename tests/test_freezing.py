@@ -164,3 +164,25 @@ def test_a_frozen_group_is_a_fixed_function_in_train_mode():
     assert all(m.training for m in blocks)
     assert all(not m.training for m in model.groups["stage7"].modules() if isinstance(m, nn.BatchNorm2d))
     assert all(not m.training for m in model.groups["stage6"].modules())
+
+
+@pytest.mark.parametrize("policy", ["eval", "train", "eval_all"])
+def test_summary_bn_mode_is_computed_and_matches_what_train_does(model, policy):
+    """The summary reads the freeze state and the policy; it never calls ``model.train()``
+    (another thread may be inside a forward pass), yet agrees with what ``train()`` does."""
+    freeze(model, model.group_names[:3])
+    set_bn_policy(model, policy)
+    model.eval()
+    model.train = lambda mode=True: pytest.fail("trainable_summary toggled the live model's mode")
+    rows = trainable_summary(model)
+    del model.train  # the instance attribute: back to Backbone.train
+    assert all(not m.training for m in model.modules())  # untouched: still in eval mode
+    model.train()
+    for r in rows:
+        bns = [m for m in model.groups[r["group"]].modules() if isinstance(m, nn.BatchNorm2d)]
+        probed = {"train" if m.training else "eval" for m in bns} or {"none"}
+        assert probed == {r["bn_mode"]}, (policy, r["group"])
+    modes = [r["bn_mode"] for r in rows]
+    expected_frozen = {"eval": "eval", "train": "train", "eval_all": "eval"}[policy]
+    assert modes[:3] == [expected_frozen] * 3 and modes[-1] == "none"
+    assert modes[3] == ("eval" if policy == "eval_all" else "train")

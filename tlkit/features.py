@@ -208,13 +208,15 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     """
     if len(train) == 0:
         raise ValueError("No training features: every image was skipped or the dataset is empty.")
-    gen = torch.Generator().manual_seed(seed)  # batch order; the global seed covers init and dropout
-    torch.manual_seed(seed)
-    head = make_head(train.features.shape[1], len(train.classes), hidden=hidden, dropout=dropout)
+    # Local generators, never torch's global one (train_head runs in widget threads too):
+    # one for the batch order, one for the initial weights and then the dropout masks.
+    gen = torch.Generator().manual_seed(seed)
+    init = torch.Generator().manual_seed(seed)
+    head = make_head(train.features.shape[1], len(train.classes), hidden=hidden, dropout=dropout, generator=init)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     history, best, best_acc = History(), None, -1.0
     for epoch in range(1, epochs + 1):
-        row = _head_epoch(head, opt, train, val, batch_size, gen, epoch, lr)
+        row = _head_epoch(head, opt, train, val, batch_size, (gen, init), epoch, lr)
         history.append(**row)
         score = row.get("val_acc", epoch)
         if score > best_acc and row["train_loss"] == row["train_loss"]:  # NaN check
@@ -226,17 +228,20 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     return head.eval(), history
 
 
-def _head_epoch(head: nn.Module, opt: torch.optim.Optimizer, train: Features, val: Features | None,
-                batch_size: int, gen: torch.Generator, epoch: int, lr: float) -> dict:
-    """One shuffled pass over the training features, then validation: a History row."""
+def _head_epoch(head: nn.Sequential, opt: torch.optim.Optimizer, train: Features, val: Features | None,
+                batch_size: int, gens: tuple[torch.Generator, torch.Generator], epoch: int, lr: float) -> dict:
+    """One shuffled pass over the training features, then validation: a History row.
+
+    ``gens``: (batch order, dropout masks).
+    """
     start = time.perf_counter()
     head.train()
     x, y = train.features, train.labels  # (N, F), (N,)
-    perm = torch.randperm(len(y), generator=gen)
+    perm = torch.randperm(len(y), generator=gens[0])
     loss_sum, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
         idx = perm[i:i + batch_size]
-        logits = head(x[idx])  # (B, C)
+        logits = _train_forward(head, x[idx], gens[1])  # (B, C)
         loss = nn.functional.cross_entropy(logits, y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -248,6 +253,16 @@ def _head_epoch(head: nn.Module, opt: torch.optim.Optimizer, train: Features, va
         row["val_loss"], row["val_acc"] = evaluate_head(head, val)
     row["seconds"] = time.perf_counter() - start
     return row
+
+
+def _train_forward(head: nn.Sequential, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``head(x)`` in training mode, with dropout masks drawn from ``gen`` (nn.Dropout would use the global one)."""
+    for layer in head:
+        if isinstance(layer, nn.Dropout) and layer.p > 0:
+            x = x * (torch.rand(x.shape, generator=gen) >= layer.p).to(x.dtype) / (1 - layer.p)
+        else:
+            x = layer(x)
+    return x
 
 
 @torch.no_grad()

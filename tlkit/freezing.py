@@ -143,31 +143,45 @@ def set_bn_policy(model: nn.Module, policy: str) -> nn.Module:
     return model
 
 
-def _bn_mode(module: nn.Module) -> str:
-    bns = [m for m in module.modules() if isinstance(m, BN_TYPES)]
-    if not bns:
+def bn_mode(model: nn.Module, group: str) -> str:
+    """What the BatchNorm layers of ``group`` do in ``model.train()``, from the freeze state and policy.
+
+    Computed, never probed: it reads ``frozen_groups`` and ``bn_policy`` and
+    does not touch any module's ``training`` flag, so a panel may call it
+    from the UI thread while another thread is in the middle of a batch. It
+    follows the rule of ``Backbone.train``: ``"eval"`` keeps frozen groups in
+    eval mode, ``"eval_all"`` every BN layer, ``"train"`` none.
+
+    Returns:
+        ``"eval"`` (running statistics kept), ``"train"`` (updated) or
+        ``"none"`` (the group has no BatchNorm layer).
+
+    Example:
+        >>> freeze(model, "stem"); bn_mode(model, "stem"), bn_mode(model, "stage1")
+        ('eval', 'train')
+    """
+    if not any(isinstance(m, BN_TYPES) for m in model.groups[_names(model, group)[0]].modules()):
         return "none"
-    modes = {"train" if m.training else "eval" for m in bns}
-    return modes.pop() if len(modes) == 1 else "mixed"
+    policy = getattr(model, "bn_policy", "eval")
+    frozen = group in getattr(model, "frozen_groups", ())
+    keeps = policy == "eval_all" or (policy == "eval" and frozen)
+    return "eval" if keeps else "train"
 
 
 def trainable_summary(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[dict]:
     """Per group, input to output: frozen or trainable, parameter count, BN mode, learning rate.
 
-    ``bn_mode`` is what the BN layers would do in ``model.train()`` ("eval"
-    means their running statistics are kept). ``lr`` comes from ``optimizer``
-    when given, else None.
+    ``bn_mode`` is what the BN layers do in ``model.train()`` ("eval" means
+    their running statistics are kept); see :func:`bn_mode`. The summary only
+    reads the model, so it is safe while another thread trains it. ``lr``
+    comes from ``optimizer`` when given, else None.
 
     Example:
         >>> [row["group"] for row in trainable_summary(model)][:2]
         ['stem', 'stage1']
     """
-    was_training = model.training
-    model.train()  # report the modes that training would use
     lrs = _lr_by_parameter(optimizer)
-    rows = [_summary_row(model, name, lrs) for name in model.groups.keys()]
-    model.train(was_training)
-    return rows
+    return [_summary_row(model, name, lrs) for name in model.groups.keys()]
 
 
 def _lr_by_parameter(optimizer: torch.optim.Optimizer | None) -> dict[int, float]:
@@ -190,7 +204,7 @@ def _summary_row(model: nn.Module, name: str, lrs: dict[int, float]) -> dict:
         "trainable": n_train > 0,
         "params": sum(p.numel() for p in params),
         "trainable_params": n_train,
-        "bn_mode": _bn_mode(model.groups[name]),
+        "bn_mode": bn_mode(model, name),
         "lr": max(group_lrs) if group_lrs else None,
     }
 

@@ -124,18 +124,22 @@ panel
 dash
 
 # %% [markdown]
-# **Try it (instructor script).**
+# **Try it (instructor script).** Each step starts by setting what it needs, so the steps
+# work in any order, also after *Run All* has left the panels in another state.
 #
-# 1. Press **Start**. Only the head trains: epochs are quick, and validation accuracy is
-#    high from the first epoch.
-# 2. During epoch 2, click **stage7** and **stage8** in the panel. The status line says the
-#    change is queued; at the next epoch the trainable count jumps from 2,562 to about a
-#    million, epochs get slower, and the training loss falls faster.
-# 3. Untick **frozen BatchNorm keeps its running statistics**, set batch size 8 and Start
-#    again: the BatchNorm trap of notebook 03, live.
-# 4. Set the learning rate to **1** and Start: watch the loss explode. (If it becomes NaN,
-#    training stops by itself with a message.) Either way the model ends with the weights
-#    of its best epoch. The cell after the next one does this from code.
+# 1. Click **freeze all but head**, then press **Start**. Only the head trains: epochs are
+#    quick, and validation accuracy is high from the first epoch.
+# 2. Click **freeze all but head** and press **Start** again. During epoch 2, click
+#    **stage7** and **stage8** in the panel. The status line says the change is queued; at
+#    the next epoch the trainable count jumps from 2,562 to about a million, epochs get
+#    slower, and the training loss falls faster.
+# 3. Click **freeze all but head**, untick **frozen BatchNorm keeps its running
+#    statistics**, set batch size 8 and press **Start**: the BatchNorm trap of notebook 03,
+#    live. Tick the box again afterwards.
+# 4. Tick **frozen BatchNorm keeps its running statistics**, set the learning rate to **1**
+#    and press **Start**: watch the loss explode. (If it becomes NaN, training stops by
+#    itself with a message.) Either way the model ends with the weights of its best epoch.
+#    The cell after the next one does this from code, on a fresh model.
 #
 # The cell below does steps 1 and 2 from code, so the notebook also runs unattended:
 
@@ -208,14 +212,18 @@ viz.plot_lr_curves(explorer.runs)
 # %% [markdown]
 # **Try it.** Drag the slider to a rate between two of the tried ones and press
 # **compare** again: is the verdict what you expected? Then the same question for the whole
-# network: the **fine-tune test** fine-tunes every layer of the pretrained model at the
-# slider's rate and at a safe low rate, from the same weights. At 1e-2, the pretrained
-# features are overwritten within one epoch:
+# network: the panel below has a **fine-tune test** button. It fine-tunes every layer of
+# the pretrained model at the slider's rate and at a safe low rate, from the same weights
+# (copies: the model of section 1 is not changed). At 1e-2, the pretrained features are
+# overwritten within one epoch:
 
 # %%
 explorer_ft = LRExplorer(model=model, train_data=live_train, val_data=live_val, mode="finetune",
                          per_class=SETTINGS["live_per_class"] // 2, image_size=LIVE, finetune_epochs=1, lr=1e-2)
-explorer_ft.finetune_test(blocking=True)
+explorer_ft
+
+# %%
+explorer_ft.finetune_test(blocking=True)  # what pressing "fine-tune test" does
 print(explorer_ft.status.value)
 for lr, h in sorted(explorer_ft.runs.items()):  # epoch 0: before fine-tuning
     print(f"lr {lr:.0e}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
