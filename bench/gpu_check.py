@@ -135,7 +135,7 @@ def bare_train_step(device: torch.device, args: argparse.Namespace) -> float:
 
 
 def bare_forward(device: torch.device, args: argparse.Namespace) -> float:
-    """(c, limit) img/s of forward_features alone on random tensors, eval mode, no grad."""
+    """(c, limit) img/s of forward_pooled alone on random tensors, eval mode, no grad."""
     model = load_backbone(BACKBONE, pretrained=not args.cpu_smoke).eval()
     model.to(device, memory_format=memory_format(device))
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
@@ -144,7 +144,7 @@ def bare_forward(device: torch.device, args: argparse.Namespace) -> float:
     @torch.no_grad()
     def forward() -> None:
         with autocast(device):
-            model.forward_features(x)
+            model.forward_pooled(x)
 
     return args.batch / timed(forward, device, args.steps, args.warmup)
 
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         r = tlkit_fit(train, device, args, 0, decode_once=True)
         rows.append(("b. tlkit fit, decode_once=True", r["img_per_s"],
                      f"wall incl. decoding {r['wall_img_per_s']:,.0f} img/s; target >= {TARGET_IMG_S:,}"))
-        rows.append(("c. bare forward_features (random)", bare_forward(device, args), "the limit"))
+        rows.append(("c. bare forward_pooled (random)", bare_forward(device, args), "the limit"))
         rows.append(("c. tlkit extract_features (JPEGs)", tlkit_features(both, device, args),
                      f"{len(both)} images, no cache"))
     print_table(rows, device, args, data_label, len(train))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tlkit import list_backbones, load_backbone
-from tlkit.data import open_image, transforms_for
+from tlkit.data import transforms_for
+from tlkit.images import open_image
 
 VAL = Path(__file__).resolve().parents[2] / "shared/data/cats_and_dogs_filtered/validation"
 REGISTERED = ["efficientnet_lite0", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
@@ -27,7 +28,7 @@ def test_backbone_contract(name):
     assert len(in_groups) == len(set(in_groups)) == len(list(model.parameters()))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        feats = model.eval().forward_features(x)
+        feats = model.eval().forward_pooled(x)
         logits = model(x)
     assert feats.shape == (2, model.num_features)
     assert logits.shape == (2, 1000) and model.num_classes == 1000

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tlkit import freeze, load_backbone
-from tlkit.checkpoint import CheckpointError, load_model, save_model
+from tlkit.checkpoint import load_model, save_model
+from tlkit.errors import CheckpointError
 
 
 @pytest.fixture

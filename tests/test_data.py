@@ -7,7 +7,8 @@ from PIL import Image
 
 from imagegen import make_dataset, write_image
 from tlkit import load_backbone
-from tlkit.data import DatasetLayoutError, cats_vs_dogs, image_folder, make_loader, subset, transforms_for
+from tlkit.data import cats_vs_dogs, image_folder, make_loader, subset, transforms_for
+from tlkit.errors import DatasetLayoutError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 

@@ -327,9 +327,10 @@ def prefetch(monkeypatch, tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     import tlkit.download
+    import tlkit.errors
 
     def no_download(*args, hint="", **kwargs):
-        raise tlkit.download.DownloadError(f"offline (test). {hint}")
+        raise tlkit.errors.DownloadError(f"offline (test). {hint}")
 
     monkeypatch.setattr(tlkit.download, "download_dataset", no_download)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -365,7 +366,7 @@ def test_prefetch_finds_local_data_and_fills_feature_cache(prefetch, tiny_data, 
 
 
 def test_prefetch_skips_unavailable_torchvision_weights(prefetch, monkeypatch):
-    from tlkit.backbones import WeightsUnavailableError
+    from tlkit.errors import WeightsUnavailableError
 
     real = prefetch.load_backbone
 

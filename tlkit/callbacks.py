@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlkit import distributed
-from tlkit.checkpoint import atomic_save
+from tlkit.storage import atomic_save
 from tlkit.freezing import unfreeze
 
 if TYPE_CHECKING:  # only for type hints; train imports this module, not the reverse

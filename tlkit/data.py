@@ -13,8 +13,7 @@ Bad images never crash a run. Files that cannot even be opened (zero bytes,
 text named ``.jpg``, decompression bombs) are dropped when the dataset is
 built; files that fail to decode later (a truncated JPEG) are skipped by the
 loader. Either way one warning gives the count and the first paths. Opening
-and checking single images is :mod:`tlkit.images`; its names are re-exported
-here.
+and checking single images is :mod:`tlkit.images`.
 
 Example:
     >>> train, val = cats_vs_dogs()
@@ -32,23 +31,15 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlkit.images import MAX_ASPECT, MAX_PIXELS, ImageReadError, _header_ok, open_image, warn_skipped
-
-__all__ = ["DATASET_COUNTS", "DATASET_NAME", "DATASET_URL", "IMAGE_EXTENSIONS", "MAX_ASPECT", "MAX_PIXELS",
-           "DatasetLayoutError", "ImageDataset", "ImageReadError", "cats_vs_dogs", "collate_skip",
-           "default_data_dir", "eval_resize", "image_folder", "leaves_one_image", "make_loader",
-           "num_workers_default", "open_image", "scan_class_folders", "subset", "transforms_for", "warn_skipped", "with_files"]
+from tlkit.errors import DatasetLayoutError, ImageReadError
+from tlkit.images import IMAGE_EXTENSIONS, header_problem, is_image_file, open_image, warn_skipped
+from tlkit.storage import cache_root
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DATASET_NAME = "cats_and_dogs_filtered"
 DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 DATASET_COUNTS = {"train": 2000, "validation": 1000}
-
-
-class DatasetLayoutError(ValueError):
-    """A folder that does not look like ``split/class/image`` (message says how to fix it)."""
 
 
 class ImageDataset(Dataset):
@@ -115,11 +106,24 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
     return ImageDataset(files, targets, classes, name=name or root.name)
 
 
-def _class_names(root: Path, classes: list[str] | None) -> list[str]:
-    """``classes``, or the sub-folders of ``root``; DatasetLayoutError unless there are at least 2."""
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the visible sub-folders of ``root``: its classes.
+
+    Raises DatasetLayoutError when ``root`` is not a folder.
+
+    Example:
+        >>> class_folders("data/train")
+        ['cats', 'dogs']
+    """
+    root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root} is not a folder. Expected {root}/<class name>/<images>.")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _class_names(root: Path, classes: list[str] | None) -> list[str]:
+    """``classes``, or the sub-folders of ``root``; DatasetLayoutError unless there are at least 2."""
+    found = class_folders(root)
     classes = classes if classes is not None else found
     if len(classes) < 2:
         raise DatasetLayoutError(
@@ -132,7 +136,7 @@ def _scan_class(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """``(usable paths, [(unreadable path, reason)])`` of one class folder, checking headers only."""
     good, unreadable = [], []
     for path in sorted(_walk_images(folder)):
-        reason = _header_ok(path)
+        reason = header_problem(path)
         if reason:
             unreadable.append((str(path), reason))
         else:
@@ -154,7 +158,7 @@ def _walk_images(folder: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
+            if is_image_file(f):
                 yield Path(dirpath) / f
 
 
@@ -178,7 +182,7 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
     if val_dir is None:
         raise DatasetLayoutError(f"{root} has no val/ or validation/ folder next to train/.")
     train = scan_class_folders(root / "train", name=f"{root.name}/train")
-    val_classes = sorted(d.name for d in val_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    val_classes = class_folders(val_dir)
     if val_classes != train.classes:
         missing = sorted(set(train.classes) - set(val_classes))
         extra = sorted(set(val_classes) - set(train.classes))
@@ -194,7 +198,7 @@ def default_data_dir() -> Path:
     env = os.environ.get("TLKIT_DATA_DIR")
     if env:
         return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
+    return cache_root() / "data"
 
 
 def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
@@ -212,7 +216,7 @@ def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
     candidates = [Path(root)] if root is not None else []
     if os.environ.get("TLKIT_DATA_DIR"):
         candidates.append(Path(os.environ["TLKIT_DATA_DIR"]).expanduser())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
+    cache = cache_root() / "data"
     candidates.append(cache)
     for base in candidates:
         for folder in (base / DATASET_NAME, base):

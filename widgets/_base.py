@@ -65,10 +65,6 @@ def error_html(message: str) -> str:
     return f"<span style='color:#b00020'><b>Error:</b> {html.escape(message)}</span>"
 
 
-def info_html(message: str) -> str:
-    return f"<span>{html.escape(message)}</span>"
-
-
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 

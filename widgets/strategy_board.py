@@ -35,11 +35,9 @@ from tlkit.backbones import load_backbone
 from tlkit.data import subset, transforms_for
 from tlkit.features import extract_features, train_head
 from tlkit.freezing import count_parameters
-from tlkit.strategy import train_strategy
+from tlkit.strategy import STRATEGIES, train_strategy
 from widgets._base import Panel, Worker, describe_error, error_html
 from widgets._plot import message_png
-
-STRATEGIES = {"features": "feature extraction", "partial": "partial fine-tuning", "finetune": "full fine-tuning"}
 
 
 class StrategyBoard(Panel):

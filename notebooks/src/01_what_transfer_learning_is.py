@@ -80,7 +80,7 @@ from pathlib import Path
 
 from tlkit import count_parameters, load_backbone
 from tlkit.data import cats_vs_dogs, subset
-from tlkit.evaluate import classify_image, imagenet_classes
+from tlkit.explain import classify_image, imagenet_classes
 
 train, val = cats_vs_dogs()
 model = load_backbone("efficientnet_lite0")  # pretrained=True is the default
@@ -190,7 +190,7 @@ viz.plot_feature_maps(model, photos[0], groups=["stem", "stage2", "stage4", "sta
 # ### Exercise 2: how coarse is the last feature map?
 #
 # For a 224 × 224 input, what is the height (= width) of the feature map after `stage8`?
-# Read it off the figure, or capture it with `tlkit.evaluate.capture_activations`.
+# Read it off the figure, or capture it with `tlkit.explain.capture_activations`.
 
 # %%
 from course_checks import check_spatial_size
@@ -200,7 +200,7 @@ check_spatial_size(last_size, image_size=224)
 
 # %% solution
 # Solution
-from tlkit.evaluate import capture_activations
+from tlkit.explain import capture_activations
 
 device = next(model.parameters()).device  # predict() moved the model to the GPU, if there is one
 with capture_activations(model, ["stage8"]) as acts:
@@ -240,16 +240,17 @@ print(f"new 2-class head, frozen body: {trainable:,} trainable of {total:,} ({tr
 # %%
 import time
 
-from tlkit.data import open_image, transforms_for
+from tlkit.data import transforms_for
+from tlkit.images import open_image
 
 preprocess = transforms_for(model)  # 224 px, the backbone's own mean and std
 batch = torch.stack([preprocess(open_image(p)) for p in photos])  # (4, 3, 224, 224): small, to fit 2 GB of RAM
 
 model = model.cpu().eval()  # both timings on the CPU
 with torch.no_grad():
-    model.forward_features(batch)  # warm-up
+    model.forward_pooled(batch)  # warm-up
     start = time.perf_counter()
-    model.forward_features(batch)
+    model.forward_pooled(batch)
     forward_s = (time.perf_counter() - start) / len(batch)
 
 scratch = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2).train()

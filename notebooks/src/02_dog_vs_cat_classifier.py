@@ -369,7 +369,7 @@ viz.show_predictions(preds, mistakes, ncols=4)
 # %%
 MY_PHOTO = val.files[len(val) // 2]  # replace with the path of your own photo
 
-from tlkit.evaluate import classify_image
+from tlkit.explain import classify_image
 
 for name, p in classify_image(model, MY_PHOTO, transform=preprocess, topk=2):
     print(f"{name}: {p:.1%}")

@@ -16,7 +16,7 @@ import pytest
 from faultkit import ROOT, dataset_zip, jpeg_bytes, make_zip, snapshot
 from httpserver import LocalHTTPServer, Reply, closed_port
 from tlkit import data
-from tlkit.download import DownloadError, UnsafeArchiveError
+from tlkit.errors import DownloadError, UnsafeArchiveError
 
 NAME = "cats_and_dogs_filtered"
 SMALL = {"train": 4, "validation": 2}
@@ -160,7 +160,7 @@ DISK_FULL = textwrap.dedent("""
     import resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     from tlkit import data
-    from tlkit.download import DownloadError
+    from tlkit.errors import DownloadError
     data.DATASET_COUNTS = {"train": 4, "validation": 2}
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
     try:
