@@ -323,14 +323,15 @@ check_lr_results(lr_results, reference)
 # %% [markdown]
 # ## Step 6 · Evaluate
 #
-# Put the trained head into the model, so it classifies photos end to end. The evaluation
+# Put the trained head into the model with `load_head`, so it classifies photos end to end. The evaluation
 # itself runs on the cached validation features: `predictions_from_features` gives the same
 # probabilities as running the whole network, without recomputing the body.
 
 # %%
+from tlkit.checkpoint import load_head
 from tlkit.evaluate import confusion_matrix, predict, predictions_from_features, top_losses
 
-model.groups["head"].load_state_dict(head.state_dict())
+load_head(model, head)
 preds = predictions_from_features(model, val_feats)
 print(f"validation accuracy: {preds.accuracy:.1%} on {len(preds)} photos")
 

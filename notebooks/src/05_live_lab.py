@@ -266,12 +266,13 @@ for r in board.results.values():
 # image; a PDF or a text file gets a clear message instead of a crash.
 
 # %%
+from tlkit.checkpoint import load_head
 from tlkit.features import train_head
 from widgets import PredictPanel
 
 head, history = train_head(train_feats, val_feats, epochs=20, seed=0)
 classifier = load_backbone("efficientnet_lite0", num_classes=2, class_names=train_all.classes)
-classifier.groups["head"].load_state_dict(head.state_dict())
+load_head(classifier, head)
 classifier.input_size = SIZE  # the size its head was trained at: the panel preprocesses to it
 print(f"validation accuracy: {history.best('val_acc')['val_acc']:.1%}")
 
