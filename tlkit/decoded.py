@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from tlkit.data import ImageDataset, eval_resize, make_loader, num_workers_default, with_files
-from tlkit.device import trimmed
+from tlkit.device import releasing_memory
 from tlkit.images import warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
@@ -60,8 +60,8 @@ class DecodedImages:
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)
         labels, self.files, skipped, n = [], [], [], 0
         with tqdm(total=len(dataset), desc=f"decode {dataset.name}", unit="img", disable=not progress) as bar:
-            # x: (B, 3, S, S) uint8; trimmed: the decoding happens here, on the CPU
-            for x, y, kept, dropped in with_files(trimmed(loader, torch.device("cpu")), dataset.files):
+            # x: (B, 3, S, S) uint8; releasing_memory: the decoding happens here, on the CPU
+            for x, y, kept, dropped in with_files(releasing_memory(loader, torch.device("cpu")), dataset.files):
                 images[n:n + len(y)] = x
                 labels += y.tolist()
                 self.files += kept

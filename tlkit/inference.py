@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from tlkit.data import ImageDataset, make_loader, with_files
-from tlkit.device import inference_autocast, memory_format, to_device, trimmed
+from tlkit.device import inference_autocast, memory_format, releasing_memory, to_device
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.images import warn_skipped
 from tlkit.modes import eval_mode
@@ -75,8 +75,8 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
                          pin_memory=device.type == "cuda")
     bar = tqdm(total=len(dataset), desc=f"{desc} {dataset.name}", unit="img", disable=not progress)
     with ready_for_inference(model, device):
-        # trimmed: freed memory back to the OS (Binder has 2 GB)
-        for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
+        # releasing_memory: freed memory back to the OS (Binder has 2 GB)
+        for x, y, batch_kept, dropped in with_files(releasing_memory(loader, device), dataset.files):
             kept += batch_kept
             skipped += dropped
             if len(y):

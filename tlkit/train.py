@@ -35,7 +35,8 @@ from torch import nn
 from tlkit import distributed
 from tlkit.callbacks import Callback, Checkpoint
 from tlkit.data import leaves_one_image, make_loader, transforms_for
-from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device, trimmed
+from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
+from tlkit.device import releasing_memory as trimmed  # renamed; the loop redesign uses the new name
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.freezing import param_groups
 from tlkit.history import History
