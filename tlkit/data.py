@@ -193,14 +193,6 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
     return train, val
 
 
-def default_data_dir() -> Path:
-    """``$TLKIT_DATA_DIR`` if set, else the user cache (``~/.cache/tlkit/data``)."""
-    env = os.environ.get("TLKIT_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    return cache_root() / "data"
-
-
 def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
                  url: str = DATASET_URL) -> tuple[ImageDataset, ImageDataset]:
     """The 2,000 + 1,000 image dog-vs-cat dataset as ``(train, val)``.
