@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from tlkit.backbones import load_backbone  # noqa: E402
-from tlkit.data import ImageDataset, cats_vs_dogs, image_folder, num_workers_default, subset  # noqa: E402
+from tlkit.data import ImageDataset, cats_vs_dogs, image_folder, subset  # noqa: E402
+from tlkit.loaders import num_workers_default  # noqa: E402
 from tlkit.data import transforms_for  # noqa: E402
 from tlkit.device import autocast, memory_format  # noqa: E402
 from tlkit.features import extract_features  # noqa: E402

@@ -223,7 +223,7 @@ def test_start_sets_binder_defaults(cpu_limit, threads):
 
 def test_start_makes_tlkit_use_no_worker_processes():
     code = ("import os; os.cpu_count = lambda: 16\n"  # a big machine: without start, 4 workers
-            "from tlkit.data import num_workers_default; print(num_workers_default())")
+            "from tlkit.loaders import num_workers_default; print(num_workers_default())")
     out = run_start(sys.executable, "-c", code, PYTHONPATH=str(ROOT))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"

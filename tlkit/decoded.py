@@ -13,7 +13,7 @@ loop:
    and stores all of them as one ``(N, 3, S, S)`` uint8 tensor on ``device``
    (2,000 photos at 256 px: 393 MB).
 2. ``.loader(batch_size, train=True, seed=...)`` yields ``(x, y, [])`` batches
-   like :func:`tlkit.data.make_loader`: for training a random resized crop
+   like :func:`tlkit.loaders.make_loader`: for training a random resized crop
    (area 35-100%, aspect 3/4-4/3, as the standard preset) and a random flip,
    done for the whole batch at once with ``affine_grid``/``grid_sample`` on the
    device; for evaluation the centre crop. Then the backbone's normalisation.
@@ -33,9 +33,10 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from tlkit.data import ImageDataset, eval_resize, make_loader, num_workers_default, with_files
+from tlkit.data import ImageDataset, eval_resize
 from tlkit.device import releasing_memory
 from tlkit.images import warn_skipped
+from tlkit.loaders import make_loader, num_workers_default, with_files
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
 CROP_RATIO = (3 / 4, 4 / 3)

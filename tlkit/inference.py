@@ -20,10 +20,11 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from tlkit.data import ImageDataset, make_loader, with_files
+from tlkit.data import ImageDataset
 from tlkit.device import inference_autocast, memory_format, releasing_memory, to_device
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.images import warn_skipped
+from tlkit.loaders import make_loader, with_files
 from tlkit.modes import eval_mode
 
 

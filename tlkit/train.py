@@ -34,13 +34,14 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.callbacks import Callback, Checkpoint
-from tlkit.data import leaves_one_image, make_loader, transforms_for
+from tlkit.data import transforms_for
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
 from tlkit.device import releasing_memory as trimmed  # renamed; the loop redesign uses the new name
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.freezing import param_groups
 from tlkit.history import History
 from tlkit.images import warn_skipped
+from tlkit.loaders import leaves_one_image, make_loader
 from tlkit.lr_finder import LRFinderResult, lr_find  # noqa: F401 - re-exported: part of the training API
 from tlkit.resume import (TRAIN_FORMAT, freeze_state, load_freeze_state, load_training_state, rng_state,
                           seed_everything, set_rng_state)

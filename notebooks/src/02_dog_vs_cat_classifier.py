@@ -163,7 +163,8 @@ print("mean:", tuple(round(v, 4) for v in model.mean))
 print("std: ", tuple(round(v, 4) for v in model.std))
 
 # %%
-from tlkit.data import make_loader, transforms_for
+from tlkit.data import transforms_for
+from tlkit.loaders import make_loader
 
 preprocess = transforms_for(model, image_size=SIZE)  # evaluation: no augmentation
 print(preprocess)

@@ -354,7 +354,7 @@ viz.show_images(subset(lines_train, 4, seed=0).files, titles=["left"] * 4 + ["ri
 # spatial grid, train a head:
 
 # %%
-from tlkit.data import make_loader
+from tlkit.loaders import make_loader
 
 
 @torch.no_grad()
