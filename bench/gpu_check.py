@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from tlkit.backbones import load_backbone  # noqa: E402
-from tlkit.data import ImageDataset, cats_vs_dogs, image_folder, num_workers_default, subset  # noqa: E402
+from tlkit.data import ImageDataset, cats_vs_dogs, image_folder, subset  # noqa: E402
+from tlkit.loaders import num_workers_default  # noqa: E402
 from tlkit.data import transforms_for  # noqa: E402
 from tlkit.device import autocast, memory_format  # noqa: E402
 from tlkit.features import extract_features  # noqa: E402
@@ -143,7 +144,7 @@ def bare_train_step(device: torch.device, args: argparse.Namespace) -> float:
 
 
 def bare_forward(device: torch.device, args: argparse.Namespace) -> float:
-    """(c, limit) img/s of forward_features alone on random tensors, eval mode, no grad."""
+    """(c, limit) img/s of forward_pooled alone on random tensors, eval mode, no grad."""
     model = load_backbone(BACKBONE, pretrained=not args.cpu_smoke).eval()
     model.to(device, memory_format=memory_format(device))
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
@@ -152,7 +153,7 @@ def bare_forward(device: torch.device, args: argparse.Namespace) -> float:
     @torch.no_grad()
     def forward() -> None:
         with autocast(device):
-            model.forward_features(x)
+            model.forward_pooled(x)
 
     return args.batch / timed(forward, device, args.steps, args.warmup)
 
@@ -291,7 +292,7 @@ def measure(args: argparse.Namespace, device: torch.device, train: ImageDataset,
     if device.type == "cuda":
         rows.append(("gpu_decode", "b'. bench loop, decode_jpeg on the GPU", gpu_decode_epoch(train, device, args),
                      "every epoch; not a tlkit path"))
-    rows.append(("bare_forward", "c. bare forward_features (random)", bare_forward(device, args), "the limit"))
+    rows.append(("bare_forward", "c. bare forward_pooled (random)", bare_forward(device, args), "the limit"))
     rows.append(("features", "c. tlkit extract_features (JPEGs)", tlkit_features(both, device, args),
                  f"{len(both)} images, no cache"))
     return rows

@@ -28,7 +28,7 @@ def test_cached_features_equal_fresh_ones_and_skip_the_backbone(setup, monkeypat
     first = extract_features(model, train, cache_dir=cache, progress=False)
     assert not first.from_cache and len(list(cache.glob("*.pt"))) == 1
     calls = []
-    monkeypatch.setattr(model, "forward_features", lambda x: calls.append(x) or 1 / 0)
+    monkeypatch.setattr(model, "forward_pooled", lambda x: calls.append(x) or 1 / 0)
     second = extract_features(model, train, cache_dir=cache, progress=False)
     assert second.from_cache and calls == []
     assert torch.equal(second.features, fresh.features) and torch.equal(second.labels, fresh.labels)

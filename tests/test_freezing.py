@@ -151,13 +151,13 @@ def test_a_frozen_group_is_a_fixed_function_in_train_mode():
     x = torch.randn(2, 3, 64, 64)
     model.train()  # nothing frozen: drop-connect makes two passes differ
     with torch.no_grad():
-        assert not torch.equal(model.forward_features(x), model.forward_features(x))
+        assert not torch.equal(model.forward_pooled(x), model.forward_pooled(x))
     freeze(model, model.group_names[:-1])
     model.train()
     assert all(not m.training for g in model.group_names[:-1] for m in model.groups[g].modules())
     assert model.groups["head"].training and model.training
     with torch.no_grad():
-        assert torch.equal(model.forward_features(x), model.forward_features(x))
+        assert torch.equal(model.forward_pooled(x), model.forward_pooled(x))
     unfreeze(model, "stage7")
     set_bn_policy(model, "eval_all")  # trainable stage7: blocks train, its BN keeps its statistics
     blocks = [m for m in model.groups["stage7"].modules() if not isinstance(m, nn.BatchNorm2d)]

@@ -17,10 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-STRATEGIES = ("features", "partial", "finetune")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from tlkit.strategy import STRATEGIES
+
     p = argparse.ArgumentParser(
         prog="python -m tlkit",
         description="tlkit: transfer learning you can read, run and watch.",
@@ -41,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None,
                    help="output folder for model.pt, metrics.json and confusion_matrix.png "
                         "(default: runs/<strategy>)")
-    t.add_argument("--strategy", choices=STRATEGIES, default="features",
+    t.add_argument("--strategy", choices=list(STRATEGIES), default="features",
                    help="features: frozen backbone on cached features (fast); partial: train the top groups; "
                         "finetune: train the whole network (default: features)")
     t.add_argument("--unfreeze-at", type=int, default=None, metavar="K",
@@ -78,7 +77,7 @@ def _dataset_once():
     """``cats_vs_dogs()``; under torchrun rank 0 alone may download it, the others wait and read it."""
     from tlkit import distributed
     from tlkit.data import cats_vs_dogs
-    from tlkit.download import DownloadError
+    from tlkit.errors import DownloadError
 
     ctx = distributed.context()
     if not ctx.enabled:
@@ -144,6 +143,7 @@ def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dic
 
 
 def _train_features(model, train, val, args, image_size: int) -> dict:
+    from tlkit.checkpoint import load_head
     from tlkit.data import transforms_for
     from tlkit.evaluate import confusion_matrix, predictions_from_features
     from tlkit.features import extract_features, train_head
@@ -157,8 +157,8 @@ def _train_features(model, train, val, args, image_size: int) -> dict:
     t1 = time.perf_counter()
     head, history = train_head(ftr, fva, epochs=args.epochs, lr=args.lr, seed=args.seed)
     t2 = time.perf_counter()
-    model.groups["head"].load_state_dict(head.state_dict())
-    preds = predictions_from_features(model.head, fva)
+    load_head(model, head)
+    preds = predictions_from_features(model, fva)
     cm = confusion_matrix(preds.labels, preds.preds, len(train.classes))
     return {"val_accuracy": round(preds.accuracy, 4), "confusion": cm.tolist(), "history": history,
             "timings": {"features_seconds": round(t1 - t0, 2), "head_seconds": round(t2 - t1, 3),
@@ -218,7 +218,7 @@ def _report(command: str, result: dict, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
     from tlkit import distributed
-    from tlkit.errors import USER_ERRORS, explain
+    from tlkit.errors import USER_ERRORS, user_message
 
     args = build_parser().parse_args(argv)
     commands = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate}
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
             result = commands[args.command](args)
     except USER_ERRORS as exc:
-        print(f"error: {explain(exc)}", file=sys.stderr)
+        print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tlkit import distributed
-from tlkit.checkpoint import atomic_save
+from tlkit.storage import atomic_save
 from tlkit.freezing import unfreeze, unfrozen_group_lr
 from tlkit.resume import training_state
 from tlkit.state import TrainState

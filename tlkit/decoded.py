@@ -13,7 +13,7 @@ loop:
    and stores all of them as one ``(N, 3, S, S)`` uint8 tensor on ``device``
    (2,000 photos at 256 px: 393 MB).
 2. ``.loader(batch_size, train=True, seed=...)`` yields ``(x, y, [])`` batches
-   like :func:`tlkit.data.make_loader`: for training a random resized crop
+   like :func:`tlkit.loaders.make_loader`: for training a random resized crop
    (area 35-100%, aspect 3/4-4/3, as the standard preset) and a random flip,
    done for the whole batch at once with ``affine_grid``/``grid_sample`` on the
    device; for evaluation the centre crop. Then the backbone's normalisation.
@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from tlkit import distributed
-from tlkit.data import ImageDataset, eval_resize, leaves_one_image, make_loader, num_workers_default, with_files
-from tlkit.device import trimmed
+from tlkit.data import ImageDataset, eval_resize
+from tlkit.device import releasing_memory
+from tlkit.loaders import leaves_one_image, make_loader, num_workers_default, with_files
 from tlkit.images import warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
@@ -65,8 +66,8 @@ class DecodedImages:
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)
         labels, self.files, skipped, n = [], [], [], 0
         with tqdm(total=len(dataset), desc=f"decode {dataset.name}", unit="img", disable=not progress) as bar:
-            # x: (B, 3, S, S) uint8; trimmed: the decoding happens here, on the CPU
-            for x, y, kept, dropped in with_files(trimmed(loader, torch.device("cpu")), dataset.files):
+            # x: (B, 3, S, S) uint8; releasing_memory: the decoding happens here, on the CPU
+            for x, y, kept, dropped in with_files(releasing_memory(loader, torch.device("cpu")), dataset.files):
                 images[n:n + len(y)] = x
                 labels += y.tolist()
                 self.files += kept
@@ -202,5 +203,5 @@ class DecodedLoaders(DataLoaders):
 
 def lone_last_image(data, batch_size: int, ctx: distributed.DistContext) -> bool:
     """True when this rank's last training batch would hold one image, which is then dropped
-    (a different one each epoch: the data is shuffled). See :func:`tlkit.data.leaves_one_image`."""
+    (a different one each epoch: the data is shuffled). See :func:`tlkit.loaders.leaves_one_image`."""
     return leaves_one_image(ctx.shard_size(len(data)), batch_size)

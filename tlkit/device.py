@@ -145,14 +145,14 @@ def trim_heap() -> bool:
     return True
 
 
-def trimmed(batches: Iterable[T], device: torch.device, every: int = 10) -> Iterator[T]:
+def releasing_memory(batches: Iterable[T], device: torch.device, every: int = 10) -> Iterator[T]:
     """Yields ``batches`` unchanged, calling :func:`trim_heap` after every ``every``-th on a CPU.
 
     On a GPU nothing is trimmed: host memory holds little there, and the
     loop should not pause.
 
     Example:
-        >>> for x, y, dropped in trimmed(loader, torch.device("cpu")): ...
+        >>> for x, y, dropped in releasing_memory(loader, torch.device("cpu")): ...
     """
     for i, batch in enumerate(batches):
         yield batch

@@ -25,13 +25,14 @@ import torch
 from torch import nn
 
 from tlkit import distributed
-from tlkit.data import ImageDataset, make_loader, warn_skipped, with_files
-from tlkit.device import (default_batch_size, inference_autocast, inference_precision, pick_device, to_device,
-                          trimmed)
-from tlkit.fold import evaluating
-from tlkit.download import remove_stale
+from tlkit.archive import remove_stale
+from tlkit.data import ImageDataset
+from tlkit.device import default_batch_size, inference_precision, pick_device
 from tlkit.heads import make_head
 from tlkit.history import History
+from tlkit.inference import run_inference
+from tlkit.modes import eval_mode
+from tlkit.storage import cache_root, safe_load
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -55,8 +56,7 @@ class Features:
 def default_cache_dir() -> Path:
     """``$TLKIT_CACHE_DIR`` or ``~/.cache/tlkit/features``."""
     env = os.environ.get("TLKIT_CACHE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit"
-    return base / "features"
+    return (Path(env) if env else cache_root()) / "features"
 
 
 def body_fingerprint(model: nn.Module) -> str:
@@ -131,41 +131,17 @@ def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistConte
     """Runs the body on this rank's share of ``dataset``; every rank gets all rows, in file order."""
     start = time.perf_counter()
     shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
-    feats, labels, files = _run_backbone(model, shard, batch_size, device, progress, num_workers, precision)
+    feats, labels, files = run_inference(model, shard, model.forward_pooled, model.num_features, batch_size, device,
+                                         precision, progress, num_workers, desc="extracting features of")
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
     return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
-
-
-@torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
-def _run_backbone(model, dataset, batch_size, device, progress, num_workers, precision):
-    from tqdm.auto import tqdm
-
-    kept, skipped, chunks, labels = [], [], [], []
-    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
-                         pin_memory=device.type == "cuda")
-    bar = tqdm(total=len(dataset), desc=f"features {dataset.name}", unit="img", disable=not progress)
-    with evaluating(model, device):
-        # trimmed: freed memory back to the OS (Binder has 2 GB)
-        for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
-            kept += batch_kept
-            skipped += dropped
-            if len(y):
-                with inference_autocast(device, precision):
-                    f = model.forward_features(to_device(x, device))  # (B, F)
-                chunks.append(f.float().cpu())
-                labels.append(y)
-            bar.update(len(batch_kept) + len(dropped))
-    bar.close()
-    warn_skipped(skipped, where=f" while extracting features of {dataset.name}")
-    feats = torch.cat(chunks) if chunks else torch.empty(0, model.num_features)
-    return feats, (torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)), kept
 
 
 def _load_cache(path: Path, key: str):
     if not path.exists():
         return None
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = safe_load(path, "feature cache")
         ok = (blob.get("key") == key and blob["features"].ndim == 2
               and len(blob["features"]) == len(blob["labels"]) == len(blob["files"])
               and bool(torch.isfinite(blob["features"]).all()))
@@ -267,11 +243,14 @@ def _train_forward(head: nn.Sequential, x: torch.Tensor, gen: torch.Generator) -
 
 @torch.no_grad()
 def evaluate_head(head: nn.Module, feats: Features) -> tuple[float, float]:
-    """(loss, accuracy) of ``head`` on cached features."""
-    was = head.training
-    head.eval()
-    logits = head(feats.features)
+    """(loss, accuracy) of ``head`` on cached features, in eval mode (its modes restored).
+
+    Example:
+        >>> evaluate_head(head, val_feats)
+        (0.061, 0.981)
+    """
+    with eval_mode(head):
+        logits = head(feats.features)  # (N, C)
     loss = nn.functional.cross_entropy(logits, feats.labels).item()
     acc = (logits.argmax(1) == feats.labels).float().mean().item()
-    head.train(was)
     return loss, acc

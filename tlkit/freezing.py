@@ -21,7 +21,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -279,9 +279,3 @@ def _split_decay(module: nn.Module) -> tuple[list, list]:
             (no_decay if is_norm or pname.endswith("bias") or p.ndim <= 1 else decay).append(p)
     return decay, no_decay
 
-
-def iter_frozen_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every parameter and BN buffer in frozen groups (for tests and checks)."""
-    for g in model.frozen_groups:
-        for n, t in model.groups[g].state_dict(keep_vars=False).items():
-            yield f"{g}.{n}", t

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import warnings
 from pathlib import Path
@@ -33,12 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit.checkpoint import CheckpointError, unpickling_detail
+from tlkit.errors import CheckpointError
 from tlkit.device import needs_grad_scaler
 from tlkit.distributed import DistContext
 from tlkit.freezing import param_groups
 from tlkit.schedule import LRSchedule, make_optimizer
 from tlkit.state import TrainState, copy_weights
+from tlkit.storage import safe_load
 
 TRAIN_FORMAT = "tlkit-train/1"
 __all__ = ["TRAIN_FORMAT", "seed_run", "start_state", "training_state", "restore_training_state",
@@ -156,16 +156,7 @@ def load_training_state(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"No training checkpoint at {path}. Pass the file, or the folder that "
                                 "Checkpoint(dir) / fit(checkpoint_dir=...) wrote last.pt into.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"Refusing to load {path}: it contains Python objects other than tensors, numbers, strings, "
-            f"lists and dicts, which could run code when unpickled. tlkit training checkpoints never "
-            f"do; only load such a file if you trust it. ({unpickling_detail(exc)})") from exc
-    except (RuntimeError, EOFError, OSError) as exc:  # truncated or not a torch file at all
-        raise CheckpointError(f"{path} is not a readable training checkpoint (damaged or cut short?): "
-                              f"{type(exc).__name__}: {exc}") from exc
+    state = safe_load(path, "training checkpoint")
     if not isinstance(state, dict) or state.get("format") != TRAIN_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a tlkit training checkpoint (format {found!r}, expected "

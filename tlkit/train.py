@@ -33,9 +33,9 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.callbacks import Callback, CallbackList, Checkpoint
-from tlkit.data import transforms_for, warn_skipped
+from tlkit.data import transforms_for
 from tlkit.decoded import training_loaders
-from tlkit.device import autocast, memory_format, pick_device, to_device, trimmed
+from tlkit.device import autocast, memory_format, pick_device, releasing_memory, to_device
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.history import History
 from tlkit.meter import EpochMeter, NonFiniteLossError, check_finite, progress_bar, stop_on_nan
@@ -43,6 +43,7 @@ from tlkit.oom import retry_on_oom
 from tlkit.resume import seed_run, start_state
 from tlkit.schedule import OPTIMIZERS, SCHEDULERS
 from tlkit.state import TrainState
+from tlkit.images import warn_skipped
 
 log = logging.getLogger(__name__)
 GPU_READ_EVERY = 20  # on a GPU, steps between reads of the running loss (see tlkit.meter)
@@ -110,7 +111,7 @@ class Trainer:
         meter, skipped, start = EpochMeter(self.device, self._read_every), [], time.perf_counter()
         bar = progress_bar(epoch, self.config.epochs, self.dist.shard_size(len(self.train_data)) - loader.drop_last,
                            self.config.progress and self.dist.is_main)
-        for step, (x, y, dropped) in enumerate(trimmed(loader, self.device)):  # x: (B, 3, H, W), y: (B,)
+        for step, (x, y, dropped) in enumerate(releasing_memory(loader, self.device)):  # x: (B, 3, H, W), y: (B,)
             self._check_stop()
             skipped += dropped  # unreadable images, left out of the batch
             bar.update(len(y) + len(dropped))
@@ -153,7 +154,7 @@ class Trainer:
             return {"val_loss": None, "val_acc": None}
         self.model.eval()
         sums, seen, skipped = torch.zeros(2, device=self.device), 0, []  # sums: [loss sum, correct]
-        for x, y, dropped in trimmed(self.loaders(self.val_data, train=False), self.device):
+        for x, y, dropped in releasing_memory(self.loaders(self.val_data, train=False), self.device):
             self._check_stop()
             skipped += dropped
             if len(y) == 0:
@@ -227,7 +228,7 @@ class TrainConfig:
     channels_last: bool = True  # the faster memory layout, where tlkit.device says it is faster
     fold_bn: bool = True  # run eval-mode BatchNorm folded into its conv (tlkit.fold): same maths, faster
     decode_once: bool = False  # decode every image once and augment batches on the device (tlkit.decoded)
-    num_workers: int | None = None  # DataLoader workers; None: tlkit.data.num_workers_default()
+    num_workers: int | None = None  # DataLoader workers; None: tlkit.loaders.num_workers_default()
     seed: int | None = None  # makes a CPU run repeatable (weights, data order, augmentation)
     callbacks: Iterable[Callback] = ()  # tlkit.callbacks objects, called at fixed points of the loop
     checkpoint_dir: str | Path | None = None  # adds Checkpoint(checkpoint_dir): resume from there
@@ -292,4 +293,4 @@ def _with_transform(data, model: nn.Module, train: bool, cfg: TrainConfig):
     return data.with_transform(transforms_for(model, train=train, image_size=cfg.image_size, augment=cfg.augment))
 
 
-__all__ = ["TrainConfig", "Trainer", "fit", "NonFiniteLossError"]
+__all__ = ["TrainConfig", "Trainer", "fit"]

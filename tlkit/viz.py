@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tlkit.data import open_image, transforms_for
+from tlkit.images import open_image
 from tlkit.evaluate import Predictions, top_losses
-from tlkit.explain import capture_activations
+from tlkit.explain import as_batch, capture_activations
 from tlkit.history import History
+from tlkit.modes import eval_mode
 
 
 def new_figure(width: float, height: float):
@@ -471,15 +472,8 @@ def plot_feature_maps(model: torch.nn.Module, image, groups: Sequence[str] | Non
 
 def _activations(model: torch.nn.Module, image, groups: list[str]) -> dict[str, torch.Tensor]:
     """``{group: (1, C, h, w)}`` for one photo, in eval mode; every module's mode is restored."""
-    if not isinstance(image, torch.Tensor):
-        image = transforms_for(model)(open_image(image) if isinstance(image, (str, os.PathLike)) else image)
-    x = image if image.ndim == 4 else image.unsqueeze(0)
+    x = as_batch(model, image)  # (1, 3, H, W)
     param = next(model.parameters())
-    modes = {m: m.training for m in model.modules()}
-    try:
-        with torch.no_grad(), capture_activations(model.eval(), groups) as acts:
-            model(x.to(param.device, param.dtype))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with eval_mode(model), torch.no_grad(), capture_activations(model, groups) as acts:
+        model(x.to(param.device, param.dtype))
     return acts

@@ -25,7 +25,9 @@ from PIL import Image
 from torch import nn
 
 from tlkit import viz
-from tlkit.data import ImageReadError, open_image, transforms_for
+from tlkit.data import transforms_for
+from tlkit.errors import ImageReadError
+from tlkit.images import open_image
 from tlkit.explain import classify_image, grad_cam
 from widgets._base import Panel, describe_error, error_html
 from widgets._compat import uploaded_files

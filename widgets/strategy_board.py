@@ -37,11 +37,9 @@ from tlkit.data import subset, transforms_for
 from tlkit.features import extract_features, train_head
 from tlkit.freezing import count_parameters
 from tlkit.heads import init_linear_
-from tlkit.strategy import train_strategy
+from tlkit.strategy import STRATEGIES, train_strategy
 from widgets._base import ThreadedPanel, keep_global_rng
 from widgets._plot import message_png, show_png
-
-STRATEGIES = {"features": "feature extraction", "partial": "partial fine-tuning", "finetune": "full fine-tuning"}
 
 
 class StrategyBoard(ThreadedPanel):

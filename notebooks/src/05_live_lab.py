@@ -27,21 +27,7 @@
 # a few seconds. The cells below also drive the panels from code (blocking),
 # so the notebook runs top to bottom unattended; in class, press the buttons instead.
 
-# %%
-# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-
-    if not os.path.isdir("/content/tlkit"):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
-                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
-    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
-    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
-    sys.path.insert(0, os.getcwd())
+# %% setup
 
 # %% [markdown]
 # ## Profile
@@ -50,21 +36,7 @@ if "google.colab" in sys.modules:
 # class at 128 px, so every run is short. **gpu** uses more photos at 224 px. **test**
 # (`TLKIT_FAST=1`) is a dry run.
 
-# %%
-import os
-
-# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
-# spinning; spinning threads can make training many times slower when other processes
-# compete for the cores. This only works when set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
-
-# Figures as JPEG: photos make PNG notebooks ten times larger.
-%config InlineBackend.figure_formats = ["jpeg"]
-%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
-
-FAST = os.environ.get("TLKIT_FAST") == "1"
-PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+# %% profile
 SETTINGS = {
     # image_size: of the cached features; live_*: photos per class, size and epochs of the
     # fine-tuning runs that the panels start.
@@ -274,12 +246,13 @@ for r in board.results.values():
 # image; a PDF or a text file gets a clear message instead of a crash.
 
 # %%
+from tlkit.checkpoint import load_head
 from tlkit.features import train_head
 from widgets import PredictPanel
 
 head, history = train_head(train_feats, val_feats, epochs=20, seed=0)
 classifier = load_backbone("efficientnet_lite0", num_classes=2, class_names=train_all.classes)
-classifier.groups["head"].load_state_dict(head.state_dict())
+load_head(classifier, head)
 classifier.input_size = SIZE  # the size its head was trained at: the panel preprocesses to it
 print(f"validation accuracy: {history.best('val_acc')['val_acc']:.1%}")
 

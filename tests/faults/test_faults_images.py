@@ -19,7 +19,8 @@ from PIL import Image, ImageFile
 from faultkit import snapshot, write_png
 from imagegen import make_dataset, write_image
 from tlkit.backbones import load_backbone
-from tlkit.data import MAX_PIXELS, image_folder, transforms_for
+from tlkit.data import image_folder, transforms_for
+from tlkit.images import MAX_PIXELS
 from tlkit.features import extract_features
 
 SIZE = 32

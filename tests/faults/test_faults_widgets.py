@@ -160,7 +160,7 @@ def test_unfreezing_during_training_then_stop_applies_the_change_after_the_run(m
     dash.stop()  # ... but the run stops before epoch 2 starts
     gate.release.set()
     assert dash.join(60) and dash.error is None and len(dash.history) == 1
-    assert all(not trains and not in_opt for _, trains, in_opt in log.rows)  # stem never trained in the run
+    assert log.rows and all(not trains and not in_opt for _, trains, in_opt in log.rows)  # stem never trained
     assert "stem" not in model.frozen_groups and panel.pending == {}  # not lost: applied after the run
     # Applied either when the run ended or at the start of the epoch 2 that Stop then cancelled.
     assert panel.applied[-1]["changes"] == {"stem": True} and panel.applied[-1]["epoch"] in (None, 2)
