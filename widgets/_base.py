@@ -182,6 +182,8 @@ class ThreadedPanel(Panel):
     """
 
     busy_message = "Busy: wait for the current run to finish."
+    idle_stop_message = "Nothing to stop: nothing is running."
+    stopping_message = "Stopping after this batch ..."
 
     def _init_threaded(self, name: str, blocking: bool = False, status: str = "") -> None:
         self.blocking = blocking
@@ -189,6 +191,7 @@ class ThreadedPanel(Panel):
         self.error_box = W.HTML(value="")
         self.log = W.Output()
         self._work: Callable[[], object] = lambda: None
+        self._stop_event = threading.Event()  # set by stop(); the work checks it every batch
         self._worker = Worker(lambda: self._work(), on_error=self._show_error, on_done=self._finish, name=name)
 
     @property
@@ -204,6 +207,15 @@ class ThreadedPanel(Panel):
     def join(self, timeout: float | None = None) -> bool:
         """Waits for the worker thread; True when it has finished."""
         return self._worker.join(timeout)
+
+    def stop(self) -> bool:
+        """Asks the running work to stop after its current batch; False (and a message) when idle."""
+        if not self.is_running:
+            self.status.value = self.idle_stop_message
+            return False
+        self._stop_event.set()
+        self.status.value = self.stopping_message
+        return True
 
     def _launch(self, work: Callable[[], object], message: str, blocking: bool | None = None,
                 prepare: Callable[[], None] | None = None) -> bool:

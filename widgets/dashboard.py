@@ -66,6 +66,8 @@ class TrainingDashboard(ThreadedPanel):
     """
 
     busy_message = "Already training: press Stop first, or wait for this run to end."
+    idle_stop_message = 'Nothing to stop: no training is running.'
+    stopping_message = 'Stopping after this batch; the best weights will be kept ...'
 
     def __init__(self, model: nn.Module, train_data, val_data=None, epochs: int = 3, batch_size: int = 32,
                  lr: float = 1e-3, blocking: bool = False, callbacks=(), refresh_interval: float = 0.5,
@@ -76,7 +78,6 @@ class TrainingDashboard(ThreadedPanel):
         self.fit_kwargs = fit_kwargs
         self._callbacks = list(callbacks)
         self._throttle = Throttle(refresh_interval)
-        self._stop_event = threading.Event()
         self._init_threaded("tlkit-dashboard", blocking, status="Ready: press Start.")
         self._live_history: History | None = None
         self._final_history: History | None = None
@@ -141,15 +142,6 @@ class TrainingDashboard(ThreadedPanel):
 
         return self._launch(self._train, f"Starting: {epochs} epoch(s), batch size {batch_size} ...",
                             blocking, prepare=prepare)
-
-    def stop(self) -> bool:
-        """Asks the run to stop after the current batch; False (and a message) when idle."""
-        if not self.is_running:
-            self.status.value = "Nothing to stop: no training is running."
-            return False
-        self._stop_event.set()
-        self.status.value = "Stopping after this batch; the best weights will be kept ..."
-        return True
 
     # ---- training thread ----------------------------------------------
     def _train(self) -> History:

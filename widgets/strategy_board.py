@@ -76,7 +76,6 @@ class StrategyBoard(ThreadedPanel):
         self.lr, self.head_lr, self.seed, self.cache_dir = lr, head_lr, seed, cache_dir
         self.fit_kwargs = {"batch_size": 16, "num_workers": 0, **fit_kwargs}
         self.results: dict[str, dict] = {}
-        self._stop = threading.Event()
         self._init_threaded("tlkit-strategies", blocking,
                             status=(f"Ready: {len(self.train_ds)} training and {len(self.val_ds)} validation "
                                     f"images at {self.image_size} px. Press run."))
@@ -98,12 +97,14 @@ class StrategyBoard(ThreadedPanel):
                               self.status, self.error_box, self.table, self.plot, self.log])
 
     busy_message = "Already running: wait for it to finish, or press stop."
+    idle_stop_message = 'Nothing to stop: no run is going.'
+    stopping_message = 'Stopping ...'
 
     # ---- controller -----------------------------------------------------
     def run(self, blocking: bool | None = None) -> bool:
         """Trains all three strategies (in a thread unless blocking); False if already running."""
         def prepare() -> None:
-            self._stop = threading.Event()
+            self._stop_event = threading.Event()
             self.results = {}
             self.table.value, self.progress.value = "", 0
 
@@ -111,15 +112,6 @@ class StrategyBoard(ThreadedPanel):
 
     def _set_busy(self, busy: bool) -> None:
         self.run_button.disabled = busy
-
-    def stop(self) -> bool:
-        """Ends the strategy being trained after its current batch and skips the rest."""
-        if not self.is_running:
-            self.status.value = "Nothing to stop: no run is going."
-            return False
-        self._stop.set()
-        self.status.value = "Stopping ..."
-        return True
 
     # ---- worker -----------------------------------------------------------
     def _fresh_models(self):
@@ -144,7 +136,7 @@ class StrategyBoard(ThreadedPanel):
         with keep_global_rng():
             models = self._fresh_models()
             for i, (strategy, label) in enumerate(STRATEGIES.items()):
-                if self._stop.is_set():
+                if self._stop_event.is_set():
                     break
                 self.status.value = f"Training {label} ({i + 1}/{len(STRATEGIES)}) ..."  # progress
                 start = time.perf_counter()
@@ -164,11 +156,11 @@ class StrategyBoard(ThreadedPanel):
             feats = [extract_features(model, ds.with_transform(tf), batch_size=self.fit_kwargs["batch_size"],
                                       cache_dir=self.cache_dir, progress=False, num_workers=0)
                      for ds in (self.train_ds, self.val_ds)]
-            head, history = train_head(*feats, epochs=epochs, lr=self.head_lr, seed=self.seed, stop=self._stop)
+            head, history = train_head(*feats, epochs=epochs, lr=self.head_lr, seed=self.seed, stop=self._stop_event)
             return history, sum(p.numel() for p in head.parameters())
         history = train_strategy(model, strategy, self.train_ds, self.val_ds, epochs=epochs, lr=self.lr,
                                  head_lr=self.head_lr, image_size=self.image_size, seed=self.seed,
-                                 stop_event=self._stop, progress=False, **self.fit_kwargs)
+                                 stop_event=self._stop_event, progress=False, **self.fit_kwargs)
         return history, count_parameters(model)[0]
 
     # ---- view ---------------------------------------------------------------
@@ -187,7 +179,7 @@ class StrategyBoard(ThreadedPanel):
     def render(self, results: dict[str, dict]) -> None:
         """The finished comparison: table, curves and the best strategy."""
         self._show_table(results)
-        if self._stop.is_set():
+        if self._stop_event.is_set():
             n = len(results)
             self.status.value = f"Stopped after {n} strateg{'y' if n == 1 else 'ies'}."
         else:
