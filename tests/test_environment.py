@@ -389,6 +389,24 @@ def test_editable_install_needs_no_import_finder():
         assert (ROOT / package / "__init__.py").is_file()
 
 
+def test_bench_demo_prints_the_load_cores_and_bf16_it_ran_with(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_demo", ROOT / "bench" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    import tlkit.device
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 4.0, 3.0))
+    monkeypatch.setattr(tlkit.device, "cpu_has_native_bf16", lambda: False)
+    line = demo.machine_summary()
+    assert line.startswith("2 logical cores (2 usable), load average 5.0/4.0/3.0 (busy")
+    assert line.endswith("native bf16: no (fp32 feature pass)")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    monkeypatch.setattr(tlkit.device, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv("TLKIT_CPU_BF16", "0")
+    assert demo.machine_summary() == "2 logical cores (2 usable), load average 0.5/0.5/0.5, native bf16: off (TLKIT_CPU_BF16=0)"
+
+
 # --------------------------------------------------------------------------
 # tools/prefetch.py, offline on synthetic data
 
