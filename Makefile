@@ -41,7 +41,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tests/run_all.sh $(PY)
 
+# Trusted notebooks: JupyterLab and Notebook 7 then draw the widgets' saved state
+# before anything runs (untrusted, they show "VBox(children=...)" text instead).
 lab: $(STAMP)
+	$(PY) -m jupyter trust notebooks/*.ipynb >/dev/null
 	$(PY) -m jupyter lab notebooks/
 
 notebooks: $(STAMP)

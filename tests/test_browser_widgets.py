@@ -11,6 +11,11 @@ PredictPanel. For each front end the test runs all cells from the Run menu, then
 * picks a validation image, then uploads a text file: the error names that
   file (not a temporary path) and replaces the earlier result.
 
+A second test opens a notebook executed by ``tools/make_notebooks.py`` (which
+saves the widget state) without running anything: untrusted, the front end
+shows ``VBox(children=...)`` text; trusted (``jupyter trust``, as ``make lab``
+does), it draws the saved widgets.
+
 Needs /usr/bin/chromium (Debian: ``apt-get install -y chromium``), the
 ``playwright`` Python package and Notebook 7 (all but Chromium come with
 ``pip install -e '.[dev]'``); skips with the reason otherwise. Screenshots go
@@ -25,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from browser.jupyter_lab import CHROMIUM, CHROMIUM_ARGS, KERNEL_DISPLAY_NAME, REPO, jupyter_server, write_notebook
+from browser.jupyter_lab import (CHROMIUM, CHROMIUM_ARGS, KERNEL_DISPLAY_NAME, REPO, jupyter_server,
+                                 trust_notebook, write_notebook)
 
 pytestmark = pytest.mark.browser
 
@@ -192,6 +198,44 @@ def _check_predict_panel(page, expect, tmp_path: Path) -> None:
     # ... no photo, and the dropdown no longer names the picked image as the one shown.
     shown = pick.evaluate("el => el.selectedIndex < 0 ? '' : el.options[el.selectedIndex].text")
     assert shown in ("", "(pick a validation image)"), shown
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=SKIP_NO_CHROMIUM)
+@pytest.mark.parametrize("app", ["lab", "notebook"], ids=["jupyterlab4", "notebook7"])
+def test_saved_widget_state_is_drawn_in_a_trusted_notebook_before_anything_runs(app, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="setup incomplete: pip install -e '.[dev]' (it brings playwright)")
+    if app == "notebook" and importlib.util.find_spec("notebook") is None:
+        pytest.skip("setup incomplete: Notebook 7 is not installed: pip install -e '.[dev]' (it brings notebook>=7)")
+    import nbformat
+    spec = importlib.util.spec_from_file_location("make_notebooks", REPO / "tools" / "make_notebooks.py")
+    mk = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mk)
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": mk.KERNELSPEC})
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import ipywidgets as w\nw.VBox([w.Label('best val_acc 0.991'), w.IntSlider(value=7)])")]
+    mk.execute(nb, fast=True, timeout=120)  # as make notebooks runs the course
+    root = tmp_path / app
+    root.mkdir()
+    nbformat.write(nb, root / "saved.ipynb")
+    with jupyter_server(root, app) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(url + "saved.ipynb")
+            output = page.locator(".jp-OutputArea-output").first
+            sync_api.expect(output).to_contain_text("VBox(children=", timeout=60_000)  # untrusted: text only
+            trust_notebook(root / "saved.ipynb", root)
+            page.reload()
+            label = page.locator(".widget-label", has_text="best val_acc 0.991")
+            sync_api.expect(label).to_be_visible(timeout=60_000)  # drawn from the saved state, no cell run
+            sync_api.expect(page.locator(".widget-slider .widget-readout")).to_have_text("7")
+        except Exception:
+            page.screenshot(path=str(_artifacts_dir(tmp_path) / f"saved_state_{app}_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
 
 
 def _sources(images) -> set[str | None]:

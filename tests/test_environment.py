@@ -198,6 +198,13 @@ def test_postbuild_fails_fast_and_warms_caches():
     assert "--no-deps" in install and re.search(r"(-e )?\.$", install)
     assert any(c.startswith("python tools/prefetch.py") for c in cmds)
     assert (ROOT / "tools" / "prefetch.py").is_file()
+    assert "jupyter trust notebooks/*.ipynb" in cmds  # saved widget state is drawn only when trusted
+
+
+def test_make_lab_trusts_the_course_notebooks_first():
+    lines = make_dry_run("lab").splitlines()
+    trust = next(i for i, ln in enumerate(lines) if "-m jupyter trust notebooks/*.ipynb" in ln)
+    assert "-m jupyter lab notebooks/" in lines[trust + 1]
 
 
 def run_start(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -87,6 +87,21 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) 
                        f"{log.read_text()[-3000:]}")
 
 
+def jupyter_env(root: Path) -> dict[str, str]:
+    """The environment of the server for ``root``: its own config, runtime and data folders
+    (the data folder holds the notebook-trust database), nothing from the user's."""
+    home = root.parent / (root.name + "-jupyter")
+    return dict(os.environ, JUPYTER_PATH=str(home / "share"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
+                JUPYTER_PLATFORM_DIRS="1")
+
+
+def trust_notebook(path: Path, root: Path) -> None:
+    """``jupyter trust`` for the server of ``root``: its front end then draws saved widgets."""
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(path)], env=jupyter_env(root), check=True,
+                   capture_output=True, timeout=60)
+
+
 @contextmanager
 def jupyter_server(root: Path, app: str = "lab", timeout: float = 90) -> Iterator[str]:
     """Runs ``jupyter lab`` or ``jupyter notebook`` (``app``, a key of APPS) on a free local
@@ -98,8 +113,7 @@ def jupyter_server(root: Path, app: str = "lab", timeout: float = 90) -> Iterato
     write_kernelspec(jpath)
     _quiet_settings(settings)
     port = free_port()
-    env = dict(os.environ, JUPYTER_PATH=str(jpath), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-               JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_PLATFORM_DIRS="1")
+    env = jupyter_env(root)
     cmd = [sys.executable, "-m", "jupyter", command, "--no-browser", "--allow-root", "--ip=127.0.0.1",
            f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
            f"--ServerApp.root_dir={root}", f"--{settings_class}.user_settings_dir={settings}",
