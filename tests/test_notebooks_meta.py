@@ -197,9 +197,9 @@ def test_execute_saves_the_widget_state_and_sends_runs_to_the_given_folder(tmp_p
 
 
 @pytest.mark.parametrize("name", EXPECTED)
-def test_committed_widgets_are_drawn_without_a_kernel(name):
-    # Every widget a committed notebook shows has its state saved (make notebooks does it),
-    # so a front end draws the panel instead of "VBox(children=...)" text.
+def test_committed_widgets_have_their_state_saved(name):
+    # Every widget a committed notebook shows has its state saved (make notebooks does it), so
+    # a front end that trusts the notebook draws the panel instead of "VBox(children=...)" text.
     nb = _committed(name)
     views = [o.data["application/vnd.jupyter.widget-view+json"]["model_id"] for c in _code(nb) for o in c.outputs
              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
