@@ -5,7 +5,8 @@ nbval runs the notebooks themselves (``pytest --nbval-lax notebooks/`` with
 notebook matches its source script, opens with badges pointing at itself and
 a setup cell, has 2-4 exercises with checks and hidden solutions, carries
 NBVAL_CHECK_OUTPUT markers, and shows no path of the machine that built it.
-They read files only and run in well under a second each.
+They read files only and run in well under a second each, except one that
+starts a kernel to check that the generator saves the widgets' state.
 """
 from __future__ import annotations
 
