@@ -2,7 +2,10 @@
 
     TLKIT_DATA_DIR=../shared/data python bench/demo.py
 
-Prints wall seconds, validation accuracy and peak memory (RSS) of each run.
+Prints wall seconds, validation accuracy and peak memory (RSS) of each run, and
+the machine they ran on: cores, load average before and after, native bf16.
+Other processes on the cores (a load above the core count) and a CPU without
+bf16 (fp32 feature pass, about 1.5x as long) make the cold run slower.
 Targets on the 2-core reference machine: >= 0.97 accuracy, cold <= 150 s, warm <= 15 s.
 """
 from __future__ import annotations
@@ -28,7 +31,23 @@ def run_demo(out: Path, cache: Path) -> tuple[float, dict, float]:
     return seconds, json.loads((out / "metrics.json").read_text()), peak_mb
 
 
+def machine_summary() -> str:
+    """Cores, load averages (1/5/15 min) and bf16 support: what the timings depend on."""
+    from tlkit.device import cpu_has_native_bf16  # imports torch: only when the benchmark runs
+
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    busy = " (busy: other processes compete for the cores)" if os.getloadavg()[0] > usable else ""
+    if cpu_has_native_bf16():
+        bf16 = "off (TLKIT_CPU_BF16=0)" if os.environ.get("TLKIT_CPU_BF16") == "0" else "yes"
+    else:
+        bf16 = "no (fp32 feature pass)"
+    return f"{cores} logical cores ({usable} usable), load average {load}{busy}, native bf16: {bf16}"
+
+
 def main() -> None:
+    print(f"machine: {machine_summary()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         rows = []
@@ -43,6 +62,7 @@ def main() -> None:
         print(f"demo_cold_seconds = {rows[0][1]:.1f}")
         print(f"demo_warm_seconds = {rows[1][1]:.1f}")
         print(f"demo_val_accuracy = {rows[1][2]['val_accuracy']:.4f}")
+    print(f"load average after: {'/'.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

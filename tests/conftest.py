@@ -90,3 +90,21 @@ def noisy_val(tmp_path: Path):
 
     files = sorted(str(p) for p in noisy_split(tmp_path / "val").rglob("*.jpg"))
     return ImageDataset(files, [0 if "/cats/" in f else 1 for f in files], list(CLASSES), name="synthetic")
+
+
+@pytest.fixture(scope="session")
+def cats_dogs_dir() -> Path:
+    """The real ``cats_and_dogs_filtered`` folder, found the way the library finds it.
+
+    :func:`tlkit.data.cats_vs_dogs` looks in ``$TLKIT_DATA_DIR``, then the user
+    cache; it never downloads here. Without the data the test is skipped, and
+    the reason says how to provide it.
+    """
+    from tlkit.data import cats_vs_dogs
+
+    try:
+        train, _ = cats_vs_dogs(download=False)
+    except FileNotFoundError:
+        pytest.skip("setup incomplete: the cats_and_dogs_filtered photos were not found. Set TLKIT_DATA_DIR to "
+                    "the folder that holds cats_and_dogs_filtered/, or run `python tools/prefetch.py` online")
+    return Path(train.files[0]).parents[2]  # <root>/train/cats/cat.0.jpg -> <root>

@@ -3,6 +3,8 @@
 #   1. pytest over tests/ (package, widgets with ipywidgets 8, fault suite, real browser)
 #   2. the widget tests again under ipywidgets 7.7.1 (what Colab ships)
 #   3. every course notebook through nbval in test mode (TLKIT_FAST=1)
+# Every pytest run prints the reason of each skipped test (-rs); a skip that means
+# "your setup is incomplete" (no data, no Chromium) says how to complete it.
 # Usage: tests/run_all.sh [PYTHON]   (default .venv/bin/python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,11 +17,16 @@ if [ -z "${TLKIT_DATA_DIR:-}" ] && [ -d ../shared/data/cats_and_dogs_filtered ];
 fi
 
 echo "== 1/3 pytest: package, widgets (ipywidgets 8), faults, browser =="
-"$PY" -m pytest -q -p no:cacheprovider tests
+"$PY" -m pytest -q -rs -p no:cacheprovider tests
 
 echo "== 2/3 widgets under ipywidgets 7.7.1 (Colab) =="
 bash tools/ipyw7_env.sh "$(dirname "$(dirname "$PY")")" .venv-ipyw7
-TLKIT_EXPECT_IPYWIDGETS=7 .venv-ipyw7/bin/python -m pytest -q -p no:cacheprovider tests/test_widgets.py tests/faults/test_faults_widgets.py
+TLKIT_EXPECT_IPYWIDGETS=7 .venv-ipyw7/bin/python -m pytest -q -rs -p no:cacheprovider tests/test_widgets.py tests/faults/test_faults_widgets.py
 
 echo "== 3/3 notebooks (nbval, TLKIT_FAST=1) =="
-TLKIT_FAST=1 "$PY" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/
+# What the notebooks save (models, generated images) goes to a temporary runs/ folder, not
+# notebooks/runs/, where a learner's file browser would show it. The folder is named runs so
+# that the notebooks' checked outputs ("saved to runs/...") read the same.
+scratch="$(mktemp -d "${TMPDIR:-/tmp}/tlkit-nbval-XXXXXX")"
+trap 'rm -rf "$scratch"' EXIT
+TLKIT_FAST=1 TLKIT_RUNS_DIR="$scratch/runs" "$PY" -m pytest -q -rs -p no:cacheprovider --nbval-lax notebooks/

@@ -1,5 +1,4 @@
 """The registry, loading options and pretrained predictions (the contract itself: test_backbone_contract.py)."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +7,6 @@ from tlkit import list_backbones, load_backbone
 from tlkit.data import transforms_for
 from tlkit.images import open_image
 
-VAL = Path(__file__).resolve().parents[2] / "shared/data/cats_and_dogs_filtered/validation"
 REGISTERED = ["efficientnet_lite0", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
               "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"]
 
@@ -36,11 +34,11 @@ def _top1(model, path):
         return model(x).argmax(1).item()
 
 
-@pytest.mark.skipif(not VAL.is_dir(), reason="needs ../shared/data")
-def test_lite0_imagenet_weights_recognise_a_cat_and_a_dog():
+def test_lite0_imagenet_weights_recognise_a_cat_and_a_dog(cats_dogs_dir):
+    val = cats_dogs_dir / "validation"
     model = load_backbone("efficientnet_lite0")
     assert model.weights == "imagenet"
-    cats = [_top1(model, VAL / "cats" / f"cat.{i}.jpg") for i in range(4001, 4006)]
-    dogs = [_top1(model, VAL / "dogs" / f"dog.{i}.jpg") for i in range(4001, 4006)]
+    cats = [_top1(model, val / "cats" / f"cat.{i}.jpg") for i in range(4001, 4006)]
+    dogs = [_top1(model, val / "dogs" / f"dog.{i}.jpg") for i in range(4001, 4006)]
     assert sum(281 <= c <= 285 for c in cats) >= 3, cats
     assert sum(151 <= d <= 268 for d in dogs) >= 4, dogs

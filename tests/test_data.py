@@ -1,5 +1,4 @@
 """Class-folder datasets, subsets, transforms, and skipping unreadable images (decoding: test_images.py)."""
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +9,6 @@ from tlkit import load_backbone
 from tlkit.data import cats_vs_dogs, image_folder, subset, transforms_for
 from tlkit.errors import DatasetLayoutError
 from tlkit.loaders import make_loader
-
-SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 
 
 def test_image_folder_reads_train_and_val(tmp_path):
@@ -100,9 +97,8 @@ def test_transforms_follow_the_backbone():
         transforms_for(r, train=True, augment="heavy")
 
 
-@pytest.mark.skipif(not (SHARED / "cats_and_dogs_filtered").is_dir(), reason="needs ../shared/data")
-def test_cats_vs_dogs_finds_the_local_copy(monkeypatch, tmp_path):
-    monkeypatch.setenv("TLKIT_DATA_DIR", str(SHARED))
+def test_cats_vs_dogs_finds_the_local_copy(cats_dogs_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("TLKIT_DATA_DIR", str(cats_dogs_dir.parent))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     train, val = cats_vs_dogs(download=False)
     assert (len(train), len(val)) == (2000, 1000)

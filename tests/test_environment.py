@@ -198,6 +198,13 @@ def test_postbuild_fails_fast_and_warms_caches():
     assert "--no-deps" in install and re.search(r"(-e )?\.$", install)
     assert any(c.startswith("python tools/prefetch.py") for c in cmds)
     assert (ROOT / "tools" / "prefetch.py").is_file()
+    assert "jupyter trust notebooks/*.ipynb" in cmds  # saved widget state is drawn only when trusted
+
+
+def test_make_lab_trusts_the_course_notebooks_first():
+    lines = make_dry_run("lab").splitlines()
+    trust = next(i for i, ln in enumerate(lines) if "-m jupyter trust notebooks/*.ipynb" in ln)
+    assert "-m jupyter lab notebooks/" in lines[trust + 1]
 
 
 def run_start(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -314,6 +321,97 @@ def test_every_make_target_in_readme_exists():
     assert {"demo", "test", "lab", "notebooks"} <= targets
     rules = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
     assert targets <= rules, f"README mentions make targets the Makefile lacks: {targets - rules}"
+
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def make_install_dry_run(venv: Path, *args: str) -> list[str]:
+    """The commands ``make demo`` would run to set up ``venv`` (nothing is run)."""
+    out = subprocess.run(["make", "-n", "demo", f"VENV={venv}", *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_make_torch_cpu_installs_torch_from_the_cpu_index_first(tmp_path):
+    lines = make_install_dry_run(tmp_path / "venv", "TORCH=cpu")
+    torch_step = next(i for i, ln in enumerate(lines) if CPU_INDEX in ln)
+    assert lines[torch_step].endswith(f"pip install -q --index-url {CPU_INDEX} torch torchvision")
+    project_step = next(i for i, ln in enumerate(lines) if "install -q -e '.[dev]'" in ln)
+    assert torch_step < project_step  # torch is already satisfied when pip reads the project's needs
+    assert any(ln.endswith(f"touch {tmp_path / 'venv'}/.tlkit-installed-cpu") for ln in lines)
+    # Never a pinned torch: the version is whatever the index has.
+    assert not re.search(r"torch(vision)?[=<>~]", "\n".join(lines))
+
+
+def test_make_default_installs_torch_from_pypi_and_remembers_a_choice(tmp_path):
+    venv = tmp_path / "venv"
+    lines = make_install_dry_run(venv)
+    assert not [ln for ln in lines if "download.pytorch.org" in ln or "--index-url" in ln]
+    assert any(ln.endswith("install -q -e '.[dev]'") for ln in lines)
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".tlkit-torch").write_text("cpu\n")  # written by an earlier make TORCH=cpu
+    assert any(CPU_INDEX in ln for ln in make_install_dry_run(venv))  # a later plain `make test` keeps it
+
+
+def _fake_venv(venv: Path, site: bool) -> Path:
+    """A venv whose python logs each call, runs ``-c`` code for real (with this
+    interpreter's site-packages, or none) and does nothing for ``-m pip``."""
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    flag = "" if site else "-S"
+    python.write_text(f'#!/bin/sh\necho "$*" >> {venv}/calls.log\n'
+                      f'if [ "$1" = "-c" ]; then exec {sys.executable} {flag} "$@"; fi\n')
+    python.chmod(0o755)
+    return venv
+
+
+@pytest.mark.parametrize("site", [False, True], ids=["fresh-venv", "venv-with-this-torch"])
+def test_make_torch_cpu_runs_its_steps_and_refuses_a_cuda_venv(tmp_path, site):
+    import importlib.metadata as md
+    venv = _fake_venv(tmp_path / "venv", site)
+    has_cuda = site and any(d.name.lower().startswith("nvidia-") for d in md.distributions())
+    out = subprocess.run(["make", f"{venv}/.tlkit-installed-cpu", f"VENV={venv}", "TORCH=cpu"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    calls = (venv / "calls.log").read_text().splitlines()
+    if has_cuda:  # this machine's venv has the CUDA build: the recipe stops before touching it
+        assert out.returncode != 0 and "make clean" in out.stderr, out.stderr
+        assert not [c for c in calls if CPU_INDEX in c]
+        assert not (venv / ".tlkit-torch").exists()
+        return
+    assert out.returncode == 0, out.stderr
+    pips = [c for c in calls if c.startswith("-m pip install")]
+    assert pips == ["-m pip install -q --upgrade pip", f"-m pip install -q --index-url {CPU_INDEX} torch torchvision",
+                    "-m pip install -q -e .[dev]"]
+    assert (venv / ".tlkit-torch").read_text() == "cpu\n" and (venv / ".tlkit-installed-cpu").exists()
+
+
+def test_editable_install_needs_no_import_finder():
+    # setuptools warns "Editable installation" whenever it has to build an import
+    # finder; a package-dir of "." lets it use a plain .pth entry instead.
+    setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools_cfg["package-dir"] == {"": "."}
+    for package in setuptools_cfg["packages"]:
+        assert (ROOT / package / "__init__.py").is_file()
+
+
+def test_bench_demo_prints_the_load_cores_and_bf16_it_ran_with(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_demo", ROOT / "bench" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    import tlkit.device
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 4.0, 3.0))
+    monkeypatch.setattr(tlkit.device, "cpu_has_native_bf16", lambda: False)
+    line = demo.machine_summary()
+    assert line.startswith("2 logical cores (2 usable), load average 5.0/4.0/3.0 (busy")
+    assert line.endswith("native bf16: no (fp32 feature pass)")
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    monkeypatch.setattr(tlkit.device, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setenv("TLKIT_CPU_BF16", "0")
+    assert demo.machine_summary() == "2 logical cores (2 usable), load average 0.5/0.5/0.5, native bf16: off (TLKIT_CPU_BF16=0)"
 
 
 # --------------------------------------------------------------------------

@@ -1,6 +1,4 @@
 """classify_image, class names, capture_activations and Grad-CAM: one photo at a time."""
-from pathlib import Path
-
 import pytest
 import torch
 from PIL import Image
@@ -11,7 +9,6 @@ from tlkit.explain import (capture_activations, class_names_of, classify_image, 
                            spatial_module)
 from tlkit.images import open_image
 
-VAL = Path(__file__).resolve().parents[2] / "shared/data/cats_and_dogs_filtered/validation"
 CLASSES = ["cats", "dogs"]
 
 
@@ -143,17 +140,16 @@ def _top1_index(model, path) -> int:
     return imagenet_classes().index(name)
 
 
-@pytest.mark.skipif(not VAL.is_dir(), reason="needs the cats_and_dogs_filtered data in ../shared/data")
-def test_pretrained_lite0_knows_cats_and_dogs(lite0):
-    cats = [_top1_index(lite0, VAL / "cats" / f"cat.{i}.jpg") for i in range(4001, 4009)]
-    dogs = [_top1_index(lite0, VAL / "dogs" / f"dog.{i}.jpg") for i in range(4001, 4009)]
+def test_pretrained_lite0_knows_cats_and_dogs(lite0, cats_dogs_dir):
+    val = cats_dogs_dir / "validation"
+    cats = [_top1_index(lite0, val / "cats" / f"cat.{i}.jpg") for i in range(4001, 4009)]
+    dogs = [_top1_index(lite0, val / "dogs" / f"dog.{i}.jpg") for i in range(4001, 4009)]
     assert sum(281 <= c <= 285 for c in cats) >= 5, cats  # domestic cat classes
     assert sum(151 <= d <= 268 for d in dogs) >= 7, dogs  # dog breeds
 
 
-@pytest.mark.skipif(not VAL.is_dir(), reason="needs the cats_and_dogs_filtered data in ../shared/data")
-def test_pretrained_grad_cam_on_a_cat_is_a_real_map(lite0):
-    x = transforms_for(lite0)(open_image(VAL / "cats" / "cat.4006.jpg"))
+def test_pretrained_grad_cam_on_a_cat_is_a_real_map(lite0, cats_dogs_dir):
+    x = transforms_for(lite0)(open_image(cats_dogs_dir / "validation" / "cats" / "cat.4006.jpg"))
     heat = grad_cam(lite0, x)
     assert heat.shape == (224, 224)
     assert heat.std() > 0.1

@@ -5,7 +5,8 @@ nbval runs the notebooks themselves (``pytest --nbval-lax notebooks/`` with
 notebook matches its source script, opens with badges pointing at itself and
 a setup cell, has 2-4 exercises with checks and hidden solutions, carries
 NBVAL_CHECK_OUTPUT markers, and shows no path of the machine that built it.
-They read files only and run in well under a second each.
+They read files only and run in well under a second each, except one that
+starts a kernel to check that the generator saves the widgets' state.
 """
 from __future__ import annotations
 
@@ -185,6 +186,53 @@ def test_machine_paths_are_scrubbed_and_leftovers_found():
         assert not mk.ABSOLUTE_PATH.search(ok)
     for bad in ("/work/main/x", "/root/.cache", "/tmp/abc", "/home/me/x", "/Users/me/x", "/content/x"):
         assert mk.ABSOLUTE_PATH.search(bad), bad
+
+
+def _widget_notebook(label: str, buffer: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {mk.WIDGET_STATE: {"version_major": 2, "version_minor": 0, "state": {
+        "m1": {"model_name": "LabelModel", "state": {"value": label, "layout": "IPY_MODEL_m2"}},
+        "m2": {"model_name": "OutputModel", "state": {"outputs": [{"output_type": "stream", "text": [label]}]}},
+        "m3": {"model_name": "ImageModel", "state": {"format": "png"},
+               "buffers": [{"path": ["value"], "encoding": "base64", "data": buffer}]}}}}
+    return nb
+
+
+def test_widget_state_is_kept_and_its_machine_paths_scrubbed():
+    nb = _widget_notebook("saved to /data/x/runs/m.pt", "iVBOR+/tmp/AAA=")
+    mk.scrub_outputs(nb, [("/data/x", "$TLKIT_DATA_DIR")])
+    models = nb.metadata["widgets"][mk.WIDGET_STATE]["state"]
+    assert models["m1"]["state"]["value"] == "saved to $TLKIT_DATA_DIR/runs/m.pt"
+    assert models["m2"]["state"]["outputs"][0]["text"] == ["saved to $TLKIT_DATA_DIR/runs/m.pt"]
+    assert models["m3"]["buffers"][0]["data"] == "iVBOR+/tmp/AAA="  # pixels, base64: never rewritten or read
+    assert mk.find_machine_paths(nb) == []
+    leaks = mk.find_machine_paths(_widget_notebook("error in /home/me/photo.jpg", ""))
+    assert len(leaks) == 2 and all(x.startswith("widget state:") and "/home/me/photo.jpg" in x for x in leaks)
+
+
+def test_execute_saves_the_widget_state_and_sends_runs_to_the_given_folder(tmp_path):
+    # Starts a real kernel (a few seconds): the state must come from nbclient, not from us.
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": mk.KERNELSPEC})
+    nb.cells = [nbformat.v4.new_code_cell("import ipywidgets as w\nw.IntSlider(value=7, description='epochs')"),
+                nbformat.v4.new_code_cell("import os\nprint(os.environ['TLKIT_RUNS_DIR'])")]
+    mk.execute(nb, fast=True, timeout=120, runs_dir=str(tmp_path / "runs"))
+    models = nb.metadata["widgets"][mk.WIDGET_STATE]["state"]
+    view = nb.cells[0].outputs[0].data["application/vnd.jupyter.widget-view+json"]
+    assert models[view["model_id"]]["state"]["value"] == 7
+    assert models[view["model_id"]]["state"]["description"] == "epochs"
+    assert nb.cells[1].outputs[0].text.strip() == str(tmp_path / "runs")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_committed_widgets_have_their_state_saved(name):
+    # Every widget a committed notebook shows has its state saved (make notebooks does it), so
+    # a front end that trusts the notebook draws the panel instead of "VBox(children=...)" text.
+    nb = _committed(name)
+    views = [o.data["application/vnd.jupyter.widget-view+json"]["model_id"] for c in _code(nb) for o in c.outputs
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    saved = nb.metadata.get("widgets", {}).get(mk.WIDGET_STATE, {}).get("state", {})
+    missing = [v for v in views if v not in saved]
+    assert not missing, f"{len(missing)} of {len(views)} widgets have no saved state: run `make notebooks`"
 
 
 def test_build_without_data_dir_stops_with_a_clear_message(monkeypatch):

@@ -27,6 +27,11 @@ holds ``cats_and_dogs_filtered/``), replaces this machine's paths in the
 outputs by placeholders, refuses to write if any absolute path is left, drops
 execution-timing metadata and writes ``notebooks/<name>.ipynb``.
 
+The widgets' final state is saved in the notebook's metadata (nbclient's
+``store_widget_state``), so JupyterLab, Notebook 7 and nbviewer draw the panels
+as they were, not as ``VBox(children=...)`` text, before anyone runs a cell.
+What the notebooks save (``runs/``) goes to a temporary folder.
+
 Usage:
     TLKIT_DATA_DIR=/data python tools/make_notebooks.py            # all five
     TLKIT_DATA_DIR=/data python tools/make_notebooks.py --only 02  # one
@@ -88,6 +93,8 @@ import torch  # noqa: E402
 FAST = os.environ.get("TLKIT_FAST") == "1"
 PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
 """
+
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 # --------------------------------------------------------------------------
@@ -248,8 +255,26 @@ def _output_texts(output) -> list[tuple[object, str]]:
     return fields
 
 
+def _widget_texts(nb: nbformat.NotebookNode) -> list[tuple[object, object]]:
+    """(container, key) of every string in the saved widget models' state.
+
+    Their binary buffers (the PNGs of image widgets, base64) are left alone.
+    """
+    models = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    fields, stack = [], [model.get("state", {}) for model in models.values()]
+    while stack:
+        node = stack.pop()
+        for key, value in (node.items() if isinstance(node, dict) else enumerate(node)):
+            if isinstance(value, str):
+                fields.append((node, key))
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
+    return fields
+
+
 def scrub_outputs(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> None:
-    """Replaces machine paths in every output and drops per-cell timing metadata (in place)."""
+    """Replaces machine paths in every output and in the saved widget state, and drops
+    per-cell timing metadata (in place)."""
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
@@ -258,7 +283,8 @@ def scrub_outputs(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]
                 value = container[key]
                 if isinstance(value, str):
                     container[key] = scrub_text(value, replacements)
-    nb.metadata.pop("widgets", None)
+    for container, key in _widget_texts(nb):
+        container[key] = scrub_text(container[key], replacements)
     nb.metadata.pop("papermill", None)
 
 
@@ -273,6 +299,10 @@ def find_machine_paths(nb: nbformat.NotebookNode) -> list[str]:
                 m = ABSOLUTE_PATH.search(text)
                 if m:
                     found.append(f"cell {n}: ...{text[max(0, m.start() - 40):m.end() + 40]!r}...")
+    for container, key in _widget_texts(nb):
+        m = ABSOLUTE_PATH.search(container[key])
+        if m:
+            found.append(f"widget state: ...{container[key][max(0, m.start() - 40):m.end() + 40]!r}...")
     return found
 
 
@@ -291,11 +321,13 @@ def check_data() -> None:
                          "Unzip cats_and_dogs_filtered.zip there, or point TLKIT_DATA_DIR at its parent.")
 
 
-def kernel_env(fast: bool, cache_dir: str | None = None) -> dict[str, str]:
+def kernel_env(fast: bool, cache_dir: str | None = None, runs_dir: str | None = None) -> dict[str, str]:
     """Environment of the kernel: the CPU profile (or test mode), no progress bars."""
     env = dict(os.environ)
     if cache_dir:
         env["TLKIT_CACHE_DIR"] = cache_dir
+    if runs_dir:
+        env["TLKIT_RUNS_DIR"] = runs_dir  # read by the notebooks' profile cell
     env.pop("TLKIT_FAST", None)
     if fast:
         env["TLKIT_FAST"] = "1"
@@ -306,16 +338,19 @@ def kernel_env(fast: bool, cache_dir: str | None = None) -> dict[str, str]:
 
 
 def execute(nb: nbformat.NotebookNode, fast: bool = False, cache_dir: str | None = None,
-            timeout: int = 900) -> float:
-    """Runs every cell in a fresh kernel started in notebooks/; returns the seconds taken."""
+            timeout: int = 900, runs_dir: str | None = None) -> float:
+    """Runs every cell in a fresh kernel started in notebooks/; returns the seconds taken.
+
+    The widgets' final state goes into ``nb.metadata.widgets``.
+    """
     from nbclient import NotebookClient
 
-    old, new = dict(os.environ), kernel_env(fast, cache_dir)
+    old, new = dict(os.environ), kernel_env(fast, cache_dir, runs_dir)
     os.environ.clear()
     os.environ.update(new)
     try:
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
-                                store_widget_state=False, record_timing=False,
+                                store_widget_state=True, record_timing=False,
                                 resources={"metadata": {"path": str(NOTEBOOKS)}})
         start = time.perf_counter()
         client.execute()
@@ -325,10 +360,10 @@ def execute(nb: nbformat.NotebookNode, fast: bool = False, cache_dir: str | None
         os.environ.update(old)
 
 
-def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None) -> None:
+def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None, runs_dir: str | None = None) -> None:
     """Builds one notebook, runs it, checks and writes it (not in test mode)."""
     nb = build_notebook(src)
-    seconds = execute(nb, fast=fast, cache_dir=cache_dir) if run else 0.0
+    seconds = execute(nb, fast=fast, cache_dir=cache_dir, runs_dir=runs_dir) if run else 0.0
     extra = [(cache_dir, "$TLKIT_CACHE_DIR")] if cache_dir else []
     scrub_outputs(nb, sorted(path_replacements() + extra, key=lambda kv: -len(kv[0])))
     leaks = find_machine_paths(nb)
@@ -356,10 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         check_data()
     # By default the build starts from an empty feature cache, shared by the notebooks of this
     # build: 02 shows the real cost of the first feature pass, and 03-05 reuse its result.
-    with tempfile.TemporaryDirectory(prefix="tlkit-nb-cache-") as fresh:
+    # What the notebooks save goes to a temporary runs/ (named so, as the outputs show it).
+    with tempfile.TemporaryDirectory(prefix="tlkit-nb-cache-") as fresh, \
+            tempfile.TemporaryDirectory(prefix="tlkit-nb-runs-") as scratch:
         cache_dir = None if args.reuse_cache else fresh
         for src in source_files(args.only):
-            make(src, fast=args.fast, run=not args.no_execute, cache_dir=cache_dir)
+            make(src, fast=args.fast, run=not args.no_execute, cache_dir=cache_dir,
+                 runs_dir=str(Path(scratch) / "runs"))
     return 0
 
 

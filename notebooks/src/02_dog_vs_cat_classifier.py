@@ -44,6 +44,8 @@ SETTINGS = {
 }[PROFILE]
 SIZE = SETTINGS["image_size"]
 SHOW_PROGRESS = not FAST and os.environ.get("TLKIT_PROGRESS") != "0"  # tqdm bars
+# Saved models go to runs/ next to the notebooks (the test suite points this elsewhere).
+RUNS = os.environ.get("TLKIT_RUNS_DIR") or "runs"
 torch.manual_seed(0)
 print(f"profile: {PROFILE}  {SETTINGS}")
 
@@ -361,10 +363,10 @@ viz.show_images([MY_PHOTO], titles=[Path(MY_PHOTO).name], ncols=1)
 # NBVAL_CHECK_OUTPUT
 from tlkit.checkpoint import load_model, save_model
 
-path = save_model(model, "runs/02_dog_vs_cat/model.pt", image_size=SIZE)
+path = save_model(model, f"{RUNS}/02_dog_vs_cat/model.pt", image_size=SIZE)
 reloaded = load_model(path, expect_classes=["cats", "dogs"])
 again = predict(reloaded, check)
-print("saved to", Path(path).as_posix())
+print("saved to", Path(path).relative_to(Path(RUNS).parent).as_posix())
 print("classes:", reloaded.class_names)
 same = torch.equal(again.preds, full.preds) and torch.allclose(again.probs, full.probs, atol=1e-3)
 print("same predictions after reloading:", same)

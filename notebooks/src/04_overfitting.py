@@ -47,6 +47,8 @@ SETTINGS = {
 }[PROFILE]
 SIZE = SETTINGS["image_size"]
 SHOW_PROGRESS = not FAST and os.environ.get("TLKIT_PROGRESS") != "0"
+# Generated images go to runs/ next to the notebooks (the test suite points this elsewhere).
+RUNS = os.environ.get("TLKIT_RUNS_DIR") or "runs"
 print(f"profile: {PROFILE}  {SETTINGS}")
 
 # %%
@@ -335,7 +337,7 @@ def draw_lines(path, tilt, rng, size=64):
 
 
 rng = random.Random(0)
-root = Path("runs/04_lines")
+root = Path(RUNS) / "04_lines"
 for split in ("train", "val"):
     for label, tilt in (("left", -1), ("right", 1)):
         (root / split / label).mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,7 @@
-"""Helpers for the real-browser tests: a throwaway JupyterLab server and test notebooks.
+"""Helpers for the real-browser tests: a throwaway Jupyter server and test notebooks.
+
+The server is JupyterLab 4 (``jupyter lab``) or Notebook 7 (``jupyter notebook``);
+both are JupyterLab front ends and render ipywidgets 8 with the same widget manager.
 
 What makes this reliable (see docs/DESIGN.md, "Testing in a real browser here"):
 
@@ -25,6 +28,8 @@ from typing import Iterator
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Each front end: the command, its settings class, and the URL path that opens a notebook.
+APPS = {"lab": ("lab", "LabApp", "lab/tree/"), "notebook": ("notebook", "JupyterNotebookApp", "notebooks/")}
 KERNEL_NAME = "tlkit-test"
 KERNEL_DISPLAY_NAME = "Python 3 (tlkit tests)"
 REPO = Path(__file__).resolve().parents[2]
@@ -71,31 +76,50 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"The Jupyter server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url + "api/status", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"JupyterLab did not answer at {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    raise TimeoutError(f"The Jupyter server did not answer at {url} within {timeout:.0f} s:\n"
+                       f"{log.read_text()[-3000:]}")
+
+
+def jupyter_env(root: Path) -> dict[str, str]:
+    """The environment of the server for ``root``: its own config, runtime and data folders
+    (the data folder holds the notebook-trust database), nothing from the user's."""
+    home = root.parent / (root.name + "-jupyter")
+    return dict(os.environ, JUPYTER_PATH=str(home / "share"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
+                JUPYTER_PLATFORM_DIRS="1")
+
+
+def trust_notebook(path: Path, root: Path) -> None:
+    """``jupyter trust`` for the server of ``root``: its front end then draws saved widgets."""
+    subprocess.run([sys.executable, "-m", "jupyter", "trust", str(path)], env=jupyter_env(root), check=True,
+                   capture_output=True, timeout=60)
 
 
 @contextmanager
-def jupyter_lab(root: Path, timeout: float = 90) -> Iterator[str]:
-    """Runs JupyterLab on a free local port with ``root`` as its folder; yields the base URL."""
+def jupyter_server(root: Path, app: str = "lab", timeout: float = 90) -> Iterator[str]:
+    """Runs ``jupyter lab`` or ``jupyter notebook`` (``app``, a key of APPS) on a free local
+    port with ``root`` as its folder; yields the URL that opens a notebook (append its name)."""
+    command, settings_class, notebook_path = APPS[app]
     root.mkdir(parents=True, exist_ok=True)
     home = root.parent / (root.name + "-jupyter")
     jpath, settings = home / "share", home / "settings"
     write_kernelspec(jpath)
     _quiet_settings(settings)
     port = free_port()
-    env = dict(os.environ, JUPYTER_PATH=str(jpath), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-               JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_PLATFORM_DIRS="1")
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+    env = jupyter_env(root)
+    cmd = [sys.executable, "-m", "jupyter", command, "--no-browser", "--allow-root", "--ip=127.0.0.1",
            f"--port={port}", "--ServerApp.token=", "--ServerApp.password=",
-           f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={settings}",
-           f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.news_url=None"]
+           f"--ServerApp.root_dir={root}", f"--{settings_class}.user_settings_dir={settings}",
+           f"--{settings_class}.workspaces_dir={home / 'workspaces'}"]
+    if app == "lab":
+        cmd.append("--LabApp.news_url=None")
     log = home / "server.log"
     home.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
@@ -103,7 +127,7 @@ def jupyter_lab(root: Path, timeout: float = 90) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_until_up(url, proc, log, timeout)
-        yield url
+        yield url + notebook_path
     finally:
         proc.terminate()
         try:
