@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from tlkit import distributed
+from tlkit import boundary, distributed
 from tlkit.callbacks import Callback, Checkpoint
 from tlkit.data import leaves_one_image, make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device, trimmed
@@ -92,6 +92,12 @@ class Trainer:
             Uses the standard preprocessing, not a dataset's own transform.
         fold_bn: run each eval-mode BatchNorm folded into the convolution
             before it (:mod:`tlkit.fold`): same results, less work.
+        cache_boundary: ``"auto"``, True, False, or a dict of options for
+            :func:`tlkit.boundary.plan` (e.g. ``{"views": 4}``). While every
+            group below the first trainable one is frozen, run that frozen
+            bottom once, cache its activations (2 augmented views per photo,
+            or 1 with ``augment="none"``) and train only the top on them.
+            ``"auto"`` does so when the run has enough epochs to pay for it.
 
     Attributes: ``history``, ``optimizer``, ``scheduler``, ``epoch`` (epochs
     finished), ``stop_reason`` (None, or why training ended early), ``best_epoch``.
@@ -109,7 +115,8 @@ class Trainer:
                  seed: int | None = None, progress: bool = True, num_workers: int | None = None,
                  checkpoint_dir: str | Path | None = None, image_size: int | None = None,
                  augment: str = "standard", oom_retry: bool = False, label_smoothing: float = 0.0,
-                 fold_bn: bool = True, decode_once: bool = False):
+                 fold_bn: bool = True, decode_once: bool = False,
+                 cache_boundary: bool | str | dict = "auto"):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
         if scheduler not in SCHEDULERS:
@@ -117,6 +124,8 @@ class Trainer:
         if not isinstance(epochs, int) or epochs < 1 or batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive ints, got {epochs!r} and {batch_size!r}.")
         self.model, self.device, self.epochs, self.lr = model, pick_device(device), epochs, lr
+        self.cache_boundary, self._boundary = cache_boundary, None  # see _plan_boundary
+        self._own_transform = getattr(train_data, "transform", None) is None  # the trainer picks the transform
         self.train_data = _with_transform(train_data, model, True, image_size, augment)
         self.val_data = _with_transform(val_data, model, False, image_size, augment)
         self.batch_size, self.weight_decay, self.optimizer_name = batch_size, weight_decay, optimizer
@@ -199,7 +208,11 @@ class Trainer:
         """One pass over the training data: mean loss, accuracy, images per second."""
         self.model.train()  # Backbone.train() keeps BN of frozen groups in eval mode
         self._net = distributed.wrap_model(self.model, self.dist, self.device, current=self._net)  # DDP: rewrap
-        loader = self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch, epoch=epoch)
+        # Cached activations at the freeze boundary while valid (tlkit.boundary), else the live loader and model.
+        cached = self._boundary and self._boundary.train_batches(epoch, self.batch_size, self.data_seed + epoch,
+                                                                 self._lone_last_image())
+        loader, net = cached or (self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch,
+                                              epoch=epoch), self._net)
         sums = torch.zeros(2, device=self.device)  # [loss sum, number correct], kept on the device
         loss_sum, correct, read, seen, skipped, start = 0.0, 0.0, 0, 0, [], time.perf_counter()
         for step, (x, y, dropped) in enumerate(trimmed(loader, self.device)):  # x: (B, 3, H, W), y: (B,)
@@ -209,7 +222,7 @@ class Trainer:
             if not self.dist.every_rank_has(len(y)):  # every image of this batch (on some rank) was unreadable
                 continue
             self.scheduler.update(epoch - 1 + step / len(loader))  # progress in epochs, e.g. 1.25
-            sums += self._train_step(x, y)
+            sums += self._train_step(x, y, net)
             seen += len(y)
             if read == 0 or (step + 1) % self._read_every == 0:  # reading makes the CPU wait for the GPU
                 (loss_sum, correct), read = self._read_sums(sums), seen
@@ -226,11 +239,11 @@ class Trainer:
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
                 "img_per_s": seen / (time.perf_counter() - start)}
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
         """Forward, backward, update on one batch; returns [loss sum, number correct] on the device."""
         x, y = self._to_device(x), y.to(self.device, non_blocking=True)
         with autocast(self.device, enabled=self.amp):
-            logits = self._net(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
+            logits = (net or self._net)(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
             loss = self.loss_fn(logits, y)  # scalar: mean over the batch
         if self._read_every == 1:  # reading is cheap here: check before the update, so no NaN reaches the weights
             value = self.dist.shared_finite(loss.item())  # DDP: NaN on any rank stops every rank
@@ -256,14 +269,16 @@ class Trainer:
         """Mean loss and accuracy on the validation data, in eval mode."""
         self.model.eval()
         sums, seen, skipped = torch.zeros(2, device=self.device), 0, []  # sums: [loss sum, correct]
-        for x, y, dropped in trimmed(self._loader(self.val_data, shuffle=False), self.device):
+        cached = self._boundary and self._boundary.val_batches(self.batch_size)  # tlkit.boundary
+        loader, net = cached or (self._loader(self.val_data, shuffle=False), self.model)
+        for x, y, dropped in trimmed(loader, self.device):
             self._check_stop()
             skipped += dropped
             if len(y) == 0:
                 continue
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             with autocast(self.device, enabled=self.amp):
-                logits = self.model(x)  # (B, num_classes)
+                logits = net(x)  # (B, num_classes)
             sums += torch.stack([nn.functional.cross_entropy(logits.float(), y, reduction="sum"),
                                  (logits.argmax(1) == y).sum().float()])
             seen += len(y)
@@ -369,6 +384,20 @@ class Trainer:
         self._best = {"score": None, "epoch": 0, "state": _copy_state(self.model)}
         if resume is not None:
             self.load_state_dict(load_training_state(resume))
+        self._boundary = self._plan_boundary()
+
+    # ------------------------------------------------------------------ cached activations (tlkit.boundary)
+    def _plan_boundary(self) -> "boundary.BoundaryPlan | None":
+        """Where the bottom is frozen: cache its activations once (see ``cache_boundary``); None: run live."""
+        if self.dist.enabled:  # each rank would cache its own shard: not supported, train live
+            return None
+        views = 0 if self.augment == "none" else 2
+        eval_tf = transforms_for(self.model, image_size=self.image_size) if self._own_transform else None
+        return boundary.plan(self.model, self.train_data, self.val_data, self.cache_boundary,
+                             epochs=self.epochs - self.epoch, views=views, eval_transform=eval_tf,
+                             device=self.device, check=self._check_stop,  # views: seed 0, so runs share them
+                             precision="auto" if self.amp else "fp32", num_workers=self.num_workers,
+                             progress=self.progress and self.dist.is_main)
 
     def state_dict(self) -> dict:
         """Everything needed to resume: tensors, numbers, strings, lists and dicts only."""
