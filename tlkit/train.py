@@ -147,6 +147,7 @@ class Trainer:
         self._best: dict = {}
         self.dist = distributed.context()  # one process, or this rank under torchrun (set again in _setup)
         self._net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
+        self._forward: nn.Module = model  # this epoch's forward: self._net, or the top model on cached activations
         self._read_every = 1  # steps between reads of the running loss (set in _setup)
 
     # ------------------------------------------------------------------ the loop
@@ -211,8 +212,8 @@ class Trainer:
         # Cached activations at the freeze boundary while valid (tlkit.boundary), else the live loader and model.
         cached = self._boundary and self._boundary.train_batches(epoch, self.batch_size, self.data_seed + epoch,
                                                                  self._lone_last_image())
-        loader, net = cached or (self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch,
-                                              epoch=epoch), self._net)
+        loader, self._forward = cached or (self._loader(self.train_data, shuffle=True, seed=self.data_seed + epoch,
+                                                        epoch=epoch), self._net)
         sums = torch.zeros(2, device=self.device)  # [loss sum, number correct], kept on the device
         loss_sum, correct, read, seen, skipped, start = 0.0, 0.0, 0, 0, [], time.perf_counter()
         for step, (x, y, dropped) in enumerate(trimmed(loader, self.device)):  # x: (B, 3, H, W), y: (B,)
@@ -222,7 +223,7 @@ class Trainer:
             if not self.dist.every_rank_has(len(y)):  # every image of this batch (on some rank) was unreadable
                 continue
             self.scheduler.update(epoch - 1 + step / len(loader))  # progress in epochs, e.g. 1.25
-            sums += self._train_step(x, y, net)
+            sums += self._train_step(x, y)
             seen += len(y)
             if read == 0 or (step + 1) % self._read_every == 0:  # reading makes the CPU wait for the GPU
                 (loss_sum, correct), read = self._read_sums(sums), seen
@@ -239,11 +240,11 @@ class Trainer:
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
                 "img_per_s": seen / (time.perf_counter() - start)}
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, backward, update on one batch; returns [loss sum, number correct] on the device."""
         x, y = self._to_device(x), y.to(self.device, non_blocking=True)
         with autocast(self.device, enabled=self.amp):
-            logits = (net or self._net)(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
+            logits = self._forward(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
             loss = self.loss_fn(logits, y)  # scalar: mean over the batch
         if self._read_every == 1:  # reading is cheap here: check before the update, so no NaN reaches the weights
             value = self.dist.shared_finite(loss.item())  # DDP: NaN on any rank stops every rank
