@@ -86,6 +86,9 @@ def test_auto_caches_only_when_enough_epochs(make_model, tiny_datasets):
     freeze_to(model, 0)  # everything trains: no frozen bottom
     assert boundary_for(model) is None and plan(model, train, val, True, epochs=10) is None
     freeze_to(model, -3)
+    model.groups["stage1"][0].conv1.weight.requires_grad_(True)  # trainable by hand: stage1 is not frozen
+    assert boundary_for(model) == "stage1"
+    freeze_to(model, -3)
     set_bn_policy(model, "train")  # frozen BN updates its statistics: the bottom is not a fixed function
     assert boundary_for(model) is None
     with pytest.raises(ValueError, match="cache_boundary must be"):

@@ -106,7 +106,9 @@ def boundary_for(model: nn.Module) -> str | None:
     """The first trainable group when every group below it is frozen, else None.
 
     None also when frozen groups update their BatchNorm statistics
-    (``bn_policy="train"``): then the bottom is not a fixed function.
+    (``bn_policy="train"``): then the bottom is not a fixed function. A group
+    counts as frozen when it is in ``model.frozen_groups`` and none of its
+    parameters requires gradients.
 
     Example:
         >>> freeze_to(model, -3); boundary_for(model)
@@ -114,8 +116,9 @@ def boundary_for(model: nn.Module) -> str | None:
     """
     if getattr(model, "bn_policy", "eval") == "train" or not hasattr(model, "groups"):
         return None
-    for i, name in enumerate(model.groups.keys()):
-        if name not in model.frozen_groups:
+    for i, (name, group) in enumerate(model.groups.items()):
+        # a parameter set trainable by hand (requires_grad) in a "frozen" group trains too: it ends the bottom
+        if name not in model.frozen_groups or any(p.requires_grad for p in group.parameters()):
             return name if i > 0 else None
     return None  # everything is frozen: nothing to train
 

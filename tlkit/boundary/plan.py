@@ -30,7 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from tlkit.boundary.cache import Activations, Batches, TopModel, bottom_fingerprint, boundary_for, extract_activations
+from tlkit.boundary.cache import (STORE_DTYPES, Activations, Batches, TopModel, bottom_fingerprint, bottom_forward,
+                                  boundary_for, extract_activations)
 
 log = logging.getLogger(__name__)
 MODES = (True, False, "auto")
@@ -142,3 +143,18 @@ def plan(model: nn.Module, train_data, val_data=None, mode: bool | str | dict = 
         train_data = train_data.with_transform(eval_transform)
     return BoundaryPlan(model, boundary, train_data, val_data, views=max(k, 1), seed=seed, device=device,
                         check=check, **options)
+
+
+def activation_bytes(model: nn.Module, boundary: str, image_size: int, images: int, views: int = 1,
+                     dtype: str = "fp16") -> int:
+    """Bytes the cache of ``images`` photos at ``boundary`` takes, in memory and on disk (one tiny forward pass).
+
+    Example:
+        >>> activation_bytes(load_backbone("efficientnet_lite0"), "stage7", 224, 2000, views=2) / 2**20
+        71.77734375
+    """
+    was = model.training
+    with torch.no_grad():
+        shape = bottom_forward(model.eval(), boundary, torch.zeros(1, 3, image_size, image_size)).shape[1:]
+    model.train(was)
+    return shape.numel() * images * views * STORE_DTYPES[dtype].itemsize
