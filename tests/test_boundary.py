@@ -211,3 +211,18 @@ def test_cache_files_are_written_atomically_and_a_corrupt_one_is_rebuilt(make_mo
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert extract_activations(model, train, "stage3", cache_dir=tmp_path, progress=False).from_cache
+
+
+def test_the_stop_button_works_while_the_cache_fills(make_model, tiny_datasets, tmp_path):
+    import threading
+
+    stop = threading.Event()
+
+    class _StopInside(Callback):  # pressed just before the first epoch fills the cache
+        def on_epoch_begin(self, trainer, epoch):
+            stop.set()
+
+    trainer, model = _run(make_model, tiny_datasets, {"cache_dir": tmp_path}, callbacks=[_StopInside()],
+                          stop_event=stop)
+    assert trainer.stop_reason == "stop_event was set" and len(trainer.history) == 0
+    assert list(tmp_path.glob("*.act.pt")) == []  # the extraction stopped at its first batch: no file

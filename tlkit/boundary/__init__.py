@@ -14,5 +14,5 @@ from tlkit.boundary.cache import (Activations, Batches, TopModel, activation_key
                                   bottom_forward, bottom_groups, boundary_for, extract_activations)
 from tlkit.boundary.plan import BoundaryPlan, activation_bytes, plan
 
-__all__ = ["Activations", "activation_bytes", "Batches", "BoundaryPlan", "TopModel", "activation_key", "bottom_fingerprint",
-           "bottom_forward", "bottom_groups", "boundary_for", "extract_activations", "plan"]
+__all__ = ["Activations", "Batches", "BoundaryPlan", "TopModel", "activation_bytes", "activation_key",
+           "bottom_fingerprint", "bottom_forward", "bottom_groups", "boundary_for", "extract_activations", "plan"]

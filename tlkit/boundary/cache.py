@@ -184,13 +184,17 @@ def extract_activations(model: nn.Module, dataset: ImageDataset, upto: str, view
         hit = _load(path, key)
         if hit is not None:
             return hit
-    start = time.perf_counter()
-    chunks = [_run_bottom(model, dataset, upto, v, seed, batch_size or default_batch_size(dev), dev, progress,
-                          num_workers, precision, STORE_DTYPES[dtype], check) for v in range(views)]
-    if any(c[2] != chunks[0][2] for c in chunks):
-        raise RuntimeError("The images changed while their activations were being cached; run again.")
-    out = Activations(torch.stack([c[0] for c in chunks]), chunks[0][1], chunks[0][2], upto,
-                      seconds=time.perf_counter() - start)
+    start, acts = time.perf_counter(), None
+    for v in range(views):
+        a, labels, kept = _run_bottom(model, dataset, upto, v, seed, batch_size or default_batch_size(dev), dev,
+                                      progress, num_workers, precision, STORE_DTYPES[dtype], check)
+        if acts is None:  # one buffer for all views: memory holds K views plus the one being computed
+            acts, files = a.new_empty((views, *a.shape)), kept
+        elif kept != files:
+            raise RuntimeError("The images changed while their activations were being cached; run again.")
+        acts[v] = a
+        del a
+    out = Activations(acts, labels, files, upto, seconds=time.perf_counter() - start)
     if path is not None:
         _save(path, key, out)
     return out
@@ -206,11 +210,11 @@ def _run_bottom(model, dataset, upto, view, seed, batch_size, device, progress, 
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, seed=seed + view,
                          pin_memory=device.type == "cuda")
     bar = tqdm(total=len(dataset), desc=f"activations at {upto}, view {view + 1}", unit="img", disable=not progress)
-    with torch.random.fork_rng(devices=[]), evaluating(model, device):  # the training RNG stays untouched
+    with torch.random.fork_rng(devices=[]), evaluating(model, device), bar:  # the training RNG stays untouched
         torch.manual_seed(seed + view)  # a random transform in this process draws the same crops every time
         for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
             if check is not None:
-                check()
+                check()  # the trainer's stop button: raises
             kept += batch_kept
             skipped += dropped
             if len(y):
@@ -219,7 +223,6 @@ def _run_bottom(model, dataset, upto, view, seed, batch_size, device, progress, 
                 chunks.append(a.to("cpu", dtype).contiguous())  # (B, C, h, w), or (B, F) below the head
                 labels.append(y)
             bar.update(len(batch_kept) + len(dropped))
-    bar.close()
     warn_skipped(skipped, where=f" while caching activations of {dataset.name}")
     if not chunks:
         raise ValueError(f"No readable images in {dataset.name or 'the dataset'}: nothing to cache.")
