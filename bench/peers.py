@@ -338,6 +338,7 @@ def tutorial_partial(train: ImageDataset, val: ImageDataset, epochs: int, worker
 
 def tlkit_partial(train: ImageDataset, val: ImageDataset, epochs: int, cache_dir, cache=True) -> dict:
     """``train_strategy(model, "partial")`` with its defaults; ``cache``: the boundary cache (in ``cache_dir``)."""
+    torch.manual_seed(0)  # the new head's initial weights: the same in every row
     model = load_backbone(BACKBONE, num_classes=2, class_names=train.classes)
     start = time.perf_counter()
     hist = train_strategy(model, "partial", train, val, epochs=epochs, progress=False, seed=0,
