@@ -11,7 +11,9 @@ The loop makes one plan before its first epoch, then asks it each epoch::
 boundary is still frozen and their weights are unchanged, and None (for good:
 the cache is dropped) once that stops being true, for example after
 ``GradualUnfreezing`` unfroze a group below the boundary. So a run never
-trains on stale activations. The activations are computed at the first
+trains on stale activations. Validity is checked at these calls, so freezing
+changes belong between epochs (callbacks' ``on_epoch_begin``, the widgets'
+queue), as everywhere in tlkit. The activations are computed at the first
 epoch that asks for them, after that epoch's callbacks have changed the
 freezing, and kept on disk for the next run.
 
