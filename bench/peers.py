@@ -1,7 +1,7 @@
 """tlkit against the peer recipes: same data, same backbone (EfficientNet-Lite0), one run, side by side.
 
     TLKIT_DATA_DIR=../shared/data python bench/peers.py            # full (~15 min on 2 cores)
-    TLKIT_DATA_DIR=../shared/data python bench/peers.py --quick    # reduced, under 5 minutes
+    TLKIT_DATA_DIR=../shared/data python bench/peers.py --quick    # reduced, about 5-8 minutes
 
 1. The PyTorch transfer-learning tutorial's "fixed feature extractor" recipe,
    written out plainly below: ImageFolder, RandomResizedCrop(224) + flip for
@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None,
                    help="throughput rounds, recipes interleaved; medians reported (default 2; 1 with --quick)")
     p.add_argument("--skip-partial", action="store_true", help="skip part 5 (partial fine-tuning)")
-    p.add_argument("--partial-epochs", type=int, default=5, help="epochs of part 5 (default 5)")
+    p.add_argument("--partial-epochs", type=int, default=None, help="epochs of part 5 (default 5; 3 with --quick)")
     p.add_argument("--partial-live", action="store_true",
                    help="part 5: add tlkit without the boundary cache (fresh augmentation every epoch)")
     p.add_argument("--fp32-features", action="store_true",
@@ -95,6 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.epochs = args.epochs or (1 if args.quick else 8)
     args.images = args.images or (128 if args.quick else 384)
     args.rounds = args.rounds or (1 if args.quick else 2)
+    args.partial_epochs = args.partial_epochs or (3 if args.quick else 5)
     return args
 
 
