@@ -1,7 +1,7 @@
 """tlkit against the peer recipes: same data, same backbone (EfficientNet-Lite0), one run, side by side.
 
     TLKIT_DATA_DIR=../shared/data python bench/peers.py            # full (~15 min on 2 cores)
-    TLKIT_DATA_DIR=../shared/data python bench/peers.py --quick    # reduced, under 5 minutes
+    TLKIT_DATA_DIR=../shared/data python bench/peers.py --quick    # reduced, about 5-8 minutes
 
 1. The PyTorch transfer-learning tutorial's "fixed feature extractor" recipe,
    written out plainly below: ImageFolder, RandomResizedCrop(224) + flip for
@@ -21,11 +21,20 @@
    (``fold_bn=False``) to show what it buys. The three run in turn, twice,
    and medians are reported (``--rounds``).
 4. fastai's ``fine_tune(1)`` with the same backbone, if fastai is installed.
+5. Partial fine-tuning (stage7, stage8 and a new head train; 224 px; 5 epochs,
+   each with a validation pass): the tutorial-style loop, which runs the frozen
+   stem..stage6 forward every epoch (batch 4, SGD, StepLR, ``model.train()``),
+   against ``train_strategy(..., "partial")`` with its activation cache at the
+   freeze boundary (:mod:`tlkit.boundary`, 2 augmented views per photo), cold
+   (the cache is filled in the first epoch) and warm (a second run reads it).
+   ``--partial-live`` adds tlkit without the cache (fresh augmentation every
+   epoch), to show what the cached views cost in accuracy.
 
 Time to accuracy counts training and validation passes, not model loading or
 the scan of the image folders. The last two lines are the ratios
 (tlkit / tutorial). Targets on the 2-core reference machine:
-``ratio_features_time <= 0.1`` and ``ratio_finetune_throughput >= 1.5``.
+``ratio_features_time <= 0.1``, ``ratio_finetune_throughput >= 1.5`` and
+``ratio_partial_time <= 0.2`` (tlkit cold / tutorial, wall time for the same epochs).
 Figures are printed, not asserted. The load average is printed at the start
 and the end: on a shared machine the batch-4 tutorial loop slows down far more
 than tlkit's larger batches, so compare only runs made on a quiet machine.
@@ -77,12 +86,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-finetune", action="store_true", help="skip part 3 (throughput)")
     p.add_argument("--rounds", type=int, default=None,
                    help="throughput rounds, recipes interleaved; medians reported (default 2; 1 with --quick)")
+    p.add_argument("--skip-partial", action="store_true", help="skip part 5 (partial fine-tuning)")
+    p.add_argument("--partial-epochs", type=int, default=None, help="epochs of part 5 (default 5; 3 with --quick)")
+    p.add_argument("--partial-live", action="store_true",
+                   help="part 5: add tlkit without the boundary cache (fresh augmentation every epoch)")
     p.add_argument("--fp32-features", action="store_true",
                    help="add a row: tlkit's feature pass forced to fp32 (precision='fp32')")
     args = p.parse_args(argv)
     args.epochs = args.epochs or (1 if args.quick else 8)
     args.images = args.images or (128 if args.quick else 384)
     args.rounds = args.rounds or (1 if args.quick else 2)
+    args.partial_epochs = args.partial_epochs or (3 if args.quick else 5)
     return args
 
 
@@ -298,6 +312,66 @@ def run_fastai(train: ImageDataset, quick: bool) -> str:
         return f"fastai: failed ({type(exc).__name__}: {exc})"
 
 
+# ---------------------------------------------------------------------- 5. partial fine-tuning
+PARTIAL_TRAINS = ("stage7", "stage8")  # what train_strategy "partial" trains, besides the head
+
+
+def tutorial_partial(train: ImageDataset, val: ImageDataset, epochs: int, workers: int) -> dict:
+    """The tutorial's loop with only stage7, stage8 and a new head trainable: the frozen part runs every epoch."""
+    torch.manual_seed(0)
+    model = tutorial_model(frozen_body=True)
+    for g in PARTIAL_TRAINS:
+        for p in model.groups[g].parameters():
+            p.requires_grad = True
+    tfs = tutorial_transforms(model.mean, model.std)
+    loaders = {k: torch.utils.data.DataLoader(tutorial_folder(d, tfs[k]), batch_size=4, shuffle=True,
+                                              num_workers=workers) for k, d in (("train", train), ("val", val))}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.1)
+    criterion, accs, start = nn.CrossEntropyLoss(), [], time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        tutorial_phase(model, loaders["train"], criterion, optimizer, training=True)
+        scheduler.step()
+        accs.append(tutorial_phase(model, loaders["val"], criterion, optimizer, training=False))
+        print(f"  tutorial partial epoch {epoch}/{epochs}: val acc {accs[-1]:.4f}  "
+              f"{time.perf_counter() - start:.1f} s since start", flush=True)
+    return {"seconds": time.perf_counter() - start, "best": max(accs), "final": accs[-1]}
+
+
+def tlkit_partial(train: ImageDataset, val: ImageDataset, epochs: int, cache_dir, cache=True) -> dict:
+    """``train_strategy(model, "partial")`` with its defaults; ``cache``: the boundary cache (in ``cache_dir``)."""
+    torch.manual_seed(0)  # the new head's initial weights: the same in every row
+    model = load_backbone(BACKBONE, num_classes=2, class_names=train.classes)
+    start = time.perf_counter()
+    hist = train_strategy(model, "partial", train, val, epochs=epochs, progress=False, seed=0,
+                          cache_boundary={"cache_dir": cache_dir} if cache else False)
+    return {"seconds": time.perf_counter() - start, "best": max(hist["val_acc"]), "final": hist["val_acc"][-1]}
+
+
+def print_partial(args: argparse.Namespace, train: ImageDataset, val: ImageDataset) -> float:
+    """Part 5 table; returns ratio_partial_time (tlkit cold / tutorial)."""
+    from tlkit.boundary import activation_bytes
+
+    rows = {"PyTorch tutorial loop, frozen part live": tutorial_partial(train, val, args.partial_epochs,
+                                                                         args.tutorial_workers)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label in ("cold", "warm"):
+            rows[f"tlkit partial, boundary cache {label}"] = r = tlkit_partial(train, val, args.partial_epochs, tmp)
+            print(f"  tlkit {label}: {r['seconds']:.1f} s, best val acc {r['best']:.4f}; peak RSS so far "
+                  f"{peak_rss_mb()[0]:,.0f} MiB", flush=True)
+    if args.partial_live:
+        rows["tlkit partial, no cache (fresh aug.)"] = tlkit_partial(train, val, args.partial_epochs, None, False)
+    print(f"{'recipe':<44}{'seconds':>9}{'best acc':>10}{'final acc':>11}")
+    for name, r in rows.items():
+        print(f"{name:<44}{r['seconds']:>9.1f}{r['best']:>10.4f}{r['final']:>11.4f}")
+    mib = activation_bytes(load_backbone(BACKBONE, pretrained=False), "stage7", 224, len(train), views=2) / 2**20
+    print(f"note: {args.partial_epochs} epochs each, validation included; the cache holds 2 fp16 views of "
+          f"{len(train)} photos at stage7 ({mib:.0f} MiB) plus one of the {len(val)} validation photos.")
+    tut = rows["PyTorch tutorial loop, frozen part live"]["seconds"]
+    print(f"note: warm cache: ratio {rows['tlkit partial, boundary cache warm']['seconds'] / tut:.3f}.")
+    return rows["tlkit partial, boundary cache cold"]["seconds"] / tut
+
+
 # ---------------------------------------------------------------------- report
 def peak_rss_mb() -> tuple[float, float]:
     """Peak resident memory of this process and of its largest child (DataLoader workers), MiB."""
@@ -369,11 +443,17 @@ def main(argv: list[str] | None = None) -> None:
 
     print("\n== 4. fastai")
     print(run_fastai(train, args.quick))
+
+    ratio_partial = float("nan")
+    if not args.skip_partial:
+        print(f"\n== 5. Partial fine-tuning (stage7, stage8 + head, 224 px, {args.partial_epochs} epochs)", flush=True)
+        ratio_partial = print_partial(args, train, val)
     self_mb, child_mb = peak_rss_mb()
     print(f"\npeak RSS: {self_mb:,.0f} MiB (this process), {child_mb:,.0f} MiB (largest DataLoader worker); "
           f"load average now {load_average()}")
     print(f"ratio_features_time = {ratio_features:.3f}")
     print(f"ratio_finetune_throughput = {ratio_ft:.2f}")
+    print(f"ratio_partial_time = {ratio_partial:.3f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ learning-rate schedule; then validation, the best weights so far, and the
 callbacks. The engineering sits behind one-line calls, each in its own module:
 
 * :mod:`tlkit.decoded`: where batches come from (a DataLoader, or images decoded once);
+* :mod:`tlkit.boundary`: while the bottom groups are frozen, their output cached once (the top trains on it);
 * :mod:`tlkit.oom`: on CUDA out-of-memory, halve the batch and retry the epoch;
 * :mod:`tlkit.meter`: read the running loss from the GPU every few steps only;
 * :mod:`tlkit.distributed`: under torchrun, DDP (every call is a no-op in one process);
@@ -31,10 +32,10 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from tlkit import distributed
+from tlkit import boundary, distributed
 from tlkit.callbacks import Callback, CallbackList, Checkpoint
 from tlkit.data import transforms_for
-from tlkit.decoded import training_loaders
+from tlkit.decoded import lone_last_image, training_loaders
 from tlkit.device import autocast, memory_format, pick_device, releasing_memory, to_device
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.history import History
@@ -107,7 +108,11 @@ class Trainer:
         """One pass over the training data: mean loss, accuracy, images per second."""
         self.model.train()  # Backbone.train() keeps the BatchNorm of frozen groups in eval mode
         self._net = distributed.wrap_model(self.model, self.dist, self.device, current=self._net)  # DDP: rewrap
-        loader = self.loaders(self.train_data, train=True, epoch=epoch)
+        # Cached activations at the freeze boundary while they are valid (tlkit.boundary), else live.
+        cached = self._boundary and self._boundary.train_batches(
+            epoch, self.config.batch_size, self.state.data_seed + epoch,
+            lone_last_image(self.train_data, self.config.batch_size, self.dist))
+        loader, self._forward = cached or (self.loaders(self.train_data, train=True, epoch=epoch), self._net)
         meter, skipped, start = EpochMeter(self.device, self._read_every), [], time.perf_counter()
         bar = progress_bar(epoch, self.config.epochs, self.dist.shard_size(len(self.train_data)) - loader.drop_last,
                            self.config.progress and self.dist.is_main)
@@ -135,7 +140,7 @@ class Trainer:
         """Forward, loss, backward, update on one batch; returns [loss sum, number correct] on the device."""
         x, y = self._to_device(x), y.to(self.device, non_blocking=True)
         with autocast(self.device, enabled=self.config.amp):  # bf16/fp16 on CUDA; nothing elsewhere
-            logits = self._net(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
+            logits = self._forward(x)  # (B, num_classes); under DDP backward() averages gradients over ranks
             loss = self.loss_fn(logits, y)  # scalar: the mean over the batch
         if self._read_every == 1:  # reading is cheap here: check before the update, so no NaN reaches the weights
             check_finite(loss, self.dist)  # DDP: a NaN on any rank stops every rank
@@ -154,14 +159,16 @@ class Trainer:
             return {"val_loss": None, "val_acc": None}
         self.model.eval()
         sums, seen, skipped = torch.zeros(2, device=self.device), 0, []  # sums: [loss sum, correct]
-        for x, y, dropped in releasing_memory(self.loaders(self.val_data, train=False), self.device):
+        cached = self._boundary and self._boundary.val_batches(self.config.batch_size)  # tlkit.boundary
+        loader, net = cached or (self.loaders(self.val_data, train=False), self.model)
+        for x, y, dropped in releasing_memory(loader, self.device):
             self._check_stop()
             skipped += dropped
             if len(y) == 0:
                 continue
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             with autocast(self.device, enabled=self.config.amp):
-                logits = self.model(x)  # (B, num_classes)
+                logits = net(x)  # (B, num_classes)
             sums += torch.stack([nn.functional.cross_entropy(logits.float(), y, reduction="sum"),
                                  (logits.argmax(1) == y).sum().float()])
             seen += len(y)
@@ -183,6 +190,9 @@ class Trainer:
         self.state = TrainState(model, cfg.epochs, has_val=val_data is not None)
         self.dist = distributed.context()  # one process; or, under torchrun with a process group, this rank
         self._net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
+        self._forward: nn.Module = model  # this epoch's forward: self._net, or the top model on cached activations
+        self._boundary: boundary.BoundaryPlan | None = None  # set in _setup
+        self._own_transform = getattr(train_data, "transform", None) is None  # the trainer picks the transform
         self._read_every = 1  # steps between reads of the running loss (set in _setup)
 
     def _setup(self, resume: str | Path | None) -> None:
@@ -197,6 +207,10 @@ class Trainer:
         start_state(state, cfg, self.device, resume)  # optimizer, schedule, scaler; or a checkpoint's
         # Batches: a DataLoader, or images decoded once (decode_once); chosen here, not inside the loop.
         self.loaders = training_loaders(cfg, self.model, self.device, self.dist, state.data_seed)
+        # Frozen bottom: run it once and cache its output (cache_boundary); None means run live.
+        self._boundary = boundary.plan_for_training(self.model, self.train_data, self.val_data, cfg, self.device,
+                                                    self.dist, cfg.epochs - state.epoch, self._own_transform,
+                                                    check=self._check_stop)
 
     # ------------------------------------------------------------------ small helpers
     def _check_stop(self) -> None:
@@ -235,6 +249,7 @@ class TrainConfig:
     stop_event: threading.Event | None = None  # set it to stop after the current batch
     progress: bool = True  # one tqdm bar per epoch; False prints nothing
     oom_retry: bool = False  # on CUDA out-of-memory, retry the epoch with half the batch
+    cache_boundary: bool | str | dict = "auto"  # cache the frozen bottom's output (tlkit.boundary.plan options)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
