@@ -30,7 +30,7 @@ def _run(make_model, data, cache, epochs=3, callbacks=(), start=-3, **options):
 def _assert_same_run(a, b, atol):
     (ta, ma), (tb, mb) = a, b
     for col in ("train_loss", "val_loss", "val_acc"):
-        assert ta.history[col] == pytest.approx(tb.history[col], abs=atol), col
+        assert ta.state.history[col] == pytest.approx(tb.state.history[col], abs=atol), col
     for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
         assert torch.allclose(va.float(), vb.float(), atol=atol * 10, rtol=atol), k
 
@@ -57,8 +57,8 @@ def test_cached_training_equals_live_training_without_augmentation(make_model, t
     # fp16 storage (the default): the first epoch agrees to fp16 rounding (later ones drift apart, as two
     # runs on different hardware do; accuracy on real data: docs/API.md)
     half = _run(make_model, tiny_datasets, {"cache_dir": tmp_path / "fp16"})
-    assert half[0].history["train_loss"][0] == pytest.approx(live[0].history["train_loss"][0], rel=1e-2)
-    assert half[0].history["train_loss"][0] != live[0].history["train_loss"][0]  # it really was fp16
+    assert half[0].state.history["train_loss"][0] == pytest.approx(live[0].state.history["train_loss"][0], rel=1e-2)
+    assert half[0].state.history["train_loss"][0] != live[0].state.history["train_loss"][0]  # it really was fp16
 
 
 def test_the_frozen_bottom_runs_once_and_a_second_run_reads_the_cache(make_model, tiny_datasets, tmp_path):
@@ -174,10 +174,10 @@ def test_gradual_unfreezing_across_the_boundary_equals_live(make_model, tiny_dat
 class _NudgeStem(Callback):
     """Changes a frozen weight below the boundary before epoch 2 (e.g. loaded from elsewhere)."""
 
-    def on_epoch_begin(self, trainer, epoch):
+    def on_epoch_begin(self, state, epoch):
         if epoch == 2:
             with torch.no_grad():
-                trainer.model.groups["stem"][0].weight.mul_(1.5)
+                state.model.groups["stem"][0].weight.mul_(1.5)
 
 
 def test_changed_weights_below_the_boundary_drop_the_cache(make_model, tiny_datasets, tmp_path):
@@ -219,10 +219,10 @@ def test_the_stop_button_works_while_the_cache_fills(make_model, tiny_datasets, 
     stop = threading.Event()
 
     class _StopInside(Callback):  # pressed just before the first epoch fills the cache
-        def on_epoch_begin(self, trainer, epoch):
+        def on_epoch_begin(self, state, epoch):
             stop.set()
 
     trainer, model = _run(make_model, tiny_datasets, {"cache_dir": tmp_path}, callbacks=[_StopInside()],
                           stop_event=stop)
-    assert trainer.stop_reason == "stop_event was set" and len(trainer.history) == 0
+    assert trainer.state.stop_reason == "stop_event was set" and len(trainer.state.history) == 0
     assert list(tmp_path.glob("*.act.pt")) == []  # the extraction stopped at its first batch: no file

@@ -78,10 +78,11 @@ def unpickling_detail(exc: BaseException) -> str:
     return next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
 
 
-def safe_load(path: str | os.PathLike, what: str = "file") -> Any:
+def safe_load(path: str | os.PathLike, what: str = "file", mmap: bool = False) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``; CheckpointError on any failure.
 
-    ``what`` names the file in messages ("model file", "training checkpoint").
+    ``what`` names the file in messages ("model file", "training checkpoint"). ``mmap``
+    maps the tensors from the file instead of reading them (large caches).
     A pickle of arbitrary objects is refused (the error's ``__cause__`` is the
     ``pickle.UnpicklingError``); its code never runs.
 
@@ -90,7 +91,7 @@ def safe_load(path: str | os.PathLike, what: str = "file") -> Any:
         'tlkit-model/1'
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         detail = unpickling_detail(exc)
         if "GLOBAL" not in detail:  # not a pickle of objects at all: random bytes, another format

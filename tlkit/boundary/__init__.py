@@ -12,7 +12,8 @@ Example:
 """
 from tlkit.boundary.cache import (Activations, Batches, TopModel, activation_key, bottom_fingerprint,
                                   bottom_forward, bottom_groups, boundary_for, extract_activations)
-from tlkit.boundary.plan import BoundaryPlan, activation_bytes, plan
+from tlkit.boundary.plan import BoundaryPlan, activation_bytes, plan, plan_for_training
 
 __all__ = ["Activations", "Batches", "BoundaryPlan", "TopModel", "activation_bytes", "activation_key",
-           "bottom_fingerprint", "bottom_forward", "bottom_groups", "boundary_for", "extract_activations", "plan"]
+           "bottom_fingerprint", "bottom_forward", "bottom_groups", "boundary_for", "extract_activations", "plan",
+           "plan_for_training"]

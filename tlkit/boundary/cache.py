@@ -35,11 +35,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlkit.checkpoint import atomic_save
-from tlkit.data import ImageDataset, make_loader, warn_skipped, with_files
-from tlkit.device import default_batch_size, inference_autocast, inference_precision, pick_device, to_device, trimmed
+from tlkit.data import ImageDataset
+from tlkit.device import (default_batch_size, inference_autocast, inference_precision, pick_device,
+                          releasing_memory, to_device)
 from tlkit.features import default_cache_dir
-from tlkit.fold import evaluating
+from tlkit.images import warn_skipped
+from tlkit.inference import ready_for_inference
+from tlkit.loaders import make_loader, with_files
+from tlkit.storage import atomic_save, safe_load
 
 log = logging.getLogger(__name__)
 ACTIVATION_VERSION = 1
@@ -211,9 +214,9 @@ def _run_bottom(model, dataset, upto, view, seed, batch_size, device, progress, 
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, seed=seed + view,
                          pin_memory=device.type == "cuda")
     bar = tqdm(total=len(dataset), desc=f"activations at {upto}, view {view + 1}", unit="img", disable=not progress)
-    with torch.random.fork_rng(devices=[]), evaluating(model, device), bar:  # the training RNG stays untouched
+    with torch.random.fork_rng(devices=[]), ready_for_inference(model, device), bar:  # the training RNG stays untouched
         torch.manual_seed(seed + view)  # a random transform in this process draws the same crops every time
-        for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
+        for x, y, batch_kept, dropped in with_files(releasing_memory(loader, device), dataset.files):
             if check is not None:
                 check()  # the trainer's stop button: raises
             kept += batch_kept
@@ -263,7 +266,7 @@ class TopModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for g in self.names:
             if g == "head":
-                x = _pool(x)  # what Backbone.forward_features does after the last body group
+                x = _pool(x)  # what Backbone.forward_pooled does after the last body group
             x = self.model.groups[g](x)
         return x
 
@@ -272,7 +275,7 @@ def _load(path: Path, key: str) -> Activations | None:
     if not path.exists():
         return None
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: read pages as used
+        blob = safe_load(path, "activation cache", mmap=True)  # mmap: read pages as used
         acts = blob["activations"]
         ok = (blob.get("key") == key and acts.ndim >= 3 and acts.shape[1] == len(blob["labels"]) == len(blob["files"])
               and bool(torch.isfinite(acts).all()))
