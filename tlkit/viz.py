@@ -28,6 +28,26 @@ from tlkit.explain import capture_activations
 from tlkit.history import History
 
 
+# One colour per strategy in every figure of the course (matplotlib's C0..C9 cycle).
+STRATEGY_COLORS = {"feature extraction": "C0", "partial fine-tuning": "C1", "full fine-tuning": "C2",
+                   "discriminative rates": "C3", "layer-wise learning rates": "C3", "gradual unfreezing": "C4"}
+
+
+def _color(label: str, i: int) -> str:
+    """The fixed colour of a strategy label, else the i-th of the cycle."""
+    return STRATEGY_COLORS.get(str(label).lower(), f"C{i % 10}")
+
+
+def _epoch_axis(ax, values: Sequence[float] = ()) -> None:
+    """Integer epoch ticks; a log y axis when the (positive) values span more than a decade."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if positive and len(positive) == len(values) and max(positive) > 10 * min(positive):
+        ax.set_yscale("log")
+
+
 def _subplots(nrows: int, ncols: int, size: tuple[float, float]):
     """A figure with a ``(nrows, ncols)`` array of axes, not registered with pyplot."""
     import matplotlib.pyplot as plt
@@ -105,7 +125,8 @@ def plot_history(history, metrics: Sequence[str] = ("loss", "acc")):
             have = sorted({k for h in runs.values() for k in h.keys()})
             raise KeyError(f"No column for metric {metric!r}. The history has: {', '.join(have)}.")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        _epoch_axis(ax, [y for line in ax.lines for y in line.get_ydata()] if "loss" in metric else ())
+        ax.set_ylabel(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)
@@ -122,14 +143,17 @@ def _draw_metric(ax, runs: dict[str, History], metric: str) -> int:
             if xs:
                 style = "--" if key.startswith("val_") else "-"
                 split = key.split("_", 1)[0]  # "train" or "val"
-                ax.plot(xs, ys, style, color=f"C{i % 10}", marker="o", markersize=3,
+                ax.plot(xs, ys, style, color=_color(label, i), marker="o", markersize=3,
                         label=f"{label} ({split})" if label else split)
                 drawn += 1
     return drawn
 
 
 def plot_lr_curves(runs: dict, metrics: Sequence[str] = ("val_acc", "val_loss")):
-    """One line per learning rate (``{lr: History}``), coloured on a log scale.
+    """One line per learning rate (``{lr: History}``), low to high from dark to light.
+
+    Colours are evenly spaced in rank order, so two close rates (1e-3, 2e-3)
+    still get distinct colours. A loss that spans decades gets a log axis.
 
     Example:
         >>> plot_lr_curves({1e-4: h1, 1e-3: h2, 1e-2: h3})
@@ -139,15 +163,16 @@ def plot_lr_curves(runs: dict, metrics: Sequence[str] = ("val_acc", "val_loss"))
     if not runs:
         raise ValueError("runs is empty; pass {learning_rate: History}.")
     lrs = sorted(runs, key=float)
-    norm = mpl.colors.LogNorm(min(map(float, lrs)), max(map(float, lrs)) * (1.0001 if len(lrs) == 1 else 1))
     cmap = mpl.colormaps["viridis"]
     fig, axes = _subplots(1, len(metrics), (4.2, 3.2))
     for ax, metric in zip(axes[0], metrics):
-        for lr in lrs:
+        for rank, lr in enumerate(lrs):
             xs, ys = _column(_as_history(runs[lr]), metric)
-            ax.plot(xs, ys, color=cmap(norm(float(lr))), marker="o", markersize=3, label=f"lr {float(lr):.0e}")
+            ax.plot(xs, ys, color=cmap(0.9 * rank / max(1, len(lrs) - 1)), marker="o", markersize=3,
+                    label=f"lr {float(lr):.0e}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        _epoch_axis(ax, [y for line in ax.lines for y in line.get_ydata()] if "loss" in metric else ())
+        ax.set_ylabel(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="learning rate")
     return fig
@@ -215,7 +240,7 @@ def plot_bar(rows: Sequence[dict], x: str, y: str, title: str = ""):
     fig, axes = _subplots(1, 1, (max(4.0, 1.1 * len(rows)), 3.2))
     ax = axes[0, 0]
     names, values = [str(r[x]) for r in rows], [float(r[y]) for r in rows]
-    bars = ax.bar(names, values, color=[f"C{i % 10}" for i in range(len(rows))])
+    bars = ax.bar(names, values, color=[_color(name, i) for i, name in enumerate(names)])
     ax.bar_label(bars, fmt="%.3g", fontsize=8)
     ax.set_ylabel(y)
     ax.set_title(title)
@@ -345,11 +370,12 @@ def show_grad_cam(image, heatmap, mean: Sequence[float] | None = None, std: Sequ
 # --------------------------------------------------------------------------
 # Inside the network
 
-def plot_filters(model: torch.nn.Module, ncols: int = 8, max_filters: int = 64):
+def plot_filters(model: torch.nn.Module, ncols: int = 8, max_filters: int = 64, title: str | None = None):
     """The first convolution's filters as small colour patches: what the first layer looks for.
 
     Each filter is scaled to [0, 1] on its own, so the pattern (edge
-    direction, colour contrast) shows, not its strength.
+    direction, colour contrast) shows, not its strength. The default title
+    says whose weights they are (``model.weights``: pretrained or random).
 
     Example:
         >>> plot_filters(load_backbone("resnet18"))   # 64 filters, 7x7
@@ -372,7 +398,12 @@ def plot_filters(model: torch.nn.Module, ncols: int = 8, max_filters: int = 64):
     fig, axes = _subplots(1, 1, (0.5 * cols + 0.5, 0.5 * rows + 0.6))
     ax = axes[0, 0]
     ax.imshow(mosaic, interpolation="nearest")
-    ax.set_title(f"first conv layer: {conv.out_channels} filters, {k}x{k}", fontsize=10)
+    if title is None:
+        weights = getattr(model, "weights", None)
+        title = (f"{getattr(model, 'name', type(model).__name__)}, "
+                 f"{f'pretrained ({weights})' if weights else 'random weights'}:\n"
+                 f"first conv layer, {conv.out_channels} filters, {k}x{k}")
+    ax.set_title(title, fontsize=10)
     ax.set_axis_off()
     return fig
 

@@ -101,6 +101,14 @@ print(f"features: {len(train_feats)} training, {len(val_feats)} validation "
       f"(from the cache: {train_feats.from_cache and val_feats.from_cache})")
 print(f"live runs: {len(live_train)} training and {len(live_val)} validation photos at {LIVE} px")
 
+# %% claim
+# Claim check: guards "reuses the features cached by notebook 02"; judged in a build that ran 02 first
+from course_checks import claim, ran_before
+
+claim(train_feats.from_cache and val_feats.from_cache or not ran_before("02"),
+      "cpu reuses the 160 px features cached by notebook 02",
+      train_from_cache=train_feats.from_cache, val_from_cache=val_feats.from_cache)
+
 # %% [markdown]
 # ## 1 · Freeze, train, and change your mind while it trains
 #
