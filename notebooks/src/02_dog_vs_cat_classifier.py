@@ -129,8 +129,8 @@ del m
 # We use **efficientnet_lite0**: the second smallest above (4.7 M parameters), designed for
 # phones, Apache-2.0 licensed, and its ImageNet weights install with pip, so it works offline.
 # It is not the fastest on a CPU: notebook 04 measures its speed against the others, and
-# the MobileNets and ResNet-18 run faster. We pick it for its licence, its offline weights and
-# its ImageNet accuracy for its size.
+# both MobileNets run faster (that claim is checked there). We pick it for its licence, its
+# offline weights and its ImageNet accuracy for its size.
 
 # %% claim
 # Claim check: guards the sentence above; runs when the notebooks are rebuilt
