@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from typing import Sequence
 
 IMAGENET_DOGS = range(151, 269)  # ImageNet class indices 151..268: dog breeds
@@ -40,6 +41,57 @@ def _number(answer) -> float | None:
         return float(answer)
     except (TypeError, ValueError):
         return None
+
+
+# --------------------------------------------------------------------------
+# Claim checks: the prose's results, checked when the notebooks are rebuilt
+
+class ClaimError(AssertionError):
+    """A sentence of the course that the numbers of this run contradict."""
+
+
+def claims_enforced() -> bool:
+    """True inside ``make notebooks`` (``TLKIT_CLAIMS=1``, set by tools/make_notebooks.py), not in test mode."""
+    return os.environ.get("TLKIT_CLAIMS") == "1" and os.environ.get("TLKIT_FAST") != "1"
+
+
+def ran_before(notebook: str) -> bool:
+    """True when this build already ran ``notebook`` (e.g. "02") with the same feature cache.
+
+    tools/make_notebooks.py lists them in ``TLKIT_BUILD_RAN``; a learner who runs
+    a notebook alone has no such list, so claims about the cache are not judged.
+    """
+    return notebook in os.environ.get("TLKIT_BUILD_RAN", "").split()
+
+
+def _show(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def claim(condition, sentence: str, **numbers) -> None:
+    """Guards a sentence of the notebook's text with the numbers of this run.
+
+    In test mode (``TLKIT_FAST=1``) it does nothing: those numbers mean
+    nothing. Inside ``make notebooks`` a false claim raises :class:`ClaimError`
+    naming the sentence and the numbers, so the build fails instead of
+    committing text that its outputs contradict. Anywhere else (a learner's
+    run, on other hardware) it prints a note and the notebook goes on.
+    It returns None, so a claim cell shows no output when the claim holds.
+
+    Example:
+        >>> claim(0.97 > 0.9, "the head reaches over 90%", val_acc=0.97)  # holds: silent
+    """
+    if os.environ.get("TLKIT_FAST") == "1" or bool(condition):
+        return
+    shown = ", ".join(f"{k}={_show(v)}" for k, v in numbers.items()) or "no numbers given"
+    message = f"the text says {sentence!r}, but this run has {shown}."
+    if claims_enforced():
+        raise ClaimError(f"Claim failed: {message} Change the sentence or the experiment.")
+    print(f"Note: on this machine {message} (The text describes the course's reference run.)")
 
 
 # --------------------------------------------------------------------------
@@ -161,8 +213,8 @@ def check_lr_results(lr_results: dict, reference: dict) -> None:
     wrong = [lr for lr in reference if not math.isclose(float(lr_results[lr]), reference[lr], abs_tol=0.02)]
     if wrong:
         return _not_yet(f"the value for lr={wrong[0]:g} is {lr_results[wrong[0]]:.3f}, expected about "
-                        f"{reference[wrong[0]]:.3f}. Use train_head(train_feats, val_feats, epochs=EPOCHS, "
-                        "lr=..., seed=0) and history.best('val_acc')['val_acc'].")
+                        f"{reference[wrong[0]]:.3f}. Use train_head(train_feats, val_feats, "
+                        "epochs=SETTINGS['head_epochs'], lr=..., seed=0) and history.best('val_acc')['val_acc'].")
     best = max(reference, key=reference.get)
     return _ok(f"lr={best:g} is best here ({reference[best]:.1%}). Too low learns slowly; too high overshoots.")
 

@@ -217,3 +217,45 @@ def test_figure_to_png_returns_png_and_closes():
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 500
     assert plt.get_fignums() == []
     assert viz.figure_to_png(viz.plot_history(_history())).startswith(b"\x89PNG")
+
+
+def test_one_colour_per_strategy_in_bars_and_curves():
+    from matplotlib.colors import to_hex
+
+    bar = viz.plot_bar([{"strategy": s, "val_acc": 0.9} for s in
+                        ("feature extraction", "partial fine-tuning", "full fine-tuning")], "strategy", "val_acc")
+    bar_colours = [to_hex(p.get_facecolor()) for p in bar.axes[0].patches]
+    curves = viz.plot_history({"full fine-tuning": _history(), "partial fine-tuning": _history(0.1)},
+                              metrics=("val_acc",))
+    curve_colours = {line.get_label().split(" (")[0]: to_hex(line.get_color()) for line in curves.axes[0].lines}
+    assert curve_colours["partial fine-tuning"] == bar_colours[1]  # same colour though it is the 2nd run here
+    assert curve_colours["full fine-tuning"] == bar_colours[2]
+    assert len(set(bar_colours)) == 3
+
+
+def test_epoch_axes_have_integer_ticks_and_loss_spanning_decades_is_log():
+    fig = viz.plot_history(_history(epochs=2))
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks)  # never 1.5
+    assert fig.axes[0].get_yscale() == "linear"  # 1.2 .. 0.5: no decade
+    wide = {1e-3: _history(0.01), 1.0: _history(20.0)}  # val loss 0.5 .. 21
+    fig = viz.plot_lr_curves(wide)
+    acc_ax, loss_ax = fig.axes
+    assert loss_ax.get_yscale() == "log" and "log" in loss_ax.get_ylabel()
+    assert acc_ax.get_yscale() == "linear"
+
+
+def test_plot_lr_curves_close_rates_get_distinct_colours():
+    runs = {lr: _history() for lr in (1e-5, 1e-3, 2e-3, 1e-1, 1.0)}
+    ax = viz.plot_lr_curves(runs).axes[0]
+    assert len({tuple(line.get_color()) for line in ax.lines}) == 5
+
+
+def test_plot_filters_title_says_pretrained_or_random():
+    random_title = viz.plot_filters(load_backbone("efficientnet_lite0", pretrained=False)).axes[0].get_title()
+    assert "random weights" in random_title and "pretrained" not in random_title
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))  # a model whose weights are named, none loaded
+    model.name, model.weights = "tiny", "imagenet"
+    assert "pretrained (imagenet)" in viz.plot_filters(model).axes[0].get_title()
+    assert viz.plot_filters(model, title="mine").axes[0].get_title() == "mine"

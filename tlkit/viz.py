@@ -47,6 +47,26 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+# One colour per strategy in every figure of the course (matplotlib's C0..C9 cycle).
+STRATEGY_COLORS = {"feature extraction": "C0", "partial fine-tuning": "C1", "full fine-tuning": "C2",
+                   "discriminative rates": "C3", "layer-wise learning rates": "C3", "gradual unfreezing": "C4"}
+
+
+def _color(label: str, i: int) -> str:
+    """The fixed colour of a strategy label, else the i-th of the cycle."""
+    return STRATEGY_COLORS.get(str(label).lower(), f"C{i % 10}")
+
+
+def _epoch_axis(ax, values: Sequence[float] = ()) -> None:
+    """Integer epoch ticks; a log y axis when the (positive) values span more than a decade."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if positive and len(positive) == len(values) and max(positive) > 10 * min(positive):
+        ax.set_yscale("log")
+
+
 def _subplots(nrows: int, ncols: int, size: tuple[float, float]):
     """A figure with a ``(nrows, ncols)`` array of axes, ``size`` inches each."""
     fig = new_figure(size[0] * ncols, size[1] * nrows)
@@ -147,7 +167,8 @@ def plot_history(history, metrics: Sequence[str] = ("loss", "acc"), *,
             have = sorted({k for h in runs.values() for k in h.keys()})
             raise KeyError(f"No column for metric {metric!r}. The history has: {', '.join(have)}.")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        _epoch_axis(ax, [y for line in ax.lines for y in line.get_ydata()] if "loss" in metric else ())
+        ax.set_ylabel(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.grid(alpha=0.3)
         if total_epochs and total_epochs <= 30:
             ax.set_xlim(0, total_epochs + 0.2)
@@ -167,7 +188,7 @@ def _draw_metric(ax, runs: dict[str, History], metric: str) -> int:
             if xs:
                 style = "--" if key.startswith("val_") else "-"
                 split = key.split("_", 1)[0]  # "train" or "val"
-                ax.plot(xs, ys, style, color=f"C{i % 10}", marker="o", markersize=3,
+                ax.plot(xs, ys, style, color=_color(label, i), marker="o", markersize=3,
                         label=f"{label} ({split})" if label else split)
                 drawn += 1
     return drawn
@@ -188,7 +209,8 @@ def plot_lr_curves(runs: dict, metrics: Sequence[str] = ("val_acc", "val_loss"))
 
     Colours come from a qualitative palette by rank, not from a colour scale
     over the rates: two neighbouring rates (1e-3 and the slider's 2e-3) still
-    look different. The legend sits right of the axes.
+    look different. The legend sits right of the axes. A loss that spans decades gets
+    a log axis.
 
     Example:
         >>> plot_lr_curves({1e-4: h1, 1e-3: h2, 1e-2: h3})
@@ -204,7 +226,8 @@ def plot_lr_curves(runs: dict, metrics: Sequence[str] = ("val_acc", "val_loss"))
             ax.plot(xs, ys, color=f"C{i % 10}", marker=markers[i % len(markers)], markersize=4,
                     label=f"lr {format_rate(lr)}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        _epoch_axis(ax, [y for line in ax.lines for y in line.get_ydata()] if "loss" in metric else ())
+        ax.set_ylabel(metric + (" (log scale)" if ax.get_yscale() == "log" else ""))
         ax.grid(alpha=0.3)
     _legend_outside(fig, axes[0])
     return fig
@@ -272,7 +295,7 @@ def plot_bar(rows: Sequence[dict], x: str, y: str, title: str = ""):
     fig, axes = _subplots(1, 1, (max(4.0, 1.1 * len(rows)), 3.2))
     ax = axes[0, 0]
     names, values = [str(r[x]) for r in rows], [float(r[y]) for r in rows]
-    bars = ax.bar(names, values, color=[f"C{i % 10}" for i in range(len(rows))])
+    bars = ax.bar(names, values, color=[_color(name, i) for i, name in enumerate(names)])
     ax.bar_label(bars, fmt="%.3g", fontsize=8)
     ax.set_ylabel(y)
     ax.set_title(title)
@@ -402,11 +425,12 @@ def show_grad_cam(image, heatmap, mean: Sequence[float] | None = None, std: Sequ
 # --------------------------------------------------------------------------
 # Inside the network
 
-def plot_filters(model: torch.nn.Module, ncols: int = 8, max_filters: int = 64):
+def plot_filters(model: torch.nn.Module, ncols: int = 8, max_filters: int = 64, title: str | None = None):
     """The first convolution's filters as small colour patches: what the first layer looks for.
 
     Each filter is scaled to [0, 1] on its own, so the pattern (edge
-    direction, colour contrast) shows, not its strength.
+    direction, colour contrast) shows, not its strength. The default title
+    says whose weights they are (``model.weights``: pretrained or random).
 
     Example:
         >>> plot_filters(load_backbone("resnet18"))   # 64 filters, 7x7
@@ -429,7 +453,12 @@ def plot_filters(model: torch.nn.Module, ncols: int = 8, max_filters: int = 64):
     fig, axes = _subplots(1, 1, (0.5 * cols + 0.5, 0.5 * rows + 0.6))
     ax = axes[0, 0]
     ax.imshow(mosaic, interpolation="nearest")
-    ax.set_title(f"first conv layer: {conv.out_channels} filters, {k}x{k}", fontsize=10)
+    if title is None:
+        weights = getattr(model, "weights", None)
+        title = (f"{getattr(model, 'name', type(model).__name__)}, "
+                 f"{f'pretrained ({weights})' if weights else 'random weights'}:\n"
+                 f"first conv layer, {conv.out_channels} filters, {k}x{k}")
+    ax.set_title(title, fontsize=10)
     ax.set_axis_off()
     return fig
 

@@ -15,6 +15,10 @@ Each notebook is written as a percent-format Python script in
   format, ``FAST`` and ``PROFILE``) followed by the cell's own lines (the
   notebook's ``SETTINGS``). The preamble holds IPython ``%config`` lines, so it
   lives here and the sources stay valid Python (``python -m py_compile``).
+* ``# %% claim`` starts a claim check: a code cell, collapsed and tagged
+  ``claim-check``, whose first line is ``# Claim check: ...``. It calls
+  ``course_checks.claim(...)`` on the sentence above it; in the build a false
+  claim fails the notebook (see below), in test mode it does nothing.
 * Anything before the first ``# %%`` is a comment about the file and is dropped.
 
 Cell ids come from the cell's kind and text (plus a counter for repeats), not
@@ -25,7 +29,12 @@ its position, so inserting a cell leaves the other ids alone.
 profile on the real data (``TLKIT_DATA_DIR`` must point at the folder that
 holds ``cats_and_dogs_filtered/``), replaces this machine's paths in the
 outputs by placeholders, refuses to write if any absolute path is left, drops
-execution-timing metadata and writes ``notebooks/<name>.ipynb``.
+execution-timing metadata and writes ``notebooks/<name>.ipynb``. The kernel
+runs with ``TLKIT_CLAIMS=1``, so a claim check whose sentence this run's
+numbers contradict raises ``ClaimError``; the build then stops with the
+notebook, the sentence and the numbers, and writes nothing for that notebook.
+``TLKIT_BUILD_RAN`` lists the notebooks already run in this build with the
+same feature cache (claims about cache reuse are judged only then).
 
 The widgets' final state is saved in the notebook's metadata (nbclient's
 ``store_widget_state``), so JupyterLab, Notebook 7 and nbviewer draw the panels
@@ -58,8 +67,9 @@ CELL_MARK = re.compile(r"^# %%(?P<rest>.*)$")
 # An absolute path of a machine (Linux, macOS, Colab, Windows home) in an output.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~<$-])(/(?:work|root|tmp|home|Users|var|private|content|mnt|opt|srv|usr)/"
                            r"|[A-Za-z]:\\\\?Users\\)")
+CLAIM_PREFIX = "# Claim check"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
-CELL_OPTIONS = ("solution", "setup", "profile")
+CELL_OPTIONS = ("solution", "setup", "profile", "claim")
 
 SETUP_CELL = """\
 # Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
@@ -118,8 +128,9 @@ def parse_percent(text: str) -> list[dict]:
             unknown = [f for f in flags if f not in CELL_OPTIONS]
             if unknown:
                 raise ValueError(f"Unknown cell marker option(s) {unknown} in {line!r}; valid: '# %%', "
-                                 "'# %% [markdown]', '# %% solution', '# %% setup', '# %% profile'.")
-            current = {"kind": kind, "lines": [], "hidden": "solution" in flags, "flags": flags}
+                                 "'# %% [markdown]', '# %% solution', '# %% setup', '# %% profile', '# %% claim'.")
+            current = {"kind": kind, "lines": [], "hidden": "solution" in flags, "flags": flags,
+                       "claim": "claim" in flags}
             cells.append(current)
         elif current is not None:
             current["lines"].append(line)
@@ -129,8 +140,12 @@ def parse_percent(text: str) -> list[dict]:
         if cell["kind"] == "markdown":
             lines = [_uncomment(line) for line in lines]
         source = _with_template("\n".join(lines).strip("\n"), cell["flags"])
+        if cell["claim"] and not source.startswith(CLAIM_PREFIX):
+            raise ValueError(f"A '# %% claim' cell must start with {CLAIM_PREFIX!r} (so no reader takes it for "
+                             f"course content), got {source.splitlines()[0] if source else ''!r}.")
         if source.strip():
-            out.append({"kind": cell["kind"], "source": source, "hidden": cell["hidden"]})
+            out.append({"kind": cell["kind"], "source": source, "hidden": cell["hidden"] or cell["claim"],
+                        **({"claim": True} if cell["claim"] else {})})
     return out
 
 
@@ -172,7 +187,9 @@ def build_notebook(src: Path) -> nbformat.NotebookNode:
         if cell["kind"] == "markdown":
             nb.cells.append(nbformat.v4.new_markdown_cell(cell["source"], id=cell_id))
             continue
-        meta = {"jupyter": {"source_hidden": True}, "tags": ["solution"]} if cell["hidden"] else {}
+        meta = {}
+        if cell["hidden"]:
+            meta = {"jupyter": {"source_hidden": True}, "tags": ["claim-check" if cell.get("claim") else "solution"]}
         nb.cells.append(nbformat.v4.new_code_cell(cell["source"], id=cell_id, metadata=meta))
     nbformat.validate(nb)
     return nb
@@ -321,8 +338,12 @@ def check_data() -> None:
                          "Unzip cats_and_dogs_filtered.zip there, or point TLKIT_DATA_DIR at its parent.")
 
 
-def kernel_env(fast: bool, cache_dir: str | None = None, runs_dir: str | None = None) -> dict[str, str]:
-    """Environment of the kernel: the CPU profile (or test mode), no progress bars."""
+def kernel_env(fast: bool, cache_dir: str | None = None, runs_dir: str | None = None,
+               ran: list[str] | None = None) -> dict[str, str]:
+    """Environment of the kernel: the CPU profile (or test mode), claims enforced, no progress bars.
+
+    ``ran``: the notebooks (e.g. ``["01", "02"]``) this build already ran with the same feature cache.
+    """
     env = dict(os.environ)
     if cache_dir:
         env["TLKIT_CACHE_DIR"] = cache_dir
@@ -331,21 +352,31 @@ def kernel_env(fast: bool, cache_dir: str | None = None, runs_dir: str | None = 
     env.pop("TLKIT_FAST", None)
     if fast:
         env["TLKIT_FAST"] = "1"
+    env["TLKIT_CLAIMS"] = "1"          # course_checks.claim raises on a contradicted sentence
+    env["TLKIT_BUILD_RAN"] = " ".join(ran or [])
+    # The kernelspec runs "python": make it this interpreter (the one with tlkit and ipykernel).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["TLKIT_PROGRESS"] = "0"       # tqdm widgets would clutter the committed outputs
     env["CUDA_VISIBLE_DEVICES"] = ""  # the committed notebooks show the CPU profile
     env["PYTHONWARNINGS"] = env.get("PYTHONWARNINGS", "ignore::DeprecationWarning")
     return env
 
 
+class ClaimFailed(RuntimeError):
+    """A claim check (or any cell) failed while a notebook ran in the build."""
+
+
 def execute(nb: nbformat.NotebookNode, fast: bool = False, cache_dir: str | None = None,
-            timeout: int = 900, runs_dir: str | None = None) -> float:
+            timeout: int = 900, runs_dir: str | None = None, ran: list[str] | None = None) -> float:
     """Runs every cell in a fresh kernel started in notebooks/; returns the seconds taken.
 
-    The widgets' final state goes into ``nb.metadata.widgets``.
+    The widgets' final state goes into ``nb.metadata.widgets``. Raises ClaimFailed naming the
+    cell and the error (for a claim check: the sentence and the numbers) when a cell raises.
     """
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
-    old, new = dict(os.environ), kernel_env(fast, cache_dir, runs_dir)
+    old, new = dict(os.environ), kernel_env(fast, cache_dir, runs_dir, ran)
     os.environ.clear()
     os.environ.update(new)
     try:
@@ -353,17 +384,32 @@ def execute(nb: nbformat.NotebookNode, fast: bool = False, cache_dir: str | None
                                 store_widget_state=True, record_timing=False,
                                 resources={"metadata": {"path": str(NOTEBOOKS)}})
         start = time.perf_counter()
-        client.execute()
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            raise ClaimFailed(_failure(nb, exc)) from None
         return time.perf_counter() - start
     finally:
         os.environ.clear()
         os.environ.update(old)
 
 
-def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None, runs_dir: str | None = None) -> None:
+def _failure(nb: nbformat.NotebookNode, exc) -> str:
+    """What failed: the cell (id and first line) and the exception's name and message."""
+    failed = next((c for c in nb.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+    where = f"cell {failed.id} ({failed.source.splitlines()[0][:70]!r})" if failed is not None else "a cell"
+    what = f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
+    return f"{where} raised {what}"
+
+
+def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None, runs_dir: str | None = None,
+         ran: list[str] | None = None) -> None:
     """Builds one notebook, runs it, checks and writes it (not in test mode)."""
     nb = build_notebook(src)
-    seconds = execute(nb, fast=fast, cache_dir=cache_dir, runs_dir=runs_dir) if run else 0.0
+    try:
+        seconds = execute(nb, fast=fast, cache_dir=cache_dir, runs_dir=runs_dir, ran=ran) if run else 0.0
+    except ClaimFailed as exc:
+        raise SystemExit(f"{src.name}: {exc}\nNothing was written for this notebook.") from None
     extra = [(cache_dir, "$TLKIT_CACHE_DIR")] if cache_dir else []
     scrub_outputs(nb, sorted(path_replacements() + extra, key=lambda kv: -len(kv[0])))
     leaks = find_machine_paths(nb)
@@ -395,9 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tlkit-nb-cache-") as fresh, \
             tempfile.TemporaryDirectory(prefix="tlkit-nb-runs-") as scratch:
         cache_dir = None if args.reuse_cache else fresh
+        ran: list[str] = []  # notebooks run so far with this cache: claims about reusing it are judged
         for src in source_files(args.only):
             make(src, fast=args.fast, run=not args.no_execute, cache_dir=cache_dir,
-                 runs_dir=str(Path(scratch) / "runs"))
+                 runs_dir=str(Path(scratch) / "runs"), ran=list(ran))
+            ran.append(src.name[:2])
     return 0
 
 

@@ -140,8 +140,9 @@ print(model.group_names)
 
 # %% [markdown]
 # The first layer's filters are small colour patches. After ImageNet training they have
-# become edge, colour and contrast detectors; in an untrained network of the same shape
-# they are noise. (Lite0's first layer has 32 filters of 3×3 pixels.)
+# become edge, colour and contrast detectors (first figure: the **pretrained** weights); in
+# an untrained network of the same shape they are noise (second figure: **random**
+# weights). The titles say which is which. (Lite0's first layer has 32 filters of 3×3 pixels.)
 
 # %%
 viz.plot_filters(model)
@@ -200,6 +201,12 @@ freeze(model, model.group_names[:-1])  # every group except the head
 trainable, total = count_parameters(model)
 print(f"new 2-class head, frozen body: {trainable:,} trainable of {total:,} ({trainable / total:.2%})")
 
+# %% claim
+# Claim check: guards "2,562 numbers" below and the exercise's answer; runs when the notebooks are rebuilt
+from course_checks import claim
+
+claim(trainable == 2562, "a 2-class head on a frozen body: 2,562 trainable numbers", trainable=trainable)
+
 # %% [markdown]
 # Fewer free parameters means fewer examples are needed to pin them down: 2,562 numbers
 # can be fitted from a few hundred photos, millions cannot.
@@ -240,6 +247,12 @@ print(f"frozen feature pass: {1 / forward_s:6.1f} images/s -> 2,000 photos once:
 print(f"full training step:  {1 / train_s:6.1f} images/s -> ImageNet, 1.28 M photos x 350 epochs: "
       f"{1.28e6 * 350 * train_s / 86400 / 365:.0f} years on this CPU")
 
+# %% claim
+# Claim check: guards "minutes of compute" and "much cheaper" below; runs when the notebooks are rebuilt
+claim(2000 * forward_s / 60 < 10 and train_s > 2 * forward_s,
+      "the frozen pass over 2,000 photos takes minutes; a training step costs several times a forward pass",
+      feature_pass_min=2000 * forward_s / 60, train_over_forward=train_s / forward_s)
+
 # %% [markdown]
 # That is the trade transfer learning makes: someone else paid for the source task once
 # (EfficientNet's recipe trains for 350 epochs on ImageNet, on many accelerators), and every
@@ -267,14 +280,15 @@ check_trainable_count(n_trainable)
 # ## The wider family
 #
 # What you saw is *inductive* transfer learning for images: a different task in the target,
-# with labels. The same idea appears under other names.
+# with labels. The usual names for the other kinds (in the sense of Pan and Yang's survey,
+# *A Survey on Transfer Learning*, 2010) depend on where the labels are and on what differs:
 #
-# | Kind | Source → target | Example |
-# |------|-----------------|---------|
-# | Inductive | different task, labels in the target | ImageNet classes → cats vs dogs (this course) |
-# | Transductive | same task, different data distribution | sentiment in English → sentiment in German |
-# | Unsupervised | no labels in the target | self-supervised pre-training, then clustering |
-# | Domain adaptation | same task, different domain | digits from MNIST → digits from street-view photos |
+# | Kind | Labels | What differs between source and target | Example |
+# |------|--------|----------------------------------------|---------|
+# | Inductive | in the target (the source may have them or not) | the task | ImageNet classes → cats vs dogs (this course) |
+# | Transductive | in the source only | not the task, but the data: the domain (its inputs or their distribution) | sentiment of labelled English reviews → sentiment of unlabelled German reviews (other words: another feature space) |
+# | Domain adaptation | in the source only | a kind of transductive transfer: same task *and* same kind of input, only their distribution differs | digit labels from MNIST photos → unlabelled digits in street-view photos (SVHN): same 10 digits, same pixels, other look |
+# | Unsupervised | none, in source or target | the task, which is itself unsupervised (clustering, dimensionality reduction) | features learned without labels → clustering a new, unlabelled photo collection |
 #
 # - **Text:** BERT and GPT are pretrained on large text corpora and fine-tuned for a target
 #   such as sentiment analysis, exactly like the head-then-unfreeze recipe of notebook 03.

@@ -73,6 +73,14 @@ print(f"features: {len(train_feats)} training, {len(val_feats)} validation "
       f"(from the cache: {train_feats.from_cache and val_feats.from_cache})")
 print(f"live runs: {len(live_train)} training and {len(live_val)} validation photos at {LIVE} px")
 
+# %% claim
+# Claim check: guards "reuses the features cached by notebook 02"; judged in a build that ran 02 first
+from course_checks import claim, ran_before
+
+claim(train_feats.from_cache and val_feats.from_cache or not ran_before("02"),
+      "cpu reuses the 160 px features cached by notebook 02",
+      train_from_cache=train_feats.from_cache, val_from_cache=val_feats.from_cache)
+
 # %% [markdown]
 # ## 1 · Freeze, train, and change your mind while it trains
 #
@@ -100,7 +108,8 @@ dash
 # work in any order, also after *Run All* has left the panels in another state.
 #
 # 1. Click **freeze all but head**, then press **Start**. Only the head trains: epochs are
-#    quick, and validation accuracy is high from the first epoch.
+#    quick. With 40 photos an epoch is only three steps, so after the first one validation
+#    accuracy is still close to chance; it climbs in the next epochs.
 # 2. Click **freeze all but head** and press **Start** again. During epoch 2, click
 #    **stage7** and **stage8** in the panel. The status line says the change is queued; at
 #    the next epoch the trainable count jumps from 2,562 to about a million, epochs get
@@ -109,9 +118,10 @@ dash
 #    statistics**, set batch size 8 and press **Start**: the BatchNorm trap of notebook 03,
 #    live. Tick the box again afterwards.
 # 4. Tick **frozen BatchNorm keeps its running statistics**, set the learning rate to **1**
-#    and press **Start**: watch the loss explode. (If it becomes NaN, training stops by
-#    itself with a message.) Either way the model ends with the weights of its best epoch.
-#    The cell after the next one does this from code, on a fresh model.
+#    and press **Start**: watch the loss explode. The training loss jumps to tens (at 1e-3
+#    it stays below 1) and validation accuracy stays at chance. (If it becomes NaN, training
+#    stops by itself with a message.) Either way the model ends with the weights of its best
+#    epoch. The cell after the next one does this from code, on a fresh model.
 #
 # The cell below does steps 1 and 2 from code, so the notebook also runs unattended:
 
@@ -127,6 +137,17 @@ print(dash.status.value)
 print("changes applied:", panel.applied)
 print(panel.totals.value)
 
+# %% claim
+# Claim check: guards steps 1 and 2 of the script above; runs when the notebooks are rebuilt
+from course_checks import claim
+
+from tlkit import count_parameters
+
+acc = dash.history["val_acc"]
+claim(acc[0] <= 0.65 and max(acc) >= acc[0] + 0.1 and 900_000 <= count_parameters(model)[0] <= 1_100_000,
+      "after epoch 1 close to chance, then climbs; the trainable count jumps to about a million",
+      val_acc_per_epoch=acc, trainable=count_parameters(model)[0])
+
 # %%
 from tlkit import viz
 
@@ -140,6 +161,13 @@ dash_high = TrainingDashboard(blowup, live_train, live_val, epochs=2, batch_size
 dash_high.start()  # blocking=True: returns when the run has ended
 print(dash_high.status.value)
 print("training loss per epoch:", [round(v, 2) for v in dash_high.history["train_loss"]])
+
+# %% claim
+# Claim check: guards step 4 of the script above ("watch the loss explode"); runs when the notebooks are rebuilt
+high = dash_high.history
+claim(min(high["train_loss"]) > 5 and max(dash.history["train_loss"]) < 1 and max(high["val_acc"]) <= 0.6,
+      "at lr=1 the training loss jumps to tens (below 1 at 1e-3) and validation accuracy stays at chance",
+      train_loss_lr1=high["train_loss"], train_loss_lr1e3=dash.history["train_loss"], val_acc_lr1=high["val_acc"])
 
 # %% [markdown]
 # ### Exercise 1: only the top
@@ -186,12 +214,13 @@ viz.plot_lr_curves(explorer.runs)
 # **compare** again: is the verdict what you expected? Then the same question for the whole
 # network: the panel below has a **fine-tune test** button. It fine-tunes every layer of
 # the pretrained model at the slider's rate and at a safe low rate, from the same weights
-# (copies: the model of section 1 is not changed). At 1e-2, the pretrained features are
-# overwritten within one epoch:
+# (copies: the model of section 1 is not changed), on 40 photos. At 1e-2, the pretrained
+# features are overwritten within one epoch: validation accuracy falls by more than 20
+# points, close to chance, while at 1e-4 it stays where it was:
 
 # %%
 explorer_ft = LRExplorer(model=model, train_data=live_train, val_data=live_val, mode="finetune",
-                         per_class=SETTINGS["live_per_class"] // 2, image_size=LIVE, finetune_epochs=1, lr=1e-2)
+                         per_class=SETTINGS["live_per_class"], image_size=LIVE, finetune_epochs=1, lr=1e-2)
 explorer_ft
 
 # %%
@@ -199,6 +228,14 @@ explorer_ft.finetune_test(blocking=True)  # what pressing "fine-tune test" does
 print(explorer_ft.status.value)
 for lr, h in sorted(explorer_ft.runs.items()):  # epoch 0: before fine-tuning
     print(f"lr {lr:.0e}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
+
+# %% claim
+# Claim check: guards "overwritten within one epoch ... at 1e-4 it stays"; runs when the notebooks are rebuilt
+low_run = explorer_ft.runs[min(explorer_ft.runs)]["val_acc"]    # 1e-4: epoch 0 (before), then epoch 1
+high_run = explorer_ft.runs[max(explorer_ft.runs)]["val_acc"]   # 1e-2
+claim(high_run[-1] <= high_run[0] - 0.2 and high_run[-1] <= 0.65 and low_run[-1] >= low_run[0] - 0.05,
+      "at 1e-2 accuracy falls by more than 20 points, close to chance; at 1e-4 it stays",
+      lr_1e2=high_run, lr_1e4=low_run)
 
 # %% [markdown]
 # ### Exercise 2: which rate is too high?
