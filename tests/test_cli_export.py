@@ -16,6 +16,19 @@ from test_cli import tlkit  # noqa: E402
 from tlkit.checkpoint import save_model  # noqa: E402
 
 
+def test_help_documents_export_and_the_parser_needs_no_onnx():
+    assert "export" in tlkit("--help").stdout
+    out = tlkit("export", "--help").stdout
+    for flag in ("--format", "--int8", "--out", "--images", "--calibration", "tlkit[export]"):
+        assert flag in out
+    import subprocess
+    import sys
+    code = "import sys; from tlkit.__main__ import build_parser; build_parser(); print('onnx' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert res.stdout.strip() == "False", res.stderr
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A Lite0 (ImageNet weights, random 2-class head) saved at 64 px, plus train/val class folders."""

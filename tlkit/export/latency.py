@@ -69,14 +69,18 @@ def measure_latency(model: nn.Module | str | os.PathLike, image_size: int | None
         call, file_bytes = _eager(model), _state_dict_bytes(model)
         params, label = sum(p.numel() for p in model.parameters()), name or "PyTorch eager fp32"
         make = lambda n: torch.randn(n, 3, size, size)  # noqa: E731
-    one = _median_seconds(call, make(1), warmup, repeats)
-    many = _median_seconds(call, make(batch), warmup, max(3, repeats // 3))
+        was, device = model.training, next(model.parameters()).device
+        model.eval().cpu()
+    try:
+        one = _median_seconds(call, make(1), warmup, repeats)
+        many = _median_seconds(call, make(batch), warmup, max(3, repeats // 3))
+    finally:
+        if isinstance(model, nn.Module):
+            model.to(device).train(was)  # the caller's device and mode
     return Latency(label, round(one * 1e3, 2), round(batch / many, 1), batch, file_bytes, params)
 
 
 def _eager(model: nn.Module) -> Callable:
-    model = model.eval().cpu()
-
     def call(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return model(x)
