@@ -47,15 +47,17 @@ def main() -> None:
         acc = {"pytorch": evaluate_split(model, val_dir)["accuracy"],
                "onnx_fp32": evaluate_split(OnnxClassifier(fp32), val_dir)["accuracy"],
                "onnx_int8": evaluate_split(OnnxClassifier(q.path), val_dir)["accuracy"]}
+        load = os.getloadavg()[0]  # other work on the machine slows every row; recorded with the figures
         rows = [measure_latency(model), measure_latency(fp32), measure_latency(q.path)]
     table = format_latency_table(rows)
     print(f"validation accuracy on {len(val)} photos: " + ", ".join(f"{k} {v:.4f}" for k, v in acc.items()))
     print(f"int8 size {q.int8_bytes / 1e6:.2f} MB = {q.size_ratio:.1%} of fp32 ({q.fp32_bytes / 1e6:.2f} MB)")
     print(table)
+    print(f"(1-minute load average {load:.1f} on {os.cpu_count()} cores while timing)")
     out = {"model": model.name, "image_size": model.input_size, "num_val": len(val),
            "calibration_images": q.n, "parity": vars(exp.parity) | {"source": "validation photos"},
            "accuracy": acc, "int8_size_ratio": round(q.size_ratio, 4), "latency": [r.as_dict() for r in rows],
-           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "load_average_1min": round(load, 1),
            "seconds": round(time.perf_counter() - start, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

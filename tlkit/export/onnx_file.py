@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlkit.data import ImageDataset, make_loader, transforms_for
+from tlkit.data import ImageDataset, eval_resize, make_loader, transforms_for
 from tlkit.export.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxClassifier, require
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | Non
     _torch_export(model, path, size)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
-    meta = {"format": "tlkit-onnx/1", "backbone": getattr(model, "name", type(model).__name__),
-            "image_size": size, "mean": [float(v) for v in model.mean], "std": [float(v) for v in model.std],
-            "class_names": names or [str(i) for i in range(n_out)], "resize": "shorter side to "
-            f"{round(size * 256 / 224)}, centre crop {size}", "input": f"{INPUT_NAME} float32 (batch, 3, {size}, "
-            f"{size}) RGB in [0, 1], then (x - mean) / std", "output": f"{OUTPUT_NAME} (batch, classes); softmax "
-            "gives probabilities", "parameters": sum(p.numel() for p in model.parameters()),
-            "precision": "fp32"}
+    meta = _metadata(model, size, names or [str(i) for i in range(n_out)])
     write_metadata(path, meta)
     try:
         parity = check_parity(model, path, parity_images, image_size=size, atol=atol)
@@ -107,6 +101,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | Non
         raise
     log.info("exported %s (%.1f MB); %s", path, path.stat().st_size / 1e6, parity)
     return ExportResult(path, path.stat().st_size, parity, meta)
+
+
+def _metadata(model: nn.Module, size: int, names: list[str]) -> dict:
+    """What a runtime needs to feed the file: preprocessing, labels, and a few facts for the tables."""
+    return {"format": "tlkit-onnx/1", "backbone": getattr(model, "name", type(model).__name__),
+            "image_size": size, "mean": [float(v) for v in model.mean], "std": [float(v) for v in model.std],
+            "class_names": names, "resize": f"shorter side to {eval_resize(size)}, centre crop {size}",
+            "input": f"{INPUT_NAME} float32 (batch, 3, {size}, {size}) RGB in [0, 1], then (x - mean) / std",
+            "output": f"{OUTPUT_NAME} (batch, classes); softmax gives probabilities",
+            "parameters": sum(p.numel() for p in model.parameters()), "precision": "fp32"}
 
 
 def write_metadata(path: str | os.PathLike, meta: dict) -> None:
