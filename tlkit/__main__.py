@@ -1,9 +1,11 @@
-"""Command line: ``python -m tlkit demo | train | evaluate``.
+"""Command line: ``python -m tlkit demo | train | evaluate | export``.
 
     python -m tlkit demo                               # dogs vs cats, feature extraction
     python -m tlkit train DATA_DIR --out runs/mine     # any train/ + val/ class-folder dataset
     python -m tlkit train DATA_DIR --strategy finetune --epochs 2 --image-size 160  # -> runs/finetune
     python -m tlkit evaluate runs/mine/model.pt DATA_DIR/val --json
+    python -m tlkit export runs/mine/model.pt --format onnx --int8   # -> model.onnx, model.int8.onnx
+    python -m tlkit evaluate runs/mine/model.int8.onnx DATA_DIR/val  # ONNX Runtime, same output
 
 User errors (a missing folder, a wrong layout, a bad model file) print one
 paragraph and exit with status 2, without a traceback.
@@ -50,10 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model on a folder of class folders",
                        description="Evaluate MODEL.pt on SPLIT_DIR/<class>/ images (same class names).")
-    e.add_argument("model", help="a model.pt written by `train` or `demo`")
+    e.add_argument("model", help="a model.pt written by `train` or `demo`, or a .onnx written by `export`")
     e.add_argument("split_dir", help="folder with one sub-folder per class")
     e.add_argument("--json", action="store_true", help="print the result as JSON (includes 'accuracy')")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    from tlkit.cli_export import add_export_parser  # argparse only; onnx loads when the command runs
+
+    add_export_parser(sub)
     return p
 
 
@@ -194,6 +199,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     from tlkit.checkpoint import load_model
     from tlkit.evaluate import evaluate_split
 
+    if Path(args.model).suffix.lower() == ".onnx":  # an exported file: ONNX Runtime, its metadata's preprocessing
+        from tlkit.cli_export import evaluate_onnx
+
+        return evaluate_onnx(args)
     model = load_model(args.model)
     return evaluate_split(model, args.split_dir, progress=not args.quiet)
 
@@ -201,6 +210,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 def _report(command: str, result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+        return
+    if command == "export":
+        from tlkit.cli_export import report_export
+
+        report_export(result)
         return
     if command == "evaluate":
         print(f"accuracy {result['accuracy']:.4f} on {result['n']} images")
@@ -215,13 +229,19 @@ def _report(command: str, result: dict, as_json: bool) -> None:
     print(f"wrote {Path(result.get('out', ''))}")
 
 
+def cmd_export(args: argparse.Namespace) -> dict:
+    from tlkit.cli_export import cmd_export as export
+
+    return export(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
     from tlkit import distributed
     from tlkit.errors import USER_ERRORS, user_message
 
     args = build_parser().parse_args(argv)
-    commands = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate}
+    commands = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export}
     try:
         with distributed.session() as ctx:  # torchrun: one process group for the whole command
             args.quiet = args.quiet or not ctx.is_main  # only rank 0 logs and draws progress bars
@@ -235,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if not ctx.is_main:
         return 0
-    if args.command != "evaluate":
+    if args.command not in ("evaluate", "export"):  # export reports the file it wrote
         result["out"] = args.out
     _report(args.command, result, getattr(args, "json", False))
     return 0
