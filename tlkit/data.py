@@ -9,6 +9,9 @@
 * ``transforms_for(model, train=True)`` builds the preprocessing the
   backbone's weights expect (size, mean, std), with or without augmentation.
 
+Folders holding ``tlkit.outputs.OUTPUT_MARKER`` (a run's output folder) are
+never read, so tlkit never trains on the files it wrote itself.
+
 Bad images never crash a run. Files that cannot even be opened (zero bytes,
 text named ``.jpg``, decompression bombs) are dropped when the dataset is
 built; files that fail to decode later (a truncated JPEG) are skipped by the
@@ -32,7 +35,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlkit.images import MAX_ASPECT, MAX_PIXELS, ImageReadError, _header_ok, open_image, warn_skipped
+from tlkit.env import env_flag, env_folder, env_int
+from tlkit.outputs import OUTPUT_MARKER
+from tlkit.images import (MAX_ASPECT, MAX_PIXELS, ImageReadError, _header_ok, check_image_size, open_image,
+                          warn_skipped)
 
 __all__ = ["DATASET_COUNTS", "DATASET_NAME", "DATASET_URL", "IMAGE_EXTENSIONS", "MAX_ASPECT", "MAX_PIXELS",
            "DatasetLayoutError", "ImageDataset", "ImageReadError", "cats_vs_dogs", "collate_skip",
@@ -119,7 +125,8 @@ def _class_names(root: Path, classes: list[str] | None) -> list[str]:
     """``classes``, or the sub-folders of ``root``; DatasetLayoutError unless there are at least 2."""
     if not root.is_dir():
         raise DatasetLayoutError(f"{root} is not a folder. Expected {root}/<class name>/<images>.")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = sorted(d.name for d in root.iterdir()
+                   if d.is_dir() and not d.name.startswith(".") and not (d / OUTPUT_MARKER).exists())
     classes = classes if classes is not None else found
     if len(classes) < 2:
         raise DatasetLayoutError(
@@ -152,6 +159,9 @@ def _walk_images(folder: Path) -> Iterator[Path]:
     if not folder.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(folder):
+        if OUTPUT_MARKER in filenames:  # a run's output folder: never train on tlkit's own files
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
@@ -178,7 +188,8 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
     if val_dir is None:
         raise DatasetLayoutError(f"{root} has no val/ or validation/ folder next to train/.")
     train = scan_class_folders(root / "train", name=f"{root.name}/train")
-    val_classes = sorted(d.name for d in val_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    val_classes = sorted(d.name for d in val_dir.iterdir()
+                         if d.is_dir() and not d.name.startswith(".") and not (d / OUTPUT_MARKER).exists())
     if val_classes != train.classes:
         missing = sorted(set(train.classes) - set(val_classes))
         extra = sorted(set(val_classes) - set(train.classes))
@@ -191,9 +202,9 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
 
 def default_data_dir() -> Path:
     """``$TLKIT_DATA_DIR`` if set, else the user cache (``~/.cache/tlkit/data``)."""
-    env = os.environ.get("TLKIT_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
+    env = env_folder("TLKIT_DATA_DIR")  # EnvironmentSettingError if it names a file
+    if env is not None:
+        return env
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
 
 
@@ -210,8 +221,8 @@ def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
         ['cats', 'dogs']
     """
     candidates = [Path(root)] if root is not None else []
-    if os.environ.get("TLKIT_DATA_DIR"):
-        candidates.append(Path(os.environ["TLKIT_DATA_DIR"]).expanduser())
+    if env_folder("TLKIT_DATA_DIR") is not None:  # EnvironmentSettingError if it names a file
+        candidates.append(env_folder("TLKIT_DATA_DIR"))
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
     candidates.append(cache)
     for base in candidates:
@@ -271,7 +282,7 @@ def transforms_for(model, train: bool = False, image_size: int | None = None,
     """
     from torchvision import transforms as T
 
-    size = int(image_size or model.input_size)
+    size = check_image_size(image_size if image_size is not None else int(model.input_size))
     norm = [T.ToTensor(), T.Normalize(model.mean, model.std)]
     if not train or augment == "none":
         return T.Compose([T.Resize(eval_resize(size)), T.CenterCrop(size), *norm])
@@ -341,9 +352,10 @@ def num_workers_default(gpu: bool = False) -> int:
         >>> num_workers_default(), num_workers_default(gpu=True)  # on 16 cores
         (4, 15)
     """
-    if os.environ.get("TLKIT_NUM_WORKERS"):
-        return int(os.environ["TLKIT_NUM_WORKERS"])
-    if os.environ.get("BINDER_SERVICE_HOST") or os.environ.get("TLKIT_BINDER"):
+    workers = env_int("TLKIT_NUM_WORKERS")  # EnvironmentSettingError naming it if not a count
+    if workers is not None:
+        return workers
+    if os.environ.get("BINDER_SERVICE_HOST") or env_flag("TLKIT_BINDER", default=False):
         return 0
     cpus = os.cpu_count() or 1
     if gpu:

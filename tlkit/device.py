@@ -15,6 +15,8 @@ from typing import Iterable, Iterator, TypeVar
 
 import torch
 
+from tlkit.env import env_flag
+
 T = TypeVar("T")
 
 
@@ -76,7 +78,7 @@ def inference_precision(device: torch.device, precision: str = "auto") -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if amp_dtype(device) == torch.bfloat16 else "fp16"
-    if device.type == "cpu" and os.environ.get("TLKIT_CPU_BF16", "1") != "0" and cpu_has_native_bf16():
+    if device.type == "cpu" and env_flag("TLKIT_CPU_BF16", default=True) and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 
@@ -101,7 +103,7 @@ def needs_grad_scaler(device: torch.device) -> bool:
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last where it is faster: CUDA and x86 CPUs (1.6x for Lite0 here); not on MPS."""
-    if os.environ.get("TLKIT_CHANNELS_LAST", "1") == "0" or device.type == "mps":
+    if not env_flag("TLKIT_CHANNELS_LAST", default=True) or device.type == "mps":
         return torch.contiguous_format
     return torch.channels_last
 

@@ -37,6 +37,7 @@ from tlkit.callbacks import Callback, Checkpoint
 from tlkit.data import leaves_one_image, make_loader, transforms_for, warn_skipped
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device, trimmed
 from tlkit.fold import fold_frozen_batchnorm
+from tlkit.guard import first_non_finite
 from tlkit.freezing import param_groups
 from tlkit.history import History
 from tlkit.lr_finder import LRFinderResult, lr_find  # noqa: F401 - re-exported: part of the training API
@@ -224,7 +225,8 @@ class Trainer:
         if seen == 0:
             raise ValueError("No readable training images: every image was skipped.")
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
-                "img_per_s": seen / (time.perf_counter() - start)}
+                "img_per_s": seen / (time.perf_counter() - start),
+                "train_images": seen}  # images actually used (unreadable ones were skipped)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, backward, update on one batch; returns [loss sum, number correct] on the device."""
@@ -273,6 +275,8 @@ class Trainer:
         return {"val_loss": loss_sum / max(seen, 1), "val_acc": correct / max(seen, 1)}
 
     def _end_epoch(self, epoch: int, row: dict) -> None:
+        if first_non_finite(self.model) is not None:  # the epoch's last update made a weight NaN/inf
+            raise NonFiniteLossError(f"finite, but an update made the weight {first_non_finite(self.model)} NaN")
         self.epoch = epoch
         self.history.append(**row)
         score = row.get(self.monitor)
