@@ -29,8 +29,15 @@ from pathlib import Path
 STRATEGIES = ("features", "partial", "finetune")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house format for mistakes: one ``error:`` line naming the fix, exit status 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m tlkit",
         description="tlkit: transfer learning you can read, run and watch.",
         epilog="Data: set TLKIT_DATA_DIR to a folder holding cats_and_dogs_filtered/ to work offline. "
