@@ -19,25 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from tlkit.cliargs import Parser, image_size, learning_rate, positive_int
+
 STRATEGIES = ("features", "partial", "finetune")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the house format for mistakes: one ``error:`` line naming the fix, exit status 2."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="python -m tlkit",
         description="tlkit: transfer learning you can read, run and watch.",
         epilog="Data: set TLKIT_DATA_DIR to a folder holding cats_and_dogs_filtered/ to work offline. "
@@ -60,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--strategy", choices=STRATEGIES, default="features",
                    help="features: frozen backbone on cached features (fast); partial: train the top groups; "
                         "finetune: train the whole network (default: features)")
-    t.add_argument("--unfreeze-at", type=_positive_int, default=None, metavar="K",
+    t.add_argument("--unfreeze-at", type=positive_int, default=None, metavar="K",
                    help="gradual unfreezing: start with the head only and unfreeze the whole body at epoch K")
-    t.add_argument("--batch-size", type=_positive_int, default=32, help="images per step for partial/finetune (default 32)")
+    t.add_argument("--batch-size", type=positive_int, default=32, help="images per step for partial/finetune (default 32)")
     _common(t, epochs=None, lr=None)
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model on a folder of class folders",
@@ -75,45 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return value
-
-
-def _learning_rate(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0 (e.g. 1e-3), got {text!r}")
-    return value
-
-
-def _image_size(text: str) -> int:
-    """argparse type: pixels within tlkit.images' MIN_IMAGE_SIZE..MAX_IMAGE_SIZE."""
-    from tlkit.images import check_image_size
-
-    try:
-        return check_image_size(int(text), "the image size")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).rstrip(".") if "between" in str(exc) else
-                                         f"must be a whole number of pixels, got {text!r}") from None
-
-
 def _common(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
     p.add_argument("--backbone", default="efficientnet_lite0", help="see tlkit.list_backbones()")
-    p.add_argument("--epochs", type=_positive_int, default=epochs,
+    p.add_argument("--epochs", type=positive_int, default=epochs,
                    help="head epochs for features (default 30); epochs for partial/finetune (default 2)")
-    p.add_argument("--lr", type=_learning_rate, default=lr, help="learning rate (default: 1e-3 features, 3e-4 fine-tuning)")
-    p.add_argument("--image-size", type=_image_size, default=None,
+    p.add_argument("--lr", type=learning_rate, default=lr, help="learning rate (default: 1e-3 features, 3e-4 fine-tuning)")
+    p.add_argument("--image-size", type=image_size, default=None,
                    help="input size in pixels, 32 to 1024 (default: the backbone's, 224)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

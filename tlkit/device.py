@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import os
 from typing import Iterable, Iterator, TypeVar
 
 import torch
