@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from tlkit.backbones import load_backbone  # noqa: E402
-from tlkit.data import ImageDataset, cats_vs_dogs, num_workers_default, subset, transforms_for  # noqa: E402
+from tlkit.data import ImageDataset, cats_vs_dogs, subset, transforms_for  # noqa: E402
+from tlkit.loaders import num_workers_default  # noqa: E402
 from tlkit.device import inference_precision  # noqa: E402
 from tlkit.features import extract_features, train_head  # noqa: E402
 from tlkit.freezing import freeze  # noqa: E402
@@ -230,7 +231,7 @@ def tutorial_finetune_throughput(warm: ImageDataset, timed: ImageDataset, worker
 def tlkit_finetune_throughput(warm: ImageDataset, timed: ImageDataset, **options) -> float:
     """Images/s of tlkit's trainer, strategy "finetune" with its defaults (History's img_per_s).
 
-    ``options`` override defaults of :class:`tlkit.train.Trainer` (e.g. ``fold_bn=False``).
+    ``options`` override defaults of :class:`tlkit.train.TrainConfig` (e.g. ``fold_bn=False``).
     """
     model = load_backbone(BACKBONE, num_classes=2, class_names=warm.classes)
     with warnings.catch_warnings():

@@ -6,7 +6,8 @@ import zipfile
 
 import pytest
 
-from tlkit.archive import DownloadError, UnsafeArchiveError, safe_extract_zip
+from tlkit.archive import safe_extract_zip
+from tlkit.errors import DownloadError, UnsafeArchiveError
 from tlkit.download import count_images
 from zipgen import NAME, SMALL, age, dataset_zip, jpeg_bytes, leftovers, make_zip
 

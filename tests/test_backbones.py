@@ -1,11 +1,12 @@
-"""The backbone contract, checked across the whole registry."""
+"""The registry, loading options and pretrained predictions (the contract itself: test_backbone_contract.py)."""
 from pathlib import Path
 
 import pytest
 import torch
 
 from tlkit import list_backbones, load_backbone
-from tlkit.data import open_image, transforms_for
+from tlkit.data import transforms_for
+from tlkit.images import open_image
 
 VAL = Path(__file__).resolve().parents[2] / "shared/data/cats_and_dogs_filtered/validation"
 REGISTERED = ["efficientnet_lite0", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
@@ -14,28 +15,6 @@ REGISTERED = ["efficientnet_lite0", "resnet18", "resnet34", "resnet50", "mobilen
 
 def test_registry_lists_every_required_backbone():
     assert set(REGISTERED) <= set(list_backbones())
-
-
-@pytest.mark.parametrize("name", REGISTERED)
-def test_backbone_contract(name):
-    model = load_backbone(name, pretrained=False)
-    names = model.group_names
-    assert names[0] == "stem" and names[-1] == "head"
-    assert names[1:-1] == [f"stage{i}" for i in range(1, len(names) - 1)]
-    # Groups cover every parameter exactly once.
-    in_groups = [id(p) for g in model.groups.values() for p in g.parameters()]
-    assert len(in_groups) == len(set(in_groups)) == len(list(model.parameters()))
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        feats = model.eval().forward_features(x)
-        logits = model(x)
-    assert feats.shape == (2, model.num_features)
-    assert logits.shape == (2, 1000) and model.num_classes == 1000
-    assert model.input_size == 224 and len(model.mean) == len(model.std) == 3
-    model.replace_head(2, class_names=["cats", "dogs"])
-    assert model(x).shape == (2, 2) and model.num_classes == 2
-    assert model.class_names == ["cats", "dogs"]
-    assert model.head[-1].in_features == model.num_features
 
 
 def test_unknown_backbone_names_the_options():

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tlkit import freeze, load_backbone
-from tlkit.checkpoint import CheckpointError, load_model, save_model
+from tlkit.checkpoint import load_head, load_model, save_model
+from tlkit.errors import CheckpointError
 
 
 @pytest.fixture
@@ -56,3 +57,25 @@ def test_a_failed_write_leaves_the_old_file_intact(model, tmp_path, monkeypatch)
         save_model(model, path)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_load_head_takes_the_head_of_a_model_file(model, tmp_path):
+    path = save_model(model, tmp_path / "m.pt")
+    fresh = load_backbone("resnet18", pretrained=False)
+    fresh.replace_head(3, hidden=(8,), dropout=0.2)
+    load_head(fresh, path)
+    for k, v in model.head.state_dict().items():
+        assert torch.equal(fresh.head.state_dict()[k], v)
+    assert not torch.equal(fresh.groups["stem"][0].weight, model.groups["stem"][0].weight)  # the body is untouched
+
+
+def test_load_head_of_another_shape_names_the_tensors_and_the_fix(model):
+    wrong = torch.nn.Sequential(torch.nn.Linear(512, 2))
+    before = {k: v.clone() for k, v in model.head.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"does not fit.*replace_head"):
+        load_head(model, wrong)
+    assert all(torch.equal(v, model.head.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(CheckpointError, match="holds no head weights"):
+        load_head(model, {"0.weight": [1, 2]})
+    with pytest.raises(TypeError, match="state dict or a file path"):
+        load_head(model, 3)

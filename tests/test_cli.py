@@ -129,7 +129,7 @@ def test_under_torchrun_only_rank_0_may_download_the_dataset(monkeypatch, is_mai
 
 def test_under_torchrun_a_failed_download_stops_every_rank_with_a_message(monkeypatch):
     from tlkit import __main__ as cli, data, distributed
-    from tlkit.download import DownloadError
+    from tlkit.errors import DownloadError
 
     def offline(download=True):
         raise DownloadError("offline: set TLKIT_DATA_DIR", reason="offline")

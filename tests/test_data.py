@@ -7,7 +7,9 @@ from PIL import Image
 
 from imagegen import make_dataset, write_image
 from tlkit import load_backbone
-from tlkit.data import DatasetLayoutError, cats_vs_dogs, image_folder, make_loader, subset, transforms_for
+from tlkit.data import cats_vs_dogs, image_folder, subset, transforms_for
+from tlkit.errors import DatasetLayoutError
+from tlkit.loaders import make_loader
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 
@@ -74,7 +76,9 @@ def test_subset_is_per_class_and_seeded(tmp_path):
     train, _ = image_folder(tmp_path)
     a, b, c = subset(train, 2, seed=0), subset(train, 2, seed=0), subset(train, 2, seed=5)
     assert len(a) == 4 and a.class_counts() == {"cats": 2, "dogs": 2}
-    assert a.files == b.files and a.files != c.files or len(set(c.files)) == 4
+    assert a.files == b.files  # same seed, same images
+    assert a.files != c.files  # another seed, other images (random.Random(5) picks others here)
+    assert c.class_counts() == {"cats": 2, "dogs": 2} and len(set(c.files)) == 4 and set(c.files) <= set(train.files)
     assert len(subset(train, 100)) == 12
     with pytest.raises(ValueError):
         subset(train, 0)
@@ -109,7 +113,7 @@ def test_cats_vs_dogs_finds_the_local_copy(monkeypatch, tmp_path):
 @pytest.mark.parametrize("cpus, expected, on_gpu", [(1, 0, 0), (2, 0, 1), (3, 2, 2), (8, 4, 7), (16, 4, 15),
                                                     (64, 4, 16), (None, 0, 0)])
 def test_worker_processes_follow_the_core_count(monkeypatch, cpus, expected, on_gpu):
-    from tlkit.data import make_loader, num_workers_default
+    from tlkit.loaders import make_loader, num_workers_default
     for var in ("TLKIT_NUM_WORKERS", "BINDER_SERVICE_HOST", "TLKIT_BINDER"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: cpus)
@@ -124,7 +128,8 @@ def test_worker_processes_follow_the_core_count(monkeypatch, cpus, expected, on_
 
 
 def test_with_files_names_the_rows_of_each_batch_and_the_dropped_files(tiny_images, tmp_path):
-    from tlkit.data import ImageDataset, image_folder, make_loader, with_files
+    from tlkit.data import ImageDataset, image_folder
+    from tlkit.loaders import make_loader, with_files
 
     train = image_folder(tiny_images)[0]
     bad = tmp_path / "bad.jpg"
@@ -141,6 +146,6 @@ def test_with_files_names_the_rows_of_each_batch_and_the_dropped_files(tiny_imag
 @pytest.mark.parametrize("n, batch, expected", [(2001, 40, True), (2000, 32, False), (1, 32, False),
                                                 (33, 32, True), (24, 23, True), (5, 1, False)])
 def test_leaves_one_image(n, batch, expected):
-    from tlkit.data import leaves_one_image
+    from tlkit.loaders import leaves_one_image
 
     assert leaves_one_image(n, batch) is expected

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from tlkit import data as tdata
-from tlkit.data import ImageDataset, image_folder, make_loader, transforms_for
+from tlkit.data import ImageDataset, image_folder, transforms_for
 from tlkit.decoded import DecodedImages, _crop_thetas
+from tlkit.loaders import make_loader
 from tlkit.train import fit
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

@@ -1,9 +1,9 @@
-"""tlkit.device: trim_heap gives freed memory back; trimmed trims on a CPU only."""
+"""tlkit.device: trim_heap gives freed memory back; releasing_memory trims on a CPU only."""
 import pytest
 import torch
 
 from tlkit import device as tdevice
-from tlkit.device import trim_heap, trimmed
+from tlkit.device import releasing_memory, trim_heap
 
 
 def _rss_mb() -> float:
@@ -25,12 +25,12 @@ def test_trim_heap_returns_freed_heap_memory_to_the_os():
     assert len(keep) == 96 * 1024
 
 
-def test_trimmed_yields_every_batch_and_trims_every_nth_on_a_cpu(monkeypatch):
+def test_releasing_memory_yields_every_batch_and_trims_every_nth_on_a_cpu(monkeypatch):
     calls = []
     monkeypatch.setattr(tdevice, "trim_heap", lambda: calls.append(1) or True)
     batches = [(i, -i) for i in range(25)]
-    assert list(trimmed(iter(batches), torch.device("cpu"), every=10)) == batches
+    assert list(releasing_memory(iter(batches), torch.device("cpu"), every=10)) == batches
     assert len(calls) == 2  # after batches 10 and 20
     calls.clear()
-    assert list(trimmed(batches, torch.device("cuda"), every=10)) == batches  # no device is touched
+    assert list(releasing_memory(batches, torch.device("cuda"), every=10)) == batches  # no device is touched
     assert calls == []

@@ -137,7 +137,7 @@ def test_fit_keeps_ranks_identical_and_reduces_metrics_exactly(tmp_path):
     rows = [[{k: row[k] for k in METRICS} for row in r["history"]] for r in ranks]
     assert rows[0] == rows[1] and len(rows[0]) == 3
     assert (out / "ckpt0" / "last.pt").is_file() and not (out / "ckpt1").exists()  # rank 0 alone writes
-    # fit() joined the group itself and kept it for the next fit, which failed on both ranks alike;
+    # init_from_env() joined the group and kept it for the next fit, which failed on both ranks alike;
     # the group still worked after that (the process exit then destroys it: exit status 0 above).
     assert all(r["group_after_fit"] and r["error"] == "boom" and r["sum_after_error"] == 1 for r in ranks)
     # The reduced validation numbers equal one process evaluating the whole val/ with the saved weights.
@@ -222,18 +222,19 @@ def drive_fit(data: Path, out: Path) -> None:
     epoch_end: list[dict] = []
 
     class Shares(Callback):  # the training images this rank loaded, epoch by epoch
-        def on_epoch_end(self, trainer, epoch, row):
+        def on_epoch_end(self, state, epoch, row):
             train_seen.append(sorted(train.seen))
             train.seen.clear()
-            epoch_end.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+            epoch_end.append({k: v.clone() for k, v in state.model.state_dict().items()})
 
+    distributed.init_from_env()  # fit never starts a process group: a script under torchrun opts in
     history = fit(model, train, val, epochs=3, lr=3e-3, batch_size=4, seed=0, progress=False,
                   scheduler="cosine", callbacks=[GradualUnfreezing({2: ["stage4"]}, lr=1e-3), Shares()],
                   checkpoint_dir=out / f"ckpt{rank}")
     after_fit = torch.distributed.is_initialized()
 
     class Boom(Callback):
-        def on_epoch_end(self, trainer, epoch, row):
+        def on_epoch_end(self, state, epoch, row):
             raise RuntimeError("boom")
 
     try:

@@ -13,7 +13,8 @@ import torch
 
 from httpserver import LocalHTTPServer, Reply, closed_port
 from tlkit import data
-from tlkit.download import DownloadError, UnsafeArchiveError, count_images, download_dataset, download_file
+from tlkit.download import count_images, download_dataset, download_file
+from tlkit.errors import DownloadError, UnsafeArchiveError
 from zipgen import NAME, SMALL, age, dataset_zip, jpeg_bytes, leftovers, make_zip
 
 
@@ -225,7 +226,8 @@ def test_resnet18_unreachable_weights_name_offline_alternative(isolated_env, mon
     import torch.hub
     import torchvision.models._api as tv_api
 
-    from tlkit.backbones import WeightsUnavailableError, load_backbone
+    from tlkit.backbones import load_backbone
+    from tlkit.errors import WeightsUnavailableError
 
     real = torch.hub.load_state_dict_from_url
     refused = f"http://127.0.0.1:{closed_port()}/resnet18-f37072fd.pth"
@@ -248,7 +250,8 @@ def test_resnet18_unreachable_weights_name_offline_alternative(isolated_env, mon
 
 
 def test_resnet18_damaged_cache_file_is_named(isolated_env):
-    from tlkit.backbones import WeightsUnavailableError, load_backbone
+    from tlkit.backbones import load_backbone
+    from tlkit.errors import WeightsUnavailableError
 
     cached = isolated_env / "torch_home" / "hub" / "checkpoints" / os.path.basename(tvm_url())
     cached.parent.mkdir(parents=True)

@@ -223,7 +223,7 @@ def test_start_sets_binder_defaults(cpu_limit, threads):
 
 def test_start_makes_tlkit_use_no_worker_processes():
     code = ("import os; os.cpu_count = lambda: 16\n"  # a big machine: without start, 4 workers
-            "from tlkit.data import num_workers_default; print(num_workers_default())")
+            "from tlkit.loaders import num_workers_default; print(num_workers_default())")
     out = run_start(sys.executable, "-c", code, PYTHONPATH=str(ROOT))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
@@ -327,9 +327,10 @@ def prefetch(monkeypatch, tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     import tlkit.download
+    import tlkit.errors
 
     def no_download(*args, hint="", **kwargs):
-        raise tlkit.download.DownloadError(f"offline (test). {hint}")
+        raise tlkit.errors.DownloadError(f"offline (test). {hint}")
 
     monkeypatch.setattr(tlkit.download, "download_dataset", no_download)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -365,7 +366,7 @@ def test_prefetch_finds_local_data_and_fills_feature_cache(prefetch, tiny_data, 
 
 
 def test_prefetch_skips_unavailable_torchvision_weights(prefetch, monkeypatch):
-    from tlkit.backbones import WeightsUnavailableError
+    from tlkit.errors import WeightsUnavailableError
 
     real = prefetch.load_backbone
 

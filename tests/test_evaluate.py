@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from tlkit.data import DatasetLayoutError, ImageDataset, transforms_for
+from tlkit.data import ImageDataset, transforms_for
+from tlkit.errors import DatasetLayoutError
 from tlkit.evaluate import (Predictions, confusion_matrix, evaluate_split, predict, predictions_from_features,
                             top_losses)
 from tlkit.features import extract_features

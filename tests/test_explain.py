@@ -5,12 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-import tlkit.evaluate
-import tlkit.explain
 from tlkit.backbones import load_backbone
-from tlkit.data import open_image, transforms_for
+from tlkit.data import transforms_for
 from tlkit.explain import (capture_activations, class_names_of, classify_image, grad_cam, imagenet_classes,
                            spatial_module)
+from tlkit.images import open_image
 
 VAL = Path(__file__).resolve().parents[2] / "shared/data/cats_and_dogs_filtered/validation"
 CLASSES = ["cats", "dogs"]
@@ -22,14 +21,6 @@ def _modes(model):
 
 def _hook_count(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
-
-
-def test_evaluate_still_exports_the_explain_names():
-    # Notebooks, docs and widgets import these from tlkit.evaluate, where they used to live.
-    for name in ("capture_activations", "class_names_of", "classify_image", "grad_cam", "imagenet_classes",
-                 "spatial_module"):
-        assert getattr(tlkit.evaluate, name) is getattr(tlkit.explain, name)
-        assert name in tlkit.evaluate.__all__
 
 
 # ---------------------------------------------------------------- classify_image

@@ -28,7 +28,7 @@ def test_cached_features_equal_fresh_ones_and_skip_the_backbone(setup, monkeypat
     first = extract_features(model, train, cache_dir=cache, progress=False)
     assert not first.from_cache and len(list(cache.glob("*.pt"))) == 1
     calls = []
-    monkeypatch.setattr(model, "forward_features", lambda x: calls.append(x) or 1 / 0)
+    monkeypatch.setattr(model, "forward_pooled", lambda x: calls.append(x) or 1 / 0)
     second = extract_features(model, train, cache_dir=cache, progress=False)
     assert second.from_cache and calls == []
     assert torch.equal(second.features, fresh.features) and torch.equal(second.labels, fresh.labels)
@@ -148,3 +148,14 @@ def test_stale_temporary_cache_file_of_a_killed_run_is_removed(setup):
     again = extract_features(model, train, cache_dir=cache, progress=False)
     assert not again.from_cache and torch.equal(again.features, first.features)
     assert not stale.exists() and [p.name for p in cache.iterdir()] == [final.name]
+
+
+def test_train_head_leaves_the_global_rng_alone_and_is_seeded_locally():
+    """Widget threads call train_head: it must neither reseed nor draw from torch's global generator."""
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    runs = [train_head(_blobs(64, 0), _blobs(32, 1), epochs=3, hidden=(8,), dropout=0.3, seed=s)[1]
+            for s in (5, 5, 6)]
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert runs[0]["train_loss"] == runs[1]["train_loss"]  # same seed, same numbers (dropout included)
+    assert runs[0]["train_loss"] != runs[2]["train_loss"]

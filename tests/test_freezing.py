@@ -5,6 +5,7 @@ from torch import nn
 
 from tlkit import (count_parameters, format_summary, freeze, freeze_to, load_backbone, param_groups,
                    set_bn_policy, trainable_summary, unfreeze)
+from tlkit.freezing import unfrozen_group_lr
 from tlkit.heads import make_head
 
 
@@ -66,6 +67,18 @@ def test_unfreeze_adds_a_param_group_with_its_own_lr(model):
     unfreeze(model, "stage5", optimizer=opt, lr=1e-4)  # already held: nothing added twice
     assert len(opt.param_groups) == n_before + 1
     assert trainable_summary(model, opt)[-2]["lr"] == 1e-4
+
+
+def test_a_newly_unfrozen_group_starts_at_the_lowest_peak_rate(model):
+    freeze(model, model.group_names[:-2])  # the last body group and the head train
+    body = model.group_names[-2]
+    opt = torch.optim.SGD(param_groups(model, {body: 1e-3, "head": 1e-2}), lr=1e-2)
+    for g in opt.param_groups:  # mid-run: the schedule has lowered every rate to a tenth of its peak
+        g["peak_lr"], g["lr"] = g["lr"], g["lr"] / 10
+    assert unfrozen_group_lr(opt) == pytest.approx(1e-3)  # the peak, not the current 1e-4
+    unfreeze(model, model.group_names[-3], optimizer=opt)
+    assert opt.param_groups[-1]["name"] == model.group_names[-3] and opt.param_groups[-1]["lr"] == pytest.approx(1e-3)
+    assert "initial_lr" not in opt.param_groups[-1]
 
 
 def test_parameters_are_deduplicated_by_identity():
@@ -138,16 +151,38 @@ def test_a_frozen_group_is_a_fixed_function_in_train_mode():
     x = torch.randn(2, 3, 64, 64)
     model.train()  # nothing frozen: drop-connect makes two passes differ
     with torch.no_grad():
-        assert not torch.equal(model.forward_features(x), model.forward_features(x))
+        assert not torch.equal(model.forward_pooled(x), model.forward_pooled(x))
     freeze(model, model.group_names[:-1])
     model.train()
     assert all(not m.training for g in model.group_names[:-1] for m in model.groups[g].modules())
     assert model.groups["head"].training and model.training
     with torch.no_grad():
-        assert torch.equal(model.forward_features(x), model.forward_features(x))
+        assert torch.equal(model.forward_pooled(x), model.forward_pooled(x))
     unfreeze(model, "stage7")
     set_bn_policy(model, "eval_all")  # trainable stage7: blocks train, its BN keeps its statistics
     blocks = [m for m in model.groups["stage7"].modules() if not isinstance(m, nn.BatchNorm2d)]
     assert all(m.training for m in blocks)
     assert all(not m.training for m in model.groups["stage7"].modules() if isinstance(m, nn.BatchNorm2d))
     assert all(not m.training for m in model.groups["stage6"].modules())
+
+
+@pytest.mark.parametrize("policy", ["eval", "train", "eval_all"])
+def test_summary_bn_mode_is_computed_and_matches_what_train_does(model, policy):
+    """The summary reads the freeze state and the policy; it never calls ``model.train()``
+    (another thread may be inside a forward pass), yet agrees with what ``train()`` does."""
+    freeze(model, model.group_names[:3])
+    set_bn_policy(model, policy)
+    model.eval()
+    model.train = lambda mode=True: pytest.fail("trainable_summary toggled the live model's mode")
+    rows = trainable_summary(model)
+    del model.train  # the instance attribute: back to Backbone.train
+    assert all(not m.training for m in model.modules())  # untouched: still in eval mode
+    model.train()
+    for r in rows:
+        bns = [m for m in model.groups[r["group"]].modules() if isinstance(m, nn.BatchNorm2d)]
+        probed = {"train" if m.training else "eval" for m in bns} or {"none"}
+        assert probed == {r["bn_mode"]}, (policy, r["group"])
+    modes = [r["bn_mode"] for r in rows]
+    expected_frozen = {"eval": "eval", "train": "train", "eval_all": "eval"}[policy]
+    assert modes[:3] == [expected_frozen] * 3 and modes[-1] == "none"
+    assert modes[3] == ("eval" if policy == "eval_all" else "train")

@@ -144,6 +144,32 @@ def test_parse_percent_cells_and_solution_marker():
         mk.parse_percent("# %% [markdown]\nnot a comment\n")
 
 
+def test_setup_and_profile_cells_come_from_the_generator_template():
+    cells = mk.parse_percent("# %% setup\n# %% profile\nSETTINGS = {'cpu': 1}[PROFILE]\n")
+    assert cells[0]["source"] == mk.SETUP_CELL
+    assert cells[1]["source"] == mk.PROFILE_PREAMBLE + "SETTINGS = {'cpu': 1}[PROFILE]"
+    with pytest.raises(ValueError, match="leave it empty"):
+        mk.parse_percent("# %% setup\nimport sys\n")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_sources_are_valid_python_and_use_the_shared_cells(name):
+    text = (mk.SOURCES / f"{name}.py").read_text()
+    compile(text, name, "exec")  # no bare %config or other magics in the sources
+    assert text.count("# %% setup\n") == 1 and text.count("# %% profile\n") == 1
+    assert "google.colab" not in text and "%config" not in text  # only in the template
+
+
+def test_cell_ids_do_not_change_when_a_cell_is_inserted(tmp_path):
+    src = tmp_path / "09_x.py"
+    src.write_text("# %%\nx = 1\n# %%\ny = 2\n# %%\ny = 2\n")
+    before = [c.id for c in mk.build_notebook(src).cells]
+    src.write_text("# %% [markdown]\n# new\n# %%\nx = 1\n# %%\nz = 0\n# %%\ny = 2\n# %%\ny = 2\n")
+    after = [c.id for c in mk.build_notebook(src).cells]
+    assert len(set(before)) == 3 and before[2] == before[1] + "-2"  # a repeated cell gets its own id
+    assert [after[1], after[3], after[4]] == before
+
+
 def test_machine_paths_are_scrubbed_and_leftovers_found():
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")

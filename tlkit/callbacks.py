@@ -1,9 +1,11 @@
 """Callbacks: small objects that the training loop calls at fixed points.
 
 A callback subclasses :class:`Callback` and overrides the hooks it needs. Each
-hook receives the :class:`tlkit.train.Trainer`, so it can read
-``trainer.model``, ``trainer.optimizer`` and ``trainer.history``, or end the
-run with ``trainer.stop("reason")``.
+hook receives the run's :class:`tlkit.state.TrainState`, and nothing else of
+the trainer: it can read ``state.model``, ``state.optimizer``,
+``state.history`` and ``state.epoch``, end the run with
+``state.stop("reason")``, or choose the metric that decides the best weights
+with ``state.set_monitor(metric, mode)``.
 
 Built-ins:
 
@@ -16,7 +18,8 @@ Built-ins:
   resume to ``runs/exp1/last.pt``.
 
 What a training checkpoint holds, and how it is read back safely, is in
-:mod:`tlkit.resume`.
+:mod:`tlkit.resume`. (Saving a finished *model* for predictions is
+:func:`tlkit.checkpoint.save_model`.)
 
 Example:
     >>> fit(model, train, val, epochs=6, callbacks=[EarlyStopping(patience=2), Checkpoint("runs/a")])
@@ -26,14 +29,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Iterable
 
 from tlkit import distributed
-from tlkit.checkpoint import atomic_save
-from tlkit.freezing import unfreeze
-
-if TYPE_CHECKING:  # only for type hints; train imports this module, not the reverse
-    from tlkit.train import Trainer
+from tlkit.storage import atomic_save
+from tlkit.freezing import unfreeze, unfrozen_group_lr
+from tlkit.resume import training_state
+from tlkit.state import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +43,59 @@ log = logging.getLogger(__name__)
 class Callback:
     """Base class: every hook does nothing until overridden."""
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
+    def on_train_begin(self, state: TrainState) -> None:
         """Before the first epoch (also of a resumed run)."""
 
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_begin(self, state: TrainState, epoch: int) -> None:
         """Before epoch ``epoch`` (1-based) starts; the optimizer may be changed here."""
 
-    def on_batch_end(self, trainer: "Trainer", step: int, logs: dict) -> None:
+    def on_batch_end(self, state: TrainState, step: int, logs: dict) -> None:
         """After each training batch. ``logs``: loss, acc, seen, total, epoch."""
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
+    def on_epoch_end(self, state: TrainState, epoch: int, row: dict) -> None:
         """After the epoch's History ``row`` was recorded and the best weights updated."""
 
-    def on_train_end(self, trainer: "Trainer") -> None:
+    def on_train_end(self, state: TrainState) -> None:
         """After training ended (also when stopped), with the best weights loaded."""
+
+
+class CallbackList(Callback):
+    """Several callbacks called as one, in order: what the training loop calls.
+
+    Example:
+        >>> callbacks = CallbackList([EarlyStopping(), Checkpoint("runs/a")])
+        >>> callbacks.on_epoch_end(state, 3, row)
+    """
+
+    def __init__(self, callbacks: Iterable[Callback] = ()):
+        self.callbacks = list(callbacks)
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self._call("on_train_begin", state)
+
+    def on_epoch_begin(self, state: TrainState, epoch: int) -> None:
+        self._call("on_epoch_begin", state, epoch)
+
+    def on_batch_end(self, state: TrainState, step: int, logs: dict) -> None:
+        self._call("on_batch_end", state, step, logs)
+
+    def on_epoch_end(self, state: TrainState, epoch: int, row: dict) -> None:
+        self._call("on_epoch_end", state, epoch, row)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self._call("on_train_end", state)
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:  # duck-typed: an object need only have the hooks it uses
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(*args)
 
 
 class EarlyStopping(Callback):
     """Stops when ``metric`` has not improved for ``patience`` epochs.
 
-    The trainer keeps a copy of the best weights by ``metric`` and loads them
+    The loop keeps a copy of the best weights by ``metric`` and loads them
     when training ends, so the model is the best one, not the last. The state
     is read from the History, so a resumed run counts the same epochs.
 
@@ -83,11 +118,11 @@ class EarlyStopping(Callback):
         if self.mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
 
-    def on_train_begin(self, trainer: "Trainer") -> None:
-        trainer.set_monitor(self.metric, self.mode)  # best weights follow this metric
+    def on_train_begin(self, state: TrainState) -> None:
+        state.set_monitor(self.metric, self.mode)  # best weights follow this metric
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
-        values = [v for v in trainer.history[self.metric] if v is not None]
+    def on_epoch_end(self, state: TrainState, epoch: int, row: dict) -> None:
+        values = [v for v in state.history[self.metric] if v is not None]
         if not values:
             return
         sign = 1 if self.mode == "max" else -1
@@ -96,7 +131,7 @@ class EarlyStopping(Callback):
             if sign * (v - best) > self.min_delta:
                 best_i, best = i, v
         if len(values) - 1 - best_i >= self.patience:
-            trainer.stop(f"early stopping: {self.metric} has not improved for {self.patience} epoch(s)")
+            state.stop(f"early stopping: {self.metric} has not improved for {self.patience} epoch(s)")
 
 
 class GradualUnfreezing(Callback):
@@ -111,7 +146,7 @@ class GradualUnfreezing(Callback):
     Args:
         schedule: ``{epoch: [group names]}``, epochs 1-based.
         lr: learning rate of the new groups: one float, or ``{group: lr}``.
-            Default: the smallest rate already in the optimizer.
+            Default: :func:`tlkit.freezing.unfrozen_group_lr`.
 
     Example:
         >>> GradualUnfreezing({3: ["stage7", "stage8"], 5: ["stage5", "stage6"]}, lr=1e-4)
@@ -123,12 +158,12 @@ class GradualUnfreezing(Callback):
         self.schedule = {k: [v] if isinstance(v, str) else list(v) for k, v in schedule.items()}
         self.lr = lr
 
-    def on_epoch_begin(self, trainer: "Trainer", epoch: int) -> None:
+    def on_epoch_begin(self, state: TrainState, epoch: int) -> None:
         for group in self.schedule.get(epoch, []):
             lr = self.lr.get(group) if isinstance(self.lr, dict) else self.lr
-            if lr is None:  # the lowest peak rate so far: new groups start gently
-                lr = min(g.get("peak_lr", g["lr"]) for g in trainer.optimizer.param_groups)
-            unfreeze(trainer.model, group, optimizer=trainer.optimizer, lr=lr)
+            if lr is None:
+                lr = unfrozen_group_lr(state.optimizer)
+            unfreeze(state.model, group, optimizer=state.optimizer, lr=lr)
             log.info("epoch %d: unfroze %s (lr %.1e)", epoch, group, lr)
 
 
@@ -146,10 +181,10 @@ class Checkpoint(Callback):
     def __init__(self, dir: str | os.PathLike, keep_all: bool = False):
         self.dir, self.keep_all = Path(dir), keep_all
 
-    def on_epoch_end(self, trainer: "Trainer", epoch: int, row: dict) -> None:
+    def on_epoch_end(self, state: TrainState, epoch: int, row: dict) -> None:
         if not distributed.context().is_main:  # under torchrun only rank 0 writes
             return
-        state = trainer.state_dict()
-        atomic_save(state, self.dir / "last.pt")
+        saved = training_state(state)
+        atomic_save(saved, self.dir / "last.pt")
         if self.keep_all:
-            atomic_save(state, self.dir / f"epoch_{epoch:03d}.pt")
+            atomic_save(saved, self.dir / f"epoch_{epoch:03d}.pt")

@@ -16,51 +16,18 @@ from __future__ import annotations
 
 import errno
 import os
-import pickle
 import stat
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from tlkit.backbones import Backbone, list_backbones, load_backbone
+from tlkit.errors import CheckpointError
 from tlkit.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from tlkit.storage import atomic_save, safe_load
 
 FORMAT = "tlkit-model/1"
-
-
-class CheckpointError(ValueError):
-    """A model file that cannot be used; the message says why and what to do."""
-
-
-def atomic_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file in the same folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; a saved model is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def current_umask() -> int:
-    """The process's umask (read by setting and restoring it; Linux also shows it in /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            return int(next(ln.split()[1] for ln in f if ln.startswith("Umask:")), 8)
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return mask
 
 
 def non_finite_tensors(state: dict) -> list[str]:
@@ -104,13 +71,6 @@ def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None 
     return atomic_save(blob, path)
 
 
-def unpickling_detail(exc: BaseException) -> str:
-    """The line of torch's weights_only refusal that names the culprit (e.g. ``GLOBAL posix.system``),
-    rather than its first line, which suggests turning the check off."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
-
-
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Loads a tlkit file with ``weights_only=True``; CheckpointError on anything wrong."""
     path = Path(path)
@@ -118,21 +78,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): saving or copying it did not finish. "
                               "Save or copy the model again.")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = unpickling_detail(exc)
-        if "GLOBAL" not in detail:  # not a pickle of objects at all: random bytes, another format
-            raise CheckpointError(f"{path} is not a readable model file (damaged, or not a PyTorch file): "
-                                  f"{detail}") from exc
-        raise CheckpointError(
-            f"{path} contains Python objects other than tensors and plain data, so it was refused "
-            "(torch.load with weights_only=True). Only load model files from sources you trust; "
-            f"tlkit's own files never need this. Detail: {detail}") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, UnicodeDecodeError) as exc:  # what torch.load raises on garbage
-        raise CheckpointError(f"{path} is not a readable model file (damaged or cut short?): "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    blob = safe_load(path, "model file")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a tlkit model file (expected format {FORMAT!r}). "
                               "Train one with `python -m tlkit train` or save it with tlkit.save_model.")
@@ -237,3 +183,45 @@ def apply_state_dict(model: nn.Module, state: dict, path: str | os.PathLike = "c
                               f"unexpected, {len(wrong)} wrong-shaped tensors (first: "
                               f"{(missing + unexpected + wrong)[:3]}).")
     model.load_state_dict(state)
+
+
+def load_head(model: Backbone, source: nn.Module | dict | str | os.PathLike) -> Backbone:
+    """Copies trained head weights into ``model``'s head (in place) and returns the model.
+
+    ``source`` is the head :func:`tlkit.features.train_head` returned, its
+    ``state_dict()``, a file holding such a state dict, or a tlkit model file
+    (its head is taken). The model's head must have the same layout, so give
+    it the same number of classes (and hidden sizes) first, e.g. with
+    ``load_backbone(name, num_classes=2)``; a mismatch raises CheckpointError
+    naming the tensors. Files load with ``weights_only=True``.
+
+    Example:
+        >>> head, history = train_head(train_feats, val_feats)
+        >>> model = load_head(load_backbone("efficientnet_lite0", num_classes=2), head)
+        >>> model(x).shape
+        torch.Size([8, 2])
+    """
+    if not isinstance(model, Backbone):
+        raise TypeError(f"load_head needs a tlkit Backbone (from load_backbone), got {type(model).__name__}.")
+    if isinstance(source, nn.Module):
+        state, where = source.state_dict(), "the given head"
+    elif isinstance(source, dict):
+        state, where = source, "the given state dict"
+    elif isinstance(source, (str, os.PathLike)):
+        blob = safe_load(source, "head file")
+        state = read_checkpoint(source)["state_dict"] if isinstance(blob, dict) and "format" in blob else blob
+        where = str(source)
+    else:
+        raise TypeError(f"load_head takes a head module, a state dict or a file path, got {type(source).__name__}.")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{where} holds no head weights (expected a state dict of tensors, as "
+                              "head.state_dict() gives, or a tlkit model file).")
+    prefix = "groups.head."  # a whole model's state dict: keep its head
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        apply_state_dict(model.head, state, where)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} Give the model a head of the same shape first, e.g. "
+                              "model.replace_head(num_classes, hidden=...).") from None
+    return model

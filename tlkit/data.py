@@ -16,8 +16,8 @@ Bad images never crash a run. Files that cannot even be opened (zero bytes,
 text named ``.jpg``, decompression bombs) are dropped when the dataset is
 built; files that fail to decode later (a truncated JPEG) are skipped by the
 loader. Either way one warning gives the count and the first paths. Opening
-and checking single images is :mod:`tlkit.images`; its names are re-exported
-here.
+and checking single images is :mod:`tlkit.images`; batches come from
+:mod:`tlkit.loaders`.
 
 Example:
     >>> train, val = cats_vs_dogs()
@@ -30,31 +30,21 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from tlkit.env import env_flag, env_folder, env_int
+from tlkit.env import env_folder
+from tlkit.errors import DatasetLayoutError, ImageReadError
+from tlkit.images import IMAGE_EXTENSIONS, check_image_size, header_problem, is_image_file, open_image, warn_skipped
 from tlkit.outputs import OUTPUT_MARKER
-from tlkit.images import (MAX_ASPECT, MAX_PIXELS, ImageReadError, _header_ok, check_image_size, open_image,
-                          warn_skipped)
-
-__all__ = ["DATASET_COUNTS", "DATASET_NAME", "DATASET_URL", "IMAGE_EXTENSIONS", "MAX_ASPECT", "MAX_PIXELS",
-           "DatasetLayoutError", "ImageDataset", "ImageReadError", "cats_vs_dogs", "collate_skip",
-           "default_data_dir", "eval_resize", "image_folder", "leaves_one_image", "make_loader",
-           "num_workers_default", "open_image", "scan_class_folders", "subset", "transforms_for", "warn_skipped", "with_files"]
+from tlkit.storage import cache_root
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DATASET_NAME = "cats_and_dogs_filtered"
 DATASET_URL = "https://storage.googleapis.com/mledu-datasets/cats_and_dogs_filtered.zip"
 DATASET_COUNTS = {"train": 2000, "validation": 1000}
-
-
-class DatasetLayoutError(ValueError):
-    """A folder that does not look like ``split/class/image`` (message says how to fix it)."""
 
 
 class ImageDataset(Dataset):
@@ -121,12 +111,25 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
     return ImageDataset(files, targets, classes, name=name or root.name)
 
 
-def _class_names(root: Path, classes: list[str] | None) -> list[str]:
-    """``classes``, or the sub-folders of ``root``; DatasetLayoutError unless there are at least 2."""
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the visible sub-folders of ``root`` (not hidden, not a run's output folder): its classes.
+
+    Raises DatasetLayoutError when ``root`` is not a folder.
+
+    Example:
+        >>> class_folders("data/train")
+        ['cats', 'dogs']
+    """
+    root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root} is not a folder. Expected {root}/<class name>/<images>.")
-    found = sorted(d.name for d in root.iterdir()
-                   if d.is_dir() and not d.name.startswith(".") and not (d / OUTPUT_MARKER).exists())
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and not d.name.startswith(".") and not (d / OUTPUT_MARKER).exists())
+
+
+def _class_names(root: Path, classes: list[str] | None) -> list[str]:
+    """``classes``, or the sub-folders of ``root``; DatasetLayoutError unless there are at least 2."""
+    found = class_folders(root)
     classes = classes if classes is not None else found
     if len(classes) < 2:
         raise DatasetLayoutError(
@@ -139,7 +142,7 @@ def _scan_class(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """``(usable paths, [(unreadable path, reason)])`` of one class folder, checking headers only."""
     good, unreadable = [], []
     for path in sorted(_walk_images(folder)):
-        reason = _header_ok(path)
+        reason = header_problem(path)
         if reason:
             unreadable.append((str(path), reason))
         else:
@@ -164,7 +167,7 @@ def _walk_images(folder: Path) -> Iterator[Path]:
             continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
-            if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS):
+            if is_image_file(f):
                 yield Path(dirpath) / f
 
 
@@ -188,8 +191,7 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
     if val_dir is None:
         raise DatasetLayoutError(f"{root} has no val/ or validation/ folder next to train/.")
     train = scan_class_folders(root / "train", name=f"{root.name}/train")
-    val_classes = sorted(d.name for d in val_dir.iterdir()
-                         if d.is_dir() and not d.name.startswith(".") and not (d / OUTPUT_MARKER).exists())
+    val_classes = class_folders(val_dir)
     if val_classes != train.classes:
         missing = sorted(set(train.classes) - set(val_classes))
         extra = sorted(set(val_classes) - set(train.classes))
@@ -198,14 +200,6 @@ def image_folder(root: str | os.PathLike) -> tuple[ImageDataset, ImageDataset]:
                                  "Both splits need the same class folders.")
     val = scan_class_folders(val_dir, classes=train.classes, name=f"{root.name}/{val_dir.name}")
     return train, val
-
-
-def default_data_dir() -> Path:
-    """``$TLKIT_DATA_DIR`` if set, else the user cache (``~/.cache/tlkit/data``)."""
-    env = env_folder("TLKIT_DATA_DIR")  # EnvironmentSettingError if it names a file
-    if env is not None:
-        return env
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
 
 
 def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
@@ -221,9 +215,10 @@ def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
         ['cats', 'dogs']
     """
     candidates = [Path(root)] if root is not None else []
-    if env_folder("TLKIT_DATA_DIR") is not None:  # EnvironmentSettingError if it names a file
-        candidates.append(env_folder("TLKIT_DATA_DIR"))
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit" / "data"
+    data_dir = env_folder("TLKIT_DATA_DIR")  # EnvironmentSettingError if it names a file
+    if data_dir is not None:
+        candidates.append(data_dir)
+    cache = cache_root() / "data"
     candidates.append(cache)
     for base in candidates:
         for folder in (base / DATASET_NAME, base):
@@ -292,87 +287,3 @@ def transforms_for(model, train: bool = False, image_size: int | None = None,
     if augment == "strong":
         aug.append(T.ColorJitter(0.3, 0.3, 0.3, 0.05))
     return T.Compose([*aug, *norm])
-
-
-def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Stacks ``(tensor, label)`` pairs, dropping unreadable ones.
-
-    Returns ``(x (B, 3, H, W), y (B,), paths of the dropped images)``.
-    """
-    good = [(x, y) for x, y in batch if x is not None]
-    dropped = [y for x, y in batch if x is None]
-    if not good:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), dropped
-    xs, ys = zip(*good)
-    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), dropped
-
-
-def with_files(batches: Iterable[tuple[torch.Tensor, torch.Tensor, list[str]]],
-               files: Sequence[str]) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str], list[str]]]:
-    """``(x, y, kept, dropped)`` for the batches of an *unshuffled* loader over ``files``.
-
-    ``kept`` names the file of each row of ``x``, in order; ``dropped`` the unreadable ones that
-    :func:`collate_skip` left out. Feature extraction, prediction and the decode-once cache use it.
-
-    Example:
-        >>> for x, y, kept, dropped in with_files(make_loader(val), val.files): ...
-    """
-    pos = 0
-    for x, y, dropped in batches:
-        batch_files = files[pos:pos + len(y) + len(dropped)]  # unshuffled: file order
-        pos += len(batch_files)
-        gone = set(dropped)
-        yield x, y, [f for f in batch_files if f not in gone], dropped
-
-
-def leaves_one_image(n: int, batch_size: int) -> bool:
-    """True when ``n`` images in batches of ``batch_size`` end with a batch of one image.
-
-    In training mode BatchNorm cannot normalise a batch of one ("Expected more than 1 value
-    per channel"), so the trainer and lr_find drop that image (``make_loader(drop_last=True)``).
-
-    Example:
-        >>> leaves_one_image(2001, 40), leaves_one_image(2000, 32)
-        (True, False)
-    """
-    return n > 1 and n % batch_size == 1
-
-
-def num_workers_default(gpu: bool = False) -> int:
-    """DataLoader worker processes: ``$TLKIT_NUM_WORKERS`` if set; 0 on Binder (its shared memory
-    kills worker processes).
-
-    When the model runs on the CPU (``gpu=False``): 0 on machines with 1-2 cores, where a worker
-    only takes a core from the model (fine-tuning Lite0 on 2 cores: 19.9 img/s with 0 workers,
-    14.7 with 1), else up to 4. When it runs on a GPU, the CPU's only job is decoding and
-    augmenting JPEGs, which is then the bottleneck: every core but one (a standard DataLoader on
-    an H100 machine needed 14 workers for about 1,800 img/s), at most 16.
-
-    Example:
-        >>> num_workers_default(), num_workers_default(gpu=True)  # on 16 cores
-        (4, 15)
-    """
-    workers = env_int("TLKIT_NUM_WORKERS")  # EnvironmentSettingError naming it if not a count
-    if workers is not None:
-        return workers
-    if os.environ.get("BINDER_SERVICE_HOST") or env_flag("TLKIT_BINDER", default=False):
-        return 0
-    cpus = os.cpu_count() or 1
-    if gpu:
-        return min(16, cpus - 1)
-    return 0 if cpus <= 2 else min(4, cpus - 1)
-
-
-def make_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = False, seed: int | None = None,
-                num_workers: int | None = None, pin_memory: bool = False,
-                sampler=None, drop_last: bool = False) -> DataLoader:
-    """A DataLoader that skips unreadable images (see :func:`collate_skip`).
-
-    ``num_workers=None`` means :func:`num_workers_default`, with ``gpu=pin_memory``: pinned
-    batches are bound for a GPU, so the CPU cores are free to decode.
-    """
-    workers = num_workers_default(gpu=pin_memory) if num_workers is None else num_workers
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, collate_fn=collate_skip, pin_memory=pin_memory,
-                      generator=gen, persistent_workers=False, drop_last=drop_last)

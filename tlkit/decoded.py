@@ -13,13 +13,17 @@ loop:
    and stores all of them as one ``(N, 3, S, S)`` uint8 tensor on ``device``
    (2,000 photos at 256 px: 393 MB).
 2. ``.loader(batch_size, train=True, seed=...)`` yields ``(x, y, [])`` batches
-   like :func:`tlkit.data.make_loader`: for training a random resized crop
+   like :func:`tlkit.loaders.make_loader`: for training a random resized crop
    (area 35-100%, aspect 3/4-4/3, as the standard preset) and a random flip,
    done for the whole batch at once with ``affine_grid``/``grid_sample`` on the
    device; for evaluation the centre crop. Then the backbone's normalisation.
 
 ``fit(..., decode_once=True)`` uses it. Measured so far on CPUs only (where it
 mainly saves the decoding); the GPU figure is for ``bench/gpu_check.py``.
+
+:func:`training_loaders` is where the training loop's batches come from: it
+chooses, once before the loop, between these decoded batches and a DataLoader
+that decodes every epoch (under torchrun, each rank's share of the images).
 
 Example:
     >>> cache = DecodedImages(train, image_size=224, mean=model.mean, std=model.std, device="cuda")
@@ -28,13 +32,15 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from tlkit.data import ImageDataset, eval_resize, make_loader, num_workers_default, with_files
-from tlkit.device import trimmed
+from tlkit import distributed
+from tlkit.data import ImageDataset, eval_resize
+from tlkit.device import releasing_memory
+from tlkit.loaders import leaves_one_image, make_loader, num_workers_default, with_files
 from tlkit.images import check_image_size, warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
@@ -60,8 +66,8 @@ class DecodedImages:
         images = torch.empty(len(dataset), 3, self.side, self.side, dtype=torch.uint8)
         labels, self.files, skipped, n = [], [], [], 0
         with tqdm(total=len(dataset), desc=f"decode {dataset.name}", unit="img", disable=not progress) as bar:
-            # x: (B, 3, S, S) uint8; trimmed: the decoding happens here, on the CPU
-            for x, y, kept, dropped in with_files(trimmed(loader, torch.device("cpu")), dataset.files):
+            # x: (B, 3, S, S) uint8; releasing_memory: the decoding happens here, on the CPU
+            for x, y, kept, dropped in with_files(releasing_memory(loader, torch.device("cpu")), dataset.files):
                 images[n:n + len(y)] = x
                 labels += y.tolist()
                 self.files += kept
@@ -140,3 +146,62 @@ def _crop_thetas(n: int, gen: torch.Generator | None) -> torch.Tensor:
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     return theta
+
+
+def training_loaders(config: Any, model: Any, device: torch.device, ctx: distributed.DistContext,
+                     data_seed: int) -> "DataLoaders | DecodedLoaders":
+    """The loaders of one :func:`tlkit.train.fit` run: decode-once batches, or DataLoaders.
+
+    ``config`` is a :class:`tlkit.train.TrainConfig`; its ``batch_size`` is read
+    at every call, so a batch halved after an out-of-memory error takes effect.
+    Decode-once serves one process only; under torchrun the DataLoaders do.
+
+    Example:
+        >>> loaders = training_loaders(config, model, device, ctx, data_seed=0)
+        >>> for x, y, dropped in loaders(train, train=True, epoch=1): ...
+    """
+    if config.decode_once and not ctx.enabled:
+        return DecodedLoaders(config, model, device, ctx, data_seed)
+    return DataLoaders(config, device, ctx, data_seed)
+
+
+class DataLoaders:
+    """Batches ``(x, y, dropped)`` from a DataLoader that decodes the JPEGs every epoch."""
+
+    def __init__(self, config: Any, device: torch.device, ctx: distributed.DistContext, data_seed: int):
+        self.config, self.device, self.ctx, self.data_seed = config, device, ctx, data_seed
+
+    def __call__(self, data, train: bool, epoch: int = 0) -> Iterable:
+        """Training (``train=True``): shuffled with the seed ``data_seed + epoch``; else in file order."""
+        batch_size = self.config.batch_size
+        sampler = distributed.sampler_for(data, self.ctx, train, self.data_seed, epoch)  # None in one process
+        return make_loader(data, batch_size=batch_size, shuffle=train, seed=self.data_seed + epoch if train else None,
+                           num_workers=self.config.num_workers, pin_memory=self.device.type == "cuda",
+                           sampler=sampler, drop_last=train and lone_last_image(data, batch_size, self.ctx))
+
+
+class DecodedLoaders(DataLoaders):
+    """Batches from :class:`DecodedImages`, each dataset decoded on first use and kept for the run."""
+
+    def __init__(self, config: Any, model: Any, device: torch.device, ctx: distributed.DistContext,
+                 data_seed: int):
+        super().__init__(config, device, ctx, data_seed)
+        self.image_size = int(config.image_size or getattr(model, "input_size", 224))
+        self.mean, self.std = model.mean, model.std
+        self._decoded: dict[int, DecodedImages] = {}  # id(dataset) -> its decoded images
+
+    def __call__(self, data, train: bool, epoch: int = 0) -> "DecodedLoader":
+        if id(data) not in self._decoded:  # once per dataset and run: the point is not to decode again
+            self._decoded[id(data)] = DecodedImages(data, self.image_size, self.mean, self.std, self.device,
+                                                    progress=self.config.progress and self.ctx.is_main,
+                                                    num_workers=self.config.num_workers)
+        batch_size = self.config.batch_size
+        return self._decoded[id(data)].loader(batch_size, train=train, seed=self.data_seed + epoch if train else None,
+                                              augment=train and self.config.augment != "none",
+                                              drop_last=train and lone_last_image(data, batch_size, self.ctx))
+
+
+def lone_last_image(data, batch_size: int, ctx: distributed.DistContext) -> bool:
+    """True when this rank's last training batch would hold one image, which is then dropped
+    (a different one each epoch: the data is shuffled). See :func:`tlkit.loaders.leaves_one_image`."""
+    return leaves_one_image(ctx.shard_size(len(data)), batch_size)

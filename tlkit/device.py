@@ -101,8 +101,11 @@ def needs_grad_scaler(device: torch.device) -> bool:
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last where it is faster: CUDA and x86 CPUs (1.6x for Lite0 here); not on MPS."""
-    if not env_flag("TLKIT_CHANNELS_LAST", default=True) or device.type == "mps":
+    """channels_last where it is faster: CUDA and x86 CPUs (1.6x for Lite0 here); not on MPS.
+
+    To train in the default layout anyway, pass ``fit(..., channels_last=False)``.
+    """
+    if device.type == "mps":
         return torch.contiguous_format
     return torch.channels_last
 
@@ -143,14 +146,14 @@ def trim_heap() -> bool:
     return True
 
 
-def trimmed(batches: Iterable[T], device: torch.device, every: int = 10) -> Iterator[T]:
+def releasing_memory(batches: Iterable[T], device: torch.device, every: int = 10) -> Iterator[T]:
     """Yields ``batches`` unchanged, calling :func:`trim_heap` after every ``every``-th on a CPU.
 
     On a GPU nothing is trimmed: host memory holds little there, and the
     loop should not pause.
 
     Example:
-        >>> for x, y, dropped in trimmed(loader, torch.device("cpu")): ...
+        >>> for x, y, dropped in releasing_memory(loader, torch.device("cpu")): ...
     """
     for i, batch in enumerate(batches):
         yield batch

@@ -6,8 +6,9 @@ per GPU (or several CPU processes) and sets ``RANK``, ``WORLD_SIZE``,
 module holds the few places where the processes ("ranks") must cooperate:
 
 * :func:`session` starts the process group (NCCL on CUDA, gloo on CPU) and
-  always tears it down, also after an error; :func:`init_from_env` (what
-  ``fit`` calls) starts it when a script has no session.
+  always tears it down, also after an error; :func:`init_from_env` starts one
+  that lives until the process exits. ``fit`` never starts a group itself: a
+  script under torchrun opts in with one of these (the command line does).
 * :func:`wrap_model` wraps the Backbone in DDP, which averages the gradients
   during ``backward()``. It wraps again when the set of trainable parameters
   changes (gradual unfreezing), because DDP only ever syncs the parameters
@@ -24,7 +25,7 @@ module holds the few places where the processes ("ranks") must cooperate:
 Outside torchrun all of this is a no-op: one process, no collectives.
 
 Example:
-    >>> # torchrun --nproc_per_node=2 train.py, where train.py calls fit(...)
+    >>> # torchrun --nproc_per_node=2 train.py, where train.py says:
     >>> with session() as ctx:
     ...     history = fit(model, train, val, epochs=2)
     ...     if ctx.is_main:
@@ -37,6 +38,7 @@ import contextlib
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -48,7 +50,7 @@ from tlkit.data import ImageDataset
 
 log = logging.getLogger(__name__)
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
-__all__ = ["DistContext", "context", "launched_by_torchrun", "init_from_env", "session", "wrap_model",
+__all__ = ["DistContext", "context", "launched_by_torchrun", "init_from_env", "warn_without_group", "session", "wrap_model",
            "sampler_for", "broadcast_buffers", "shard_dataset", "gather_rows"]
 
 
@@ -145,8 +147,8 @@ def launched_by_torchrun() -> bool:
 def init_from_env(backend: str | None = None) -> DistContext:
     """Under torchrun, joins the process group unless this process already has one.
 
-    :func:`tlkit.train.fit` calls this, so a script that torchrun starts
-    needs no distributed code of its own. A group started here lives until
+    A script under torchrun calls this (or uses :func:`session`) before
+    :func:`tlkit.train.fit`, which never starts a group itself. A group started here lives until
     the process exits (an ``atexit`` hook destroys it, also after an uncaught
     error): starting a second group in the same torchrun process is not
     reliable, so one group serves every ``fit`` of the script. ``backend``
@@ -159,6 +161,14 @@ def init_from_env(backend: str | None = None) -> DistContext:
         _init_process_group(backend)
         atexit.register(_destroy_at_exit)
     return context()
+
+
+def warn_without_group() -> None:
+    """Warns when torchrun started this process but no process group exists (each rank would train alone)."""
+    if launched_by_torchrun() and not (dist.is_available() and dist.is_initialized()):
+        warnings.warn("torchrun started this process, but there is no process group, so every process trains "
+                      "alone on all the data. Start one first: `with tlkit.distributed.session(): fit(...)`.",
+                      RuntimeWarning, stacklevel=4)
 
 
 @contextlib.contextmanager

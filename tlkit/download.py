@@ -7,10 +7,8 @@
   :func:`tlkit.archive.safe_extract_zip` (no zip-slip, links or zip bombs;
   moved into place in one rename) and checks the image counts of each split.
 
-Errors are :class:`DownloadError` (a RuntimeError) with a message that says
-what happened and what to do, for example when the machine is offline.
-``DownloadError``, ``UnsafeArchiveError``, ``safe_extract_zip`` and
-``remove_stale`` live in :mod:`tlkit.archive` and are re-exported here.
+Errors are :class:`tlkit.errors.DownloadError` (a RuntimeError) with a message
+that says what happened and what to do, for example when the machine is offline.
 
 Example:
     >>> folder = download_dataset(DATASET_URL, Path("~/.cache/tlkit/data").expanduser(),
@@ -37,15 +35,12 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from tlkit.archive import (CHUNK, MAX_ZIP_BYTES, MAX_ZIP_MEMBERS, DownloadError, UnsafeArchiveError, _replace_path,
-                           _write_error, remove_stale, safe_extract_zip)
-
-__all__ = ["CHUNK", "MAX_ZIP_BYTES", "MAX_ZIP_MEMBERS", "DownloadError", "UnsafeArchiveError", "count_images",
-           "download_dataset", "download_file", "remove_stale", "safe_extract_zip"]
+from tlkit.archive import CHUNK, remove_stale, replace_path, safe_extract_zip, write_error
+from tlkit.errors import DownloadError, UnsafeArchiveError
+from tlkit.images import is_image_file
 
 log = logging.getLogger(__name__)
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _OFFLINE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 
 
@@ -83,7 +78,7 @@ def download_file(url: str, dest: str | os.PathLike, expected_size: int | None =
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_error(dest, exc) from exc
+        raise write_error(dest, exc) from exc
     _retry(partial(_attempt, url, dest, expected_size, sha256, progress, timeout), url, dest, retries, backoff)
     return dest
 
@@ -125,7 +120,7 @@ def _attempt(url: str, dest: Path, expected_size: int | None, sha256: str | None
         _verify(url, received, digest, expected_size, sha256)
         os.replace(part, dest)
     except OSError as exc:  # fsync / rename (network errors were converted in _open/_stream)
-        raise _write_error(dest, exc) from exc
+        raise write_error(dest, exc) from exc
     finally:
         part.unlink(missing_ok=True)
     log.info("Downloaded %s (%s bytes) to %s", url, f"{received:,}", dest)
@@ -250,9 +245,9 @@ def _extract_dataset(zip_path: Path, target_dir: Path, name: str, expected: dict
                                 "The download was discarded; try again, or check the URL.",
                                 reason="mismatch")
         try:
-            _replace_path(root, target_dir / name)
+            replace_path(root, target_dir / name)
         except OSError as exc:
-            raise _write_error(target_dir / name, exc) from exc
+            raise write_error(target_dir / name, exc) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return counts
@@ -288,7 +283,7 @@ def count_images(root: str | os.PathLike, splits: dict[str, int] | list[str]) ->
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             if Path(dirpath) == Path(root) / split:
                 continue  # only files inside class folders count
-            n += sum(1 for f in filenames if not f.startswith(".") and f.lower().endswith(_IMAGE_SUFFIXES))
+            n += sum(1 for f in filenames if is_image_file(f))
         counts[split] = n
     return counts
 

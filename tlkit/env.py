@@ -11,7 +11,6 @@ from the cache).
 ``TLKIT_CACHE_DIR``       folder for feature caches (may not exist yet)
 ``TLKIT_NUM_WORKERS``     DataLoader worker processes, a whole number >= 0
 ``TLKIT_CPU_BF16``        0/1: bf16 inference on CPUs with native bf16 (default 1)
-``TLKIT_CHANNELS_LAST``   0/1: channels_last memory format (default 1)
 ``TLKIT_BINDER``          0/1: behave as on Binder (no worker processes)
 ``TLKIT_DEBUG``           0/1: the command line shows tracebacks for every error
 ========================  ======================================================
@@ -28,7 +27,7 @@ from pathlib import Path
 __all__ = ["VARIABLES", "EnvironmentSettingError", "check_environment", "env_flag", "env_folder", "env_int"]
 
 VARIABLES = {"TLKIT_DATA_DIR": "folder", "TLKIT_CACHE_DIR": "folder", "TLKIT_NUM_WORKERS": "count",
-             "TLKIT_CPU_BF16": "flag", "TLKIT_CHANNELS_LAST": "flag", "TLKIT_BINDER": "flag", "TLKIT_DEBUG": "flag"}
+             "TLKIT_CPU_BF16": "flag", "TLKIT_BINDER": "flag", "TLKIT_DEBUG": "flag"}
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 

@@ -7,10 +7,8 @@
 * ``confusion_matrix`` and ``top_losses`` say which mistakes it makes.
 * ``evaluate_split`` is what ``tlkit evaluate`` prints for a folder.
 
-One photo at a time (``classify_image``, ``grad_cam``, ``capture_activations``,
-``spatial_module``, ``class_names_of``, ``imagenet_classes``) lives in
-:mod:`tlkit.explain`; those names are re-exported here, so
-``from tlkit.evaluate import grad_cam`` keeps working.
+One photo at a time (``classify_image``, ``grad_cam``, ``capture_activations``)
+is :mod:`tlkit.explain`.
 
 Example:
     >>> preds = predict(model, val)
@@ -28,20 +26,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlkit.data import (DatasetLayoutError, ImageDataset, make_loader, scan_class_folders, transforms_for, warn_skipped,
-                        with_files)
-from tlkit.device import autocast, default_batch_size, pick_device, to_device, trimmed
-# One-photo explanations moved to tlkit.explain; re-exported for notebooks, docs and widgets.
-from tlkit.explain import (capture_activations, class_names_of, classify_image, grad_cam, imagenet_classes,
-                           spatial_module)
+from tlkit.data import ImageDataset, class_folders, scan_class_folders, transforms_for
+from tlkit.device import default_batch_size, pick_device
+from tlkit.errors import DatasetLayoutError
 from tlkit.features import Features
-from tlkit.fold import evaluating
-
-__all__ = ["Predictions", "predict", "predictions_from_features", "confusion_matrix", "top_losses",
-           "evaluate_split",
-           # re-exported from tlkit.explain
-           "capture_activations", "class_names_of", "classify_image", "grad_cam", "imagenet_classes",
-           "spatial_module"]
+from tlkit.inference import run_inference
+from tlkit.modes import eval_mode
 
 
 @dataclass
@@ -67,7 +57,6 @@ class Predictions:
         return float((self.preds == self.labels).float().mean()) if len(self) else float("nan")
 
 
-@torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
 def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,
             device: str | torch.device | None = None, progress: bool = False,
             num_workers: int | None = None) -> Predictions:
@@ -75,10 +64,11 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
 
     Eval mode, no gradients, channels_last, BatchNorm folded into the
     convolutions (:mod:`tlkit.fold`, exact) and autocast on CUDA; fp32 on a
-    CPU, so the numbers match the trainer's validation. The model's
-    train/eval mode is restored afterwards. ``batch_size`` None: 16 on a CPU,
-    128 on a GPU. A dataset without a transform gets ``transforms_for(model)``.
-    Unreadable images are skipped with one warning.
+    CPU, so the numbers match the trainer's validation
+    (:func:`tlkit.inference.run_inference`). The model's train/eval modes are
+    restored afterwards. ``batch_size`` None: 16 on a CPU, 128 on a GPU. A
+    dataset without a transform gets ``transforms_for(model)``. Unreadable
+    images are skipped with one warning.
 
     Example:
         >>> preds = predict(model, val)
@@ -88,33 +78,11 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
     if dataset.transform is None:
         dataset = dataset.with_transform(transforms_for(model))
     device = pick_device(device)
-    with evaluating(model, device):
-        probs, labels, kept = _predict_pass(model, dataset, batch_size or default_batch_size(device), device,
-                                            progress, num_workers)
-    n_classes = model.num_classes
-    return Predictions(torch.cat(probs) if probs else torch.empty(0, n_classes),
-                       torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
-                       kept, list(dataset.classes))
-
-
-def _predict_pass(model, dataset, batch_size, device, progress, num_workers):
-    from tqdm.auto import tqdm
-
-    probs, labels, kept, skipped = [], [], [], []
-    bar = tqdm(total=len(dataset), desc=f"predict {dataset.name}", unit="img", disable=not progress)
-    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
-    # trimmed: freed memory back to the OS (Binder has 2 GB)
-    for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
-        kept, skipped = kept + batch_kept, skipped + list(dropped)
-        if len(y):
-            with autocast(device):
-                logits = model(to_device(x, device))  # (B, C)
-            probs.append(logits.float().softmax(1).cpu())
-            labels.append(y)
-        bar.update(len(batch_kept) + len(dropped))
-    bar.close()
-    warn_skipped(skipped, where=f" while predicting {dataset.name}")
-    return probs, labels, kept
+    precision = "auto" if device.type == "cuda" else "fp32"  # AMP on CUDA only, as the trainer
+    probs, labels, kept = run_inference(model, dataset, lambda x: model(x).float().softmax(1), model.num_classes,
+                                        batch_size or default_batch_size(device), device, precision, progress,
+                                        num_workers, desc="predicting")
+    return Predictions(probs, labels, kept, list(dataset.classes))
 
 
 @torch.no_grad()
@@ -129,10 +97,9 @@ def predictions_from_features(head: nn.Module, feats: Features) -> Predictions:
         0.975
     """
     head = head.head if hasattr(head, "groups") else head
-    was_training = head.training
     device = next(head.parameters()).device
-    logits = head.eval()(feats.features.to(device)).float().cpu()  # (N, C)
-    head.train(was_training)
+    with eval_mode(head):
+        logits = head(feats.features.to(device)).float().cpu()  # (N, C)
     if logits.shape[1] != len(feats.classes):
         raise ValueError(f"The head has {logits.shape[1]} outputs but the features have "
                          f"{len(feats.classes)} classes ({feats.classes}).")
@@ -199,9 +166,7 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
         raise ValueError("The model has no class_names, so its outputs cannot be matched to folders. "
                          "Give them when replacing the head: model.replace_head(2, class_names=[...]).")
     root = Path(split_dir)
-    if not root.is_dir():
-        raise DatasetLayoutError(f"{root} is not a folder. Expected {root}/<class name>/<images>.")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = class_folders(root)
     if sorted(classes) != found:
         raise DatasetLayoutError(f"The class folders in {root} are {found}, but the model was trained on "
                                  f"{list(classes)}. Point it at a folder with exactly those class folders.")

@@ -6,8 +6,6 @@
   and ``spatial_module`` says which module produces each of them.
 * ``grad_cam`` shows which pixels pushed a class score up.
 
-Everything here is also importable from :mod:`tlkit.evaluate`.
-
 Example:
     >>> classify_image(model, "cat.4006.jpg", topk=1)
     [('tabby', 0.70)]
@@ -25,7 +23,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tlkit.data import open_image, transforms_for
+from tlkit.data import transforms_for
+from tlkit.images import open_image
+from tlkit.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,15 @@ def class_names_of(model: nn.Module) -> list[str]:
     return [f"class {i}" for i in range(n)]
 
 
-def _as_input(model: nn.Module, image, transform: Callable | None) -> torch.Tensor:
-    """Path, PIL image or tensor -> one preprocessed batch ``(1, 3, H, W)``."""
+def as_batch(model: nn.Module, image, transform: Callable | None = None) -> torch.Tensor:
+    """Path, PIL image or tensor -> one preprocessed batch ``(1, 3, H, W)``.
+
+    A path or PIL image goes through ``transform`` (default ``transforms_for(model)``).
+
+    Example:
+        >>> as_batch(model, "cat.4006.jpg").shape
+        torch.Size([1, 3, 224, 224])
+    """
     if isinstance(image, (str, os.PathLike)):
         image = open_image(image)
     if isinstance(image, Image.Image):
@@ -89,11 +96,10 @@ def classify_image(model: nn.Module, image, transform: Callable | None = None,
         >>> classify_image(load_backbone("efficientnet_lite0"), "cat.4006.jpg", topk=2)
         [('tabby', 0.70), ('Egyptian cat', 0.15)]
     """
-    x = _as_input(model, image, transform)
+    x = as_batch(model, image, transform)
     param = next(model.parameters())
-    was_training = model.training
-    probs = model.eval()(x.to(param.device, param.dtype)).float().softmax(1)[0].cpu()  # (C,)
-    model.train(was_training)
+    with eval_mode(model):
+        probs = model(x.to(param.device, param.dtype)).float().softmax(1)[0].cpu()  # (C,)
     names = class_names_of(model)
     values, idx = probs.topk(min(topk, len(probs)))
     return [(names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
@@ -176,14 +182,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int | str | None = None,
         >>> heat.shape, float(heat.max())
         (torch.Size([224, 224]), 1.0)
     """
-    x = _as_input(model, x, None)  # (1, 3, H, W)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()  # BN running stats, no dropout: explain the model as it predicts
-    try:
+    x = as_batch(model, x, None)  # (1, 3, H, W)
+    with eval_mode(model):  # BN running stats, no dropout: explain the model as it predicts
         cam = _unscaled_cam(model, x, target, group)  # (H, W), >= 0
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     lo, hi = cam.min(), cam.max()
     return ((cam - lo) / (hi - lo) if hi > lo else torch.zeros_like(cam)).detach().float().cpu()
 

@@ -26,15 +26,17 @@ import torch
 from torch import nn
 
 from tlkit import distributed
-from tlkit.data import ImageDataset, make_loader, warn_skipped, with_files
-from tlkit.device import (default_batch_size, inference_autocast, inference_precision, pick_device, to_device,
-                          trimmed)
-from tlkit.fold import evaluating
-from tlkit.download import remove_stale
+from tlkit.archive import remove_stale
+from tlkit.data import ImageDataset
+from tlkit.device import default_batch_size, inference_precision, pick_device
 from tlkit.env import env_folder
 from tlkit.guard import NON_FINITE_LOSS, NON_FINITE_WEIGHTS, first_non_finite
 from tlkit.heads import make_head
 from tlkit.history import History
+from tlkit.inference import run_inference
+from tlkit.meter import NonFiniteLossError
+from tlkit.modes import eval_mode
+from tlkit.storage import cache_root, safe_load
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -58,8 +60,7 @@ class Features:
 def default_cache_dir() -> Path:
     """``$TLKIT_CACHE_DIR`` or ``~/.cache/tlkit/features``."""
     env = env_folder("TLKIT_CACHE_DIR")  # EnvironmentSettingError if it names a file
-    base = env if env is not None else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tlkit"
-    return base / "features"
+    return (env if env is not None else cache_root()) / "features"
 
 
 def body_fingerprint(model: nn.Module) -> str:
@@ -136,41 +137,17 @@ def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistConte
     """Runs the body on this rank's share of ``dataset``; every rank gets all rows, in file order."""
     start = time.perf_counter()
     shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
-    feats, labels, files = _run_backbone(model, shard, batch_size, device, progress, num_workers, precision)
+    feats, labels, files = run_inference(model, shard, model.forward_pooled, model.num_features, batch_size, device,
+                                         precision, progress, num_workers, desc="extracting features of")
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
     return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
-
-
-@torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
-def _run_backbone(model, dataset, batch_size, device, progress, num_workers, precision):
-    from tqdm.auto import tqdm
-
-    kept, skipped, chunks, labels = [], [], [], []
-    loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
-                         pin_memory=device.type == "cuda")
-    bar = tqdm(total=len(dataset), desc=f"features {dataset.name}", unit="img", disable=not progress)
-    with evaluating(model, device):
-        # trimmed: freed memory back to the OS (Binder has 2 GB)
-        for x, y, batch_kept, dropped in with_files(trimmed(loader, device), dataset.files):
-            kept += batch_kept
-            skipped += dropped
-            if len(y):
-                with inference_autocast(device, precision):
-                    f = model.forward_features(to_device(x, device))  # (B, F)
-                chunks.append(f.float().cpu())
-                labels.append(y)
-            bar.update(len(batch_kept) + len(dropped))
-    bar.close()
-    warn_skipped(skipped, where=f" while extracting features of {dataset.name}")
-    feats = torch.cat(chunks) if chunks else torch.empty(0, model.num_features)
-    return feats, (torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)), kept
 
 
 def _load_cache(path: Path, key: str):
     if not path.exists():
         return None
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = safe_load(path, "feature cache")
         ok = (blob.get("key") == key and blob["features"].ndim == 2
               and len(blob["features"]) == len(blob["labels"]) == len(blob["files"])
               and bool(torch.isfinite(blob["features"]).all()))
@@ -228,16 +205,18 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     if len(train) == 0:
         raise ValueError("No training features: every image was skipped or the dataset is empty.")
     _check_head_options(epochs, lr, batch_size)
-    gen = torch.Generator().manual_seed(seed)  # batch order; the global seed covers init and dropout
-    torch.manual_seed(seed)
-    head = make_head(train.features.shape[1], len(train.classes), hidden=hidden, dropout=dropout)
+    # Local generators, never torch's global one (train_head runs in widget threads too):
+    # one for the batch order, one for the initial weights and then the dropout masks.
+    gen = torch.Generator().manual_seed(seed)
+    init = torch.Generator().manual_seed(seed)
+    head = make_head(train.features.shape[1], len(train.classes), hidden=hidden, dropout=dropout, generator=init)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     history, best_acc, best_epoch = History(), -1.0, 0
     best = {k: v.clone() for k, v in head.state_dict().items()}  # no finite epoch yet: the starting weights
     history.stop_reason = None
     try:
         for epoch in range(1, epochs + 1):
-            row = _head_epoch(head, opt, train, val, batch_size, gen, epoch, lr)  # NonFiniteLossError
+            row = _head_epoch(head, opt, train, val, batch_size, (gen, init), epoch, lr)  # NonFiniteLossError
             history.append(**row)
             score = row.get("val_acc", epoch)
             if score > best_acc:
@@ -258,14 +237,6 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     return head.eval(), history
 
 
-class NonFiniteLossError(ArithmeticError):
-    """The head's loss or weights became NaN or inf; ``reason`` is the stop reason to record."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
-
-
 def _check_head_options(epochs: object, lr: object, batch_size: object) -> None:
     """ValueError naming the valid range for epochs, lr and batch_size."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -276,20 +247,21 @@ def _check_head_options(epochs: object, lr: object, batch_size: object) -> None:
         raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
 
 
-def _head_epoch(head: nn.Module, opt: torch.optim.Optimizer, train: Features, val: Features | None,
-                batch_size: int, gen: torch.Generator, epoch: int, lr: float) -> dict:
+def _head_epoch(head: nn.Sequential, opt: torch.optim.Optimizer, train: Features, val: Features | None,
+                batch_size: int, gens: tuple[torch.Generator, torch.Generator], epoch: int, lr: float) -> dict:
     """One shuffled pass over the training features, then validation: a History row.
 
-    Raises NonFiniteLossError before an update with a NaN/inf loss and after one that made a weight NaN/inf.
+    ``gens``: (batch order, dropout masks). Raises NonFiniteLossError before an update with a
+    NaN/inf loss and after one that made a weight NaN/inf.
     """
     start = time.perf_counter()
     head.train()
     x, y = train.features, train.labels  # (N, F), (N,)
-    perm = torch.randperm(len(y), generator=gen)
+    perm = torch.randperm(len(y), generator=gens[0])
     loss_sum, correct = 0.0, 0
     for i in range(0, len(y), batch_size):
         idx = perm[i:i + batch_size]
-        logits = head(x[idx])  # (B, C)
+        logits = _train_forward(head, x[idx], gens[1])  # (B, C)
         loss = nn.functional.cross_entropy(logits, y[idx])
         if not math.isfinite(loss.item()):
             raise NonFiniteLossError(f"the loss became {loss.item()}", NON_FINITE_LOSS)
@@ -313,13 +285,26 @@ def _head_epoch(head: nn.Module, opt: torch.optim.Optimizer, train: Features, va
     return row
 
 
+def _train_forward(head: nn.Sequential, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``head(x)`` in training mode, with dropout masks drawn from ``gen`` (nn.Dropout would use the global one)."""
+    for layer in head:
+        if isinstance(layer, nn.Dropout) and layer.p > 0:
+            x = x * (torch.rand(x.shape, generator=gen) >= layer.p).to(x.dtype) / (1 - layer.p)
+        else:
+            x = layer(x)
+    return x
+
+
 @torch.no_grad()
 def evaluate_head(head: nn.Module, feats: Features) -> tuple[float, float]:
-    """(loss, accuracy) of ``head`` on cached features."""
-    was = head.training
-    head.eval()
-    logits = head(feats.features)
+    """(loss, accuracy) of ``head`` on cached features, in eval mode (its modes restored).
+
+    Example:
+        >>> evaluate_head(head, val_feats)
+        (0.061, 0.981)
+    """
+    with eval_mode(head):
+        logits = head(feats.features)  # (N, C)
     loss = nn.functional.cross_entropy(logits, feats.labels).item()
     acc = (logits.argmax(1) == feats.labels).float().mean().item()
-    head.train(was)
     return loss, acc

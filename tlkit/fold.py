@@ -37,7 +37,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from tlkit.device import memory_format
+from tlkit.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +49,6 @@ def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv
     without knowing its module names.
     """
     return _trace(model, example)[0]
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """Eval mode on ``device`` in the fast layout with BatchNorm folded, for inference passes;
-    the model's train/eval mode comes back afterwards (what ``extract_features`` and ``predict`` use)."""
-    was_training = model.training
-    model.eval().to(device, memory_format=memory_format(device))
-    try:
-        with fold_frozen_batchnorm(model):  # eval mode: every BatchNorm folds into its conv
-            yield model
-    finally:
-        model.train(was_training)
 
 
 def _trace(model: nn.Module, example: torch.Tensor) -> tuple[list, torch.Tensor]:
@@ -177,27 +164,24 @@ def _swap_checked(model: nn.Module, example: torch.Tensor | None) -> list:
         return []  # nothing to fold, or already folded by an outer block
     if example is None:
         example = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(param.device)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()  # compare in eval mode, where every BN folds
     swaps: list = []
-    try:
-        pairs, ref = _trace(model, example)
-        swaps = _swap(model, pairs)
-        with torch.no_grad():
-            out = model(example)
-        if not torch.allclose(ref.float(), out.float(), rtol=1e-3, atol=1e-4 * max(1.0, ref.abs().max().item())):
-            log.info("BatchNorm folding changed the outputs of %s; not folding.", type(model).__name__)
+    with eval_mode(model):  # compare in eval mode, where every BN folds; the originals' modes come back
+        try:
+            pairs, ref = _trace(model, example)
+            swaps = _swap(model, pairs)
+            with torch.no_grad():
+                out = model(example)
+            if not torch.allclose(ref.float(), out.float(), rtol=1e-3,
+                                  atol=1e-4 * max(1.0, ref.abs().max().item())):
+                log.info("BatchNorm folding changed the outputs of %s; not folding.", type(model).__name__)
+                _restore(swaps)
+                swaps = []
+        except Exception:  # noqa: BLE001 - folding is an optimisation: any surprise means "don't"
+            log.debug("BatchNorm folding skipped", exc_info=True)
             _restore(swaps)
             swaps = []
-    except Exception:  # noqa: BLE001 - folding is an optimisation: any surprise means "don't"
-        log.debug("BatchNorm folding skipped", exc_info=True)
-        _restore(swaps)
-        swaps = []
-    finally:
-        for m, training in modes.items():  # the originals; the stand-ins copy them below
-            m.training = training
-        for _, _, old, new in swaps:
-            new.training = old.training
+    for _, _, old, new in swaps:  # the stand-ins take the originals' restored modes
+        new.training = old.training
     return swaps
 
 

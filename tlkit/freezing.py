@@ -21,7 +21,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -71,7 +71,7 @@ def unfreeze(model: nn.Module, groups: str | Iterable[str], optimizer: torch.opt
 
     With an ``optimizer``, parameters it does not hold yet are added as a new
     parameter group (named after the layer group) with learning rate ``lr``
-    (default: the smallest rate already in the optimizer).
+    (default: :func:`unfrozen_group_lr`).
 
     Example:
         >>> unfreeze(model, "stage7", optimizer=opt, lr=1e-4)
@@ -85,13 +85,28 @@ def unfreeze(model: nn.Module, groups: str | Iterable[str], optimizer: torch.opt
     if optimizer is not None:
         held = {id(p) for g in optimizer.param_groups for p in g["params"]}
         if lr is None:
-            lr = min(g["lr"] for g in optimizer.param_groups)
+            lr = unfrozen_group_lr(optimizer)
         for name in names:
             new = [p for p in group_parameters(model, name) if id(p) not in held]
             if new:
-                optimizer.add_param_group({"params": new, "lr": lr, "initial_lr": lr, "name": name})
+                optimizer.add_param_group({"params": new, "lr": lr, "name": name})
                 held.update(id(p) for p in new)
     return model
+
+
+def unfrozen_group_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate of a newly unfrozen group: the lowest peak rate already in ``optimizer``.
+
+    New groups start gently: pretrained layers near the input need smaller
+    steps than the head. The peak (``group["peak_lr"]``, set by
+    :class:`tlkit.schedule.LRSchedule`) is used, not the current rate, since the
+    schedule then scales the new group along with the others.
+
+    Example:
+        >>> unfrozen_group_lr(optimizer)   # groups at peaks 1e-4 and 1e-3
+        0.0001
+    """
+    return min(g.get("peak_lr", g["lr"]) for g in optimizer.param_groups)
 
 
 def freeze_to(model: nn.Module, k: int) -> nn.Module:
@@ -128,31 +143,45 @@ def set_bn_policy(model: nn.Module, policy: str) -> nn.Module:
     return model
 
 
-def _bn_mode(module: nn.Module) -> str:
-    bns = [m for m in module.modules() if isinstance(m, BN_TYPES)]
-    if not bns:
+def bn_mode(model: nn.Module, group: str) -> str:
+    """What the BatchNorm layers of ``group`` do in ``model.train()``, from the freeze state and policy.
+
+    Computed, never probed: it reads ``frozen_groups`` and ``bn_policy`` and
+    does not touch any module's ``training`` flag, so a panel may call it
+    from the UI thread while another thread is in the middle of a batch. It
+    follows the rule of ``Backbone.train``: ``"eval"`` keeps frozen groups in
+    eval mode, ``"eval_all"`` every BN layer, ``"train"`` none.
+
+    Returns:
+        ``"eval"`` (running statistics kept), ``"train"`` (updated) or
+        ``"none"`` (the group has no BatchNorm layer).
+
+    Example:
+        >>> freeze(model, "stem"); bn_mode(model, "stem"), bn_mode(model, "stage1")
+        ('eval', 'train')
+    """
+    if not any(isinstance(m, BN_TYPES) for m in model.groups[_names(model, group)[0]].modules()):
         return "none"
-    modes = {"train" if m.training else "eval" for m in bns}
-    return modes.pop() if len(modes) == 1 else "mixed"
+    policy = getattr(model, "bn_policy", "eval")
+    frozen = group in getattr(model, "frozen_groups", ())
+    keeps = policy == "eval_all" or (policy == "eval" and frozen)
+    return "eval" if keeps else "train"
 
 
 def trainable_summary(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[dict]:
     """Per group, input to output: frozen or trainable, parameter count, BN mode, learning rate.
 
-    ``bn_mode`` is what the BN layers would do in ``model.train()`` ("eval"
-    means their running statistics are kept). ``lr`` comes from ``optimizer``
-    when given, else None.
+    ``bn_mode`` is what the BN layers do in ``model.train()`` ("eval" means
+    their running statistics are kept); see :func:`bn_mode`. The summary only
+    reads the model, so it is safe while another thread trains it. ``lr``
+    comes from ``optimizer`` when given, else None.
 
     Example:
         >>> [row["group"] for row in trainable_summary(model)][:2]
         ['stem', 'stage1']
     """
-    was_training = model.training
-    model.train()  # report the modes that training would use
     lrs = _lr_by_parameter(optimizer)
-    rows = [_summary_row(model, name, lrs) for name in model.groups.keys()]
-    model.train(was_training)
-    return rows
+    return [_summary_row(model, name, lrs) for name in model.groups.keys()]
 
 
 def _lr_by_parameter(optimizer: torch.optim.Optimizer | None) -> dict[int, float]:
@@ -175,7 +204,7 @@ def _summary_row(model: nn.Module, name: str, lrs: dict[int, float]) -> dict:
         "trainable": n_train > 0,
         "params": sum(p.numel() for p in params),
         "trainable_params": n_train,
-        "bn_mode": _bn_mode(model.groups[name]),
+        "bn_mode": bn_mode(model, name),
         "lr": max(group_lrs) if group_lrs else None,
     }
 
@@ -250,9 +279,3 @@ def _split_decay(module: nn.Module) -> tuple[list, list]:
             (no_decay if is_norm or pname.endswith("bias") or p.ndim <= 1 else decay).append(p)
     return decay, no_decay
 
-
-def iter_frozen_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every parameter and BN buffer in frozen groups (for tests and checks)."""
-    for g in model.frozen_groups:
-        for n, t in model.groups[g].state_dict(keep_vars=False).items():
-            yield f"{g}.{n}", t

@@ -7,11 +7,14 @@ Example:
 """
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import nn
 
 
 def make_head(num_features: int, num_classes: int, hidden: tuple[int, ...] | list[int] = (),
-              dropout: float = 0.0) -> nn.Sequential:
+              dropout: float = 0.0, generator: torch.Generator | None = None) -> nn.Sequential:
     """A linear head, or a small MLP when ``hidden`` is given.
 
     Args:
@@ -19,6 +22,10 @@ def make_head(num_features: int, num_classes: int, hidden: tuple[int, ...] | lis
         num_classes: number of output classes (2 for dogs vs cats).
         hidden: widths of hidden layers, each followed by ReLU.
         dropout: dropout before every Linear layer (0 disables it).
+        generator: draw the initial weights from this generator instead of torch's
+            global one, which is then neither drawn from nor reseeded (safe in a
+            worker thread). The same seed gives the same weights as
+            ``torch.manual_seed(seed); make_head(...)``.
 
     Example:
         >>> make_head(512, 2)
@@ -27,6 +34,10 @@ def make_head(num_features: int, num_classes: int, hidden: tuple[int, ...] | lis
         )
     """
     _check_head_args(num_features, num_classes, dropout)
+    if generator is not None:
+        with torch.device("meta"):  # shapes only: nothing is drawn from the global generator
+            head = make_head(num_features, num_classes, hidden, dropout)
+        return init_linear_(head.to_empty(device="cpu"), generator)
     layers: list[nn.Module] = []
     width = num_features
     for h in hidden:
@@ -38,6 +49,21 @@ def make_head(num_features: int, num_classes: int, hidden: tuple[int, ...] | lis
         layers.append(nn.Dropout(dropout))
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def init_linear_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Initialises every ``nn.Linear`` in ``module`` as PyTorch does, drawing from ``generator``.
+
+    Example:
+        >>> init_linear_(head, torch.Generator().manual_seed(0))
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):  # nn.Linear.reset_parameters, with a generator
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                bound = 1 / math.sqrt(m.in_features) if m.in_features > 0 else 0.0
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+    return module
 
 
 def _check_head_args(num_features: int, num_classes: int, dropout: float) -> None:

@@ -8,7 +8,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import math
 
 
@@ -54,9 +53,6 @@ class History:
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = [dict(r) for r in state["rows"]]
-
-    def to_json(self) -> str:
-        return json.dumps(self.rows, indent=1)
 
     def __repr__(self) -> str:
         if not self.rows:

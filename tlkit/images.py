@@ -20,7 +20,9 @@ such file must never crash a run that has been training for an hour.
 * ``warn_skipped(paths)`` reports the files a caller dropped in one warning
   instead of one per file.
 
-:mod:`tlkit.data` builds datasets on these and re-exports them.
+* ``is_image_file(name)``: a visible file with one of ``IMAGE_EXTENSIONS``.
+
+:mod:`tlkit.data` builds datasets on these.
 
 Example:
     >>> open_image("cat.1.jpg").mode
@@ -35,6 +37,9 @@ from typing import Sequence
 
 from PIL import Image, ImageOps
 
+from tlkit.errors import ImageReadError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_PIXELS = 64_000_000  # larger images are treated as decompression bombs and skipped
 MAX_ASPECT = 20  # a 1x3000 strip resized by its short side would become gigabytes
 MIN_IMAGE_SIZE = 32  # every backbone halves the input 5 times; below 32 px the convolutions fail
@@ -43,10 +48,6 @@ HEIC_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"
 HEIC_HINT = ("HEIC/HEIF images (iPhone photos) are not supported; convert it to JPEG, e.g. "
              "`heif-convert photo.heic photo.jpg`, `magick photo.heic photo.jpg`, or export as JPEG "
              "(Photos on macOS, or set the iPhone camera to 'Most Compatible')")
-
-
-class ImageReadError(Exception):
-    """An image file that cannot be used (corrupt, not an image, too large)."""
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
@@ -131,8 +132,23 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _header_ok(path: Path) -> str | None:
-    """Cheap check (header only, no decoding): None if usable, else the reason."""
+def is_image_file(name: str) -> bool:
+    """True for a visible file name ending in one of ``IMAGE_EXTENSIONS`` (any case).
+
+    Example:
+        >>> is_image_file("cat.1.JPG"), is_image_file(".cat.1.jpg"), is_image_file("notes.txt")
+        (True, False, False)
+    """
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def header_problem(path: Path) -> str | None:
+    """Cheap check (header only, no decoding): None if usable, else the reason.
+
+    Example:
+        >>> header_problem(Path("cat.1.jpg")) is None
+        True
+    """
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"

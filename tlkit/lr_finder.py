@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from tlkit.backbones import BN_TYPES
-from tlkit.data import leaves_one_image, make_loader, transforms_for
+from tlkit.data import transforms_for
 from tlkit.device import autocast, memory_format, needs_grad_scaler, pick_device, to_device
 from tlkit.freezing import param_groups
+from tlkit.loaders import leaves_one_image, make_loader
 
 
 @dataclass

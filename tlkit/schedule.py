@@ -32,6 +32,21 @@ import warnings
 import torch
 
 SCHEDULERS = ("onecycle", "cosine", "step", None)
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
+def make_optimizer(name: str, groups: list[dict]) -> torch.optim.Optimizer:
+    """``"adamw"``, ``"adam"`` or ``"sgd"`` (momentum 0.9, Nesterov) over parameter groups that
+    each carry their own ``lr`` and ``weight_decay`` (:func:`tlkit.freezing.param_groups`).
+
+    Example:
+        >>> opt = make_optimizer("adamw", param_groups(model, 1e-3, weight_decay=0.01))
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}.")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=1e-3, momentum=0.9, nesterov=True)
+    return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(groups)
 
 
 class LRSchedule:
@@ -79,10 +94,6 @@ class LRSchedule:
         # group's peak_lr travels inside the optimizer's own state_dict.
         return {"kind": self.kind, "epochs": self.epochs, "step_size": self.step_size, "gamma": self.gamma,
                 "warmup": self.warmup, "div": self.div, "final_div": self.final_div}
-
-    def load_state_dict(self, state: dict) -> None:
-        for key in ("kind", "epochs", "step_size", "gamma", "warmup", "div", "final_div"):
-            setattr(self, key, state[key])
 
     def check_resume(self, state: dict) -> None:
         """Warns when a resumed run's schedule differs from the checkpoint's."""

@@ -21,8 +21,8 @@ from tlkit.freezing import freeze_to, set_bn_policy
 from tlkit.history import History
 from tlkit.train import fit
 
-STRATEGIES = ("features", "partial", "finetune")
-__all__ = ["STRATEGIES", "train_strategy"]
+# The course's strategies and their names in prose (the CLI's --strategy and the widgets use these).
+STRATEGIES = {"features": "feature extraction", "partial": "partial fine-tuning", "finetune": "full fine-tuning"}
 
 
 def train_strategy(model: nn.Module, strategy: str, train_data, val_data=None, epochs: int = 5,
@@ -57,7 +57,7 @@ def train_strategy(model: nn.Module, strategy: str, train_data, val_data=None, e
         >>> train_strategy(model, "finetune", train, val, epochs=4, unfreeze_at=2)  # head first
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+        raise ValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}.")
     if unfreeze_at is not None and not (isinstance(unfreeze_at, int) and 2 <= unfreeze_at <= epochs):
         raise ValueError(f"unfreeze_at must be an epoch between 2 and epochs={epochs}, got {unfreeze_at!r}.")
     body = model.group_names[:-1]

@@ -2,10 +2,11 @@
 
 matplotlib is imported inside the functions only, so ``import tlkit`` stays
 light and works without it. Every function returns a matplotlib ``Figure``
-and never calls ``plt.show()``. The figure is detached from pyplot as soon as
-it is built: a notebook shows the returned figure exactly once, and a widget
+built directly as ``matplotlib.figure.Figure``, never through pyplot, whose
+global state is not thread-safe: the widgets draw these same figures in
+worker threads. A notebook shows a returned figure exactly once, and a widget
 redrawing at 1-2 Hz does not pile up open figures. ``figure_to_png`` turns
-one into PNG bytes for ``widgets.Image``.
+one into PNG bytes for ``widgets.Image`` (the one PNG path of the project).
 
 Example:
     >>> fig = plot_history(history)                    # loss and accuracy, train vs val
@@ -22,35 +23,63 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tlkit.data import open_image, transforms_for
+from tlkit.images import open_image
 from tlkit.evaluate import Predictions, top_losses
-from tlkit.explain import capture_activations
+from tlkit.explain import as_batch, capture_activations
 from tlkit.history import History
+from tlkit.modes import eval_mode
+
+
+def new_figure(width: float, height: float):
+    """A ``matplotlib.figure.Figure`` (constrained layout) that pyplot never sees.
+
+    pyplot keeps global state that is not thread-safe, so every figure here,
+    also those the widgets draw in worker threads, is built directly. A
+    notebook still shows one returned as a cell's value (IPython's inline
+    formatter handles any Figure).
+
+    Example:
+        >>> new_figure(4, 3).axes
+        []
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def _subplots(nrows: int, ncols: int, size: tuple[float, float]):
-    """A figure with a ``(nrows, ncols)`` array of axes, not registered with pyplot."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False,
-                             layout="constrained")
-    plt.close(fig)  # the caller displays or saves it; pyplot must not show it again or keep it
-    return fig, axes
+    """A figure with a ``(nrows, ncols)`` array of axes, ``size`` inches each."""
+    fig = new_figure(size[0] * ncols, size[1] * nrows)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
 def figure_to_png(fig, dpi: int = 80) -> bytes:
-    """PNG bytes of ``fig`` (for ``widgets.Image``); the figure is closed.
+    """PNG bytes of ``fig`` (for ``widgets.Image``): ``figsize x dpi`` pixels exactly.
+
+    A figure that pyplot manages (from ``plt.figure()``) is closed as well;
+    the figures of this module never touch pyplot.
 
     Example:
         >>> figure_to_png(plot_history(h))[:4]
         b'\\x89PNG'
     """
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None:  # registered with pyplot: release it there too
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return buf.getvalue()
+
+
+def _legend_outside(fig, axes) -> None:
+    """One legend for the figure, right of the axes, so it never covers a curve (labels deduplicated)."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=8)
 
 
 # --------------------------------------------------------------------------
@@ -81,18 +110,28 @@ def _column(h: History, key: str) -> tuple[list, list]:
     xs, ys = [], []
     for i, row in enumerate(h.rows):
         v = row.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):  # NaN, inf: a gap
             xs.append(row.get("epoch", i + 1))
             ys.append(float(v))
     return xs, ys
 
 
-def plot_history(history, metrics: Sequence[str] = ("loss", "acc")):
+def plot_history(history, metrics: Sequence[str] = ("loss", "acc"), *,
+                 batch_losses: Sequence[tuple[float, float]] = (), total_epochs: int | None = None):
     """Train (solid) vs validation (dashed) curves, one axis per metric.
 
     ``history`` is a History, or ``{label: History}`` to overlay several runs
     (one colour per run). ``"loss"`` plots ``train_loss`` and ``val_loss``; a
-    full column name such as ``"val_acc"`` plots just that column.
+    full column name such as ``"val_acc"`` plots just that column. One legend
+    sits right of the axes. The live plot of ``widgets.TrainingDashboard``
+    is this figure too:
+
+    Args:
+        batch_losses: ``(fractional epoch, loss)`` points of the running
+            training loss, drawn thin on the loss axis.
+        total_epochs: the length of a run still going: for up to 30 epochs the
+            x axis is fixed to it, and accuracy axes to 0..1, so the plot does not
+            rescale as it grows.
 
     Example:
         >>> plot_history({"frozen": h1, "fine-tuned": h2}, metrics=("acc",))
@@ -100,6 +139,9 @@ def plot_history(history, metrics: Sequence[str] = ("loss", "acc")):
     runs = _runs(history)
     fig, axes = _subplots(1, len(metrics), (4.2, 3.2))
     for ax, metric in zip(axes[0], metrics):
+        if batch_losses and metric in ("loss", "train_loss"):
+            points = [(x, y) for x, y in batch_losses if math.isfinite(y)]  # a NaN batch loss: a gap
+            ax.plot([x for x, _ in points], [y for _, y in points], color="#9ecae1", lw=0.8, label="train (running)")
         drawn = _draw_metric(ax, runs, metric)
         if not drawn and any(len(h) for h in runs.values()):
             have = sorted({k for h in runs.values() for k in h.keys()})
@@ -107,8 +149,11 @@ def plot_history(history, metrics: Sequence[str] = ("loss", "acc")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        if drawn:
-            ax.legend(fontsize=8)
+        if total_epochs and total_epochs <= 30:
+            ax.set_xlim(0, total_epochs + 0.2)
+            if metric.endswith("acc"):
+                ax.set_ylim(0, 1.02)
+    _legend_outside(fig, axes[0])
     return fig
 
 
@@ -128,28 +173,40 @@ def _draw_metric(ax, runs: dict[str, History], metric: str) -> int:
     return drawn
 
 
+def format_rate(lr: float) -> str:
+    """A learning rate as people write it, to two significant digits: ``1e-03``, ``1.7e-03``.
+
+    Example:
+        >>> format_rate(0.001), format_rate(0.0017)
+        ('1e-03', '1.7e-03')
+    """
+    return f"{float(lr):.1e}".replace(".0e", "e")
+
+
 def plot_lr_curves(runs: dict, metrics: Sequence[str] = ("val_acc", "val_loss")):
-    """One line per learning rate (``{lr: History}``), coloured on a log scale.
+    """One line per learning rate (``{lr: History}``), in rate order.
+
+    Colours come from a qualitative palette by rank, not from a colour scale
+    over the rates: two neighbouring rates (1e-3 and the slider's 2e-3) still
+    look different. The legend sits right of the axes.
 
     Example:
         >>> plot_lr_curves({1e-4: h1, 1e-3: h2, 1e-2: h3})
     """
-    import matplotlib as mpl
-
     if not runs:
         raise ValueError("runs is empty; pass {learning_rate: History}.")
     lrs = sorted(runs, key=float)
-    norm = mpl.colors.LogNorm(min(map(float, lrs)), max(map(float, lrs)) * (1.0001 if len(lrs) == 1 else 1))
-    cmap = mpl.colormaps["viridis"]
+    markers = "osD^v<>ph*"
     fig, axes = _subplots(1, len(metrics), (4.2, 3.2))
     for ax, metric in zip(axes[0], metrics):
-        for lr in lrs:
+        for i, lr in enumerate(lrs):
             xs, ys = _column(_as_history(runs[lr]), metric)
-            ax.plot(xs, ys, color=cmap(norm(float(lr))), marker="o", markersize=3, label=f"lr {float(lr):.0e}")
+            ax.plot(xs, ys, color=f"C{i % 10}", marker=markers[i % len(markers)], markersize=4,
+                    label=f"lr {format_rate(lr)}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title="learning rate")
+    _legend_outside(fig, axes[0])
     return fig
 
 
@@ -168,11 +225,11 @@ def plot_lr_find(result):
     ax.plot(lrs, losses, color="C0", label="loss")
     ax.set_xscale("log")
     if suggestion:
-        ax.axvline(suggestion, color="C3", linestyle="--", label=f"suggestion {suggestion:.1e}")
+        ax.axvline(suggestion, color="C3", linestyle="--", label=f"suggestion {format_rate(suggestion)}")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _legend_outside(fig, [ax])
     return fig
 
 
@@ -443,15 +500,8 @@ def plot_feature_maps(model: torch.nn.Module, image, groups: Sequence[str] | Non
 
 def _activations(model: torch.nn.Module, image, groups: list[str]) -> dict[str, torch.Tensor]:
     """``{group: (1, C, h, w)}`` for one photo, in eval mode; every module's mode is restored."""
-    if not isinstance(image, torch.Tensor):
-        image = transforms_for(model)(open_image(image) if isinstance(image, (str, os.PathLike)) else image)
-    x = image if image.ndim == 4 else image.unsqueeze(0)
+    x = as_batch(model, image)  # (1, 3, H, W)
     param = next(model.parameters())
-    modes = {m: m.training for m in model.modules()}
-    try:
-        with torch.no_grad(), capture_activations(model.eval(), groups) as acts:
-            model(x.to(param.device, param.dtype))
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
+    with eval_mode(model), torch.no_grad(), capture_activations(model, groups) as acts:
+        model(x.to(param.device, param.dtype))
     return acts

@@ -9,7 +9,16 @@ Each notebook is written as a percent-format Python script in
 * ``# %% solution`` starts a code cell whose source is collapsed in
   JupyterLab and Colab (``metadata.jupyter.source_hidden``): the solution of
   an exercise, one click away.
+* ``# %% setup`` (an empty cell) becomes the shared first cell, ``SETUP_CELL``:
+  on Colab it installs tlkit, elsewhere it does nothing.
+* ``# %% profile`` becomes the shared ``PROFILE_PREAMBLE`` (threads, figure
+  format, ``FAST`` and ``PROFILE``) followed by the cell's own lines (the
+  notebook's ``SETTINGS``). The preamble holds IPython ``%config`` lines, so it
+  lives here and the sources stay valid Python (``python -m py_compile``).
 * Anything before the first ``# %%`` is a comment about the file and is dropped.
+
+Cell ids come from the cell's kind and text (plus a counter for repeats), not
+its position, so inserting a cell leaves the other ids alone.
 
 ``make notebooks`` runs this script. For each source it builds the notebook
 (nbformat, kernelspec ``python3``), executes it with nbclient in the CPU
@@ -27,6 +36,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import sys
@@ -44,6 +54,40 @@ CELL_MARK = re.compile(r"^# %%(?P<rest>.*)$")
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~<$-])(/(?:work|root|tmp|home|Users|var|private|content|mnt|opt|srv|usr)/"
                            r"|[A-Za-z]:\\\\?Users\\)")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+CELL_OPTIONS = ("solution", "setup", "profile")
+
+SETUP_CELL = """\
+# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    if not os.path.isdir("/content/tlkit"):
+        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
+                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
+    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
+    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
+    sys.path.insert(0, os.getcwd())"""
+
+PROFILE_PREAMBLE = """\
+import os
+
+# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
+# spinning; spinning threads can make training many times slower when other processes
+# compete for the cores. This only works when set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
+
+# Figures as JPEG: photos make PNG notebooks ten times larger.
+%config InlineBackend.figure_formats = ["jpeg"]
+%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
+
+FAST = os.environ.get("TLKIT_FAST") == "1"
+PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+"""
 
 
 # --------------------------------------------------------------------------
@@ -64,11 +108,11 @@ def parse_percent(text: str) -> list[dict]:
             rest = m.group("rest").strip()
             kind = "markdown" if rest.startswith("[markdown]") else "code"
             flags = rest.replace("[markdown]", "").split()
-            unknown = [f for f in flags if f != "solution"]
+            unknown = [f for f in flags if f not in CELL_OPTIONS]
             if unknown:
-                raise ValueError(f"Unknown cell marker option(s) {unknown} in {line!r}; "
-                                 "valid: '# %%', '# %% [markdown]', '# %% solution'.")
-            current = {"kind": kind, "lines": [], "hidden": "solution" in flags}
+                raise ValueError(f"Unknown cell marker option(s) {unknown} in {line!r}; valid: '# %%', "
+                                 "'# %% [markdown]', '# %% solution', '# %% setup', '# %% profile'.")
+            current = {"kind": kind, "lines": [], "hidden": "solution" in flags, "flags": flags}
             cells.append(current)
         elif current is not None:
             current["lines"].append(line)
@@ -77,10 +121,22 @@ def parse_percent(text: str) -> list[dict]:
         lines = cell["lines"]
         if cell["kind"] == "markdown":
             lines = [_uncomment(line) for line in lines]
-        source = "\n".join(lines).strip("\n")
+        source = _with_template("\n".join(lines).strip("\n"), cell["flags"])
         if source.strip():
             out.append({"kind": cell["kind"], "source": source, "hidden": cell["hidden"]})
     return out
+
+
+def _with_template(source: str, flags: list[str]) -> str:
+    """The cell's text with the shared setup cell or profile preamble filled in."""
+    if "setup" in flags:
+        if source.strip():
+            raise ValueError("A '# %% setup' cell is filled from SETUP_CELL in tools/make_notebooks.py; "
+                             f"leave it empty (it holds {source.splitlines()[0]!r}).")
+        return SETUP_CELL
+    if "profile" in flags:
+        return PROFILE_PREAMBLE + source
+    return source
 
 
 def _uncomment(line: str) -> str:
@@ -103,8 +159,9 @@ def build_notebook(src: Path) -> nbformat.NotebookNode:
     nb.metadata = {"kernelspec": dict(KERNELSPEC),
                    "language_info": {"name": "python", "pygments_lexer": "ipython3"},
                    "colab": {"provenance": [], "toc_visible": True}}
-    for i, cell in enumerate(parse_percent(src.read_text(encoding="utf-8"))):
-        cell_id = f"{src.stem[:2]}-{i:03d}"
+    seen: dict[str, int] = {}
+    for cell in parse_percent(src.read_text(encoding="utf-8")):
+        cell_id = cell_id_for(src.stem[:2], cell, seen)
         if cell["kind"] == "markdown":
             nb.cells.append(nbformat.v4.new_markdown_cell(cell["source"], id=cell_id))
             continue
@@ -112,6 +169,22 @@ def build_notebook(src: Path) -> nbformat.NotebookNode:
         nb.cells.append(nbformat.v4.new_code_cell(cell["source"], id=cell_id, metadata=meta))
     nbformat.validate(nb)
     return nb
+
+
+def cell_id_for(prefix: str, cell: dict, seen: dict[str, int]) -> str:
+    """``"<prefix>-<8 hex digits of the kind and text>"``, ``-2``, ``-3`` ... for repeats (``seen`` counts them).
+
+    Built from the cell's content, not its position, so inserting or removing a
+    cell leaves the ids of the others unchanged.
+
+    Example:
+        >>> cell_id_for("02", {"kind": "code", "source": "x = 1"}, {})
+        '02-3523df12'
+    """
+    digest = hashlib.sha1(f"{cell['kind']}\0{cell['source']}".encode()).hexdigest()[:8]
+    base = f"{prefix}-{digest}"
+    seen[base] = seen.get(base, 0) + 1
+    return base if seen[base] == 1 else f"{base}-{seen[base]}"
 
 
 def cell_sources(nb: nbformat.NotebookNode) -> list[tuple[str, str, bool]]:

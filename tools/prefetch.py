@@ -31,7 +31,8 @@ from pathlib import Path
 # Running as ``python tools/prefetch.py`` puts tools/ on sys.path, not the repo.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tlkit.backbones import WeightsUnavailableError, list_backbones, load_backbone  # noqa: E402
+from tlkit.backbones import list_backbones, load_backbone  # noqa: E402
+from tlkit.errors import WeightsUnavailableError  # noqa: E402
 from tlkit.data import cats_vs_dogs, transforms_for  # noqa: E402
 from tlkit.features import default_cache_dir, extract_features  # noqa: E402
 

@@ -1,49 +1,42 @@
-"""Live training curves as PNG bytes, drawn off the main thread.
+"""The widgets' figures as PNG bytes: tlkit.viz's figures, and a placeholder.
 
-The figures are ``matplotlib.figure.Figure`` objects on an Agg canvas, never
-pyplot ones: pyplot keeps global state that is not thread-safe, and the
-notebook's inline backend would also print every pyplot figure under the cell
-that happens to run next. The PNG goes into a core ``widgets.Image``, which
-renders the same way on JupyterLab, Colab (ipywidgets 7) and Binder.
+Every figure is a ``matplotlib.figure.Figure`` built by :mod:`tlkit.viz`,
+never a pyplot one: pyplot keeps global state that is not thread-safe, and
+the notebook's inline backend would also print every pyplot figure under the
+cell that happens to run next. The PNG goes into a core ``widgets.Image``,
+which renders the same way on JupyterLab, Colab (ipywidgets 7) and Binder.
+:func:`show_png` gives the Image the PNG's own width, so the browser shows
+it pixel for pixel instead of stretching it across the cell (blurry).
 """
 from __future__ import annotations
 
-import io
-import math
 from typing import Sequence
 
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=80)
-    FigureCanvasAgg(fig)
-    return fig
+from tlkit import viz
+from tlkit.history import History
 
 
-def png_bytes(fig) -> bytes:
-    """PNG of a Figure (Agg, no pyplot)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
+def png_width(png: bytes) -> int:
+    """Width in pixels, from the PNG header (IHDR, bytes 16-20)."""
+    return int.from_bytes(bytes(png[16:20]), "big")
+
+
+def show_png(image, png: bytes) -> None:
+    """Puts ``png`` into a ``widgets.Image`` at its own pixel width (no upscaling)."""
+    image.value = png
+    image.layout.width = f"{png_width(png)}px"
 
 
 def message_png(text: str, width: float = 8, height: float = 2.6) -> bytes:
     """A placeholder image that says ``text`` (e.g. "press Start")."""
-    fig = _figure(width, height)
+    fig = viz.new_figure(width, height)
     fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=13, color="#666")
-    return png_bytes(fig)
-
-
-def _finite(xs: Sequence, ys: Sequence) -> tuple[list, list]:
-    pairs = [(x, y) for x, y in zip(xs, ys) if isinstance(y, (int, float)) and math.isfinite(y)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
+    return viz.figure_to_png(fig)
 
 
 def curves_png(rows: Sequence[dict], batch_losses: Sequence[tuple[float, float]] = (),
                total_epochs: int | None = None) -> bytes:
-    """Loss and accuracy, train and validation, per epoch; plus the running batch loss.
+    """Loss and accuracy per epoch plus the running batch loss: ``viz.plot_history``'s live form.
 
     Args:
         rows: History rows (``epoch``, ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc``).
@@ -51,25 +44,5 @@ def curves_png(rows: Sequence[dict], batch_losses: Sequence[tuple[float, float]]
         total_epochs: for short runs (up to 30 epochs) fixes the x axis, so the
             plot does not rescale as it grows; longer runs zoom on the epochs so far.
     """
-    fig = _figure(8, 2.8)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    if batch_losses:
-        xs, ys = _finite(*zip(*batch_losses))
-        ax_loss.plot(xs, ys, color="#9ecae1", lw=0.8, label="train (running)")
-    epochs = [r.get("epoch") for r in rows]
-    for ax, key, colour, label in ((ax_loss, "train_loss", "#1f77b4", "train"),
-                                   (ax_loss, "val_loss", "#ff7f0e", "validation"),
-                                   (ax_acc, "train_acc", "#1f77b4", "train"),
-                                   (ax_acc, "val_acc", "#ff7f0e", "validation")):
-        xs, ys = _finite(epochs, [r.get(key) for r in rows])
-        if xs:
-            ax.plot(xs, ys, "o-", color=colour, label=label, ms=4)
-    ax_loss.set(title="loss", xlabel="epoch")
-    ax_acc.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
-    for ax in (ax_loss, ax_acc):
-        if total_epochs and total_epochs <= 30:
-            ax.set_xlim(0, total_epochs + 0.2)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(loc="best", fontsize=8)
-    return png_bytes(fig)
+    fig = viz.plot_history(History(list(rows)), batch_losses=batch_losses, total_epochs=total_epochs)
+    return viz.figure_to_png(fig)

@@ -25,8 +25,8 @@ from torch import nn
 from tlkit.history import History
 from tlkit.callbacks import Callback
 from tlkit.train import fit
-from widgets._base import Panel, Throttle, Worker, describe_error, error_html
-from widgets._plot import curves_png, message_png
+from widgets._base import ThreadedPanel, Throttle, describe_error, keep_global_rng
+from widgets._plot import curves_png, message_png, show_png
 
 
 class _LiveCallback(Callback):
@@ -35,17 +35,17 @@ class _LiveCallback(Callback):
     def __init__(self, dash: "TrainingDashboard"):
         self.dash = dash
 
-    def on_train_begin(self, trainer) -> None:
-        self.dash._live_history = trainer.history
+    def on_train_begin(self, state) -> None:
+        self.dash._live_history = state.history
 
-    def on_batch_end(self, trainer, step, logs) -> None:
+    def on_batch_end(self, state, step, logs) -> None:
         self.dash._on_batch(logs)
 
-    def on_epoch_end(self, trainer, epoch, row) -> None:
+    def on_epoch_end(self, state, epoch, row) -> None:
         self.dash._on_epoch_end(row)
 
 
-class TrainingDashboard(Panel):
+class TrainingDashboard(ThreadedPanel):
     """Trains a model in a background thread and shows it happening.
 
     Args:
@@ -65,19 +65,20 @@ class TrainingDashboard(Panel):
         2
     """
 
+    busy_message = "Already training: press Stop first, or wait for this run to end."
+    idle_stop_message = 'Nothing to stop: no training is running.'
+    stopping_message = 'Stopping after this batch; the best weights will be kept ...'
+
     def __init__(self, model: nn.Module, train_data, val_data=None, epochs: int = 3, batch_size: int = 32,
                  lr: float = 1e-3, blocking: bool = False, callbacks=(), refresh_interval: float = 0.5,
                  **fit_kwargs):
         for key in ("stop_event", "progress", "callbacks"):
             fit_kwargs.pop(key, None)  # the dashboard owns these
         self.model, self.train_data, self.val_data = model, train_data, val_data
-        self.blocking = blocking
         self.fit_kwargs = fit_kwargs
         self._callbacks = list(callbacks)
         self._throttle = Throttle(refresh_interval)
-        self._stop_event = threading.Event()
-        self._worker = Worker(self._train, on_error=self._show_error, on_done=self._finished,
-                              name="tlkit-dashboard")
+        self._init_threaded("tlkit-dashboard", blocking, status="Ready: press Start.")
         self._live_history: History | None = None
         self._final_history: History | None = None
         self._batch_losses: list[tuple[float, float]] = []
@@ -100,10 +101,8 @@ class TrainingDashboard(Panel):
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.progress = W.IntProgress(value=0, min=0, max=1000, description="progress", style=style)
-        self.status = W.Label(value="Ready: press Start.")
-        self.error_box = W.HTML(value="")
-        self.plot = W.Image(value=message_png("press Start to train"), format="png")
-        self.log = W.Output()
+        self.plot = W.Image(format="png")
+        show_png(self.plot, message_png("press Start to train"))
         self.widget = W.VBox([W.HBox([self.epochs, self.batch_size]), self.lr,
                               W.HBox([self.start_button, self.stop_button, self.progress]),
                               self.status, self.error_box, self.plot, self.log])
@@ -112,20 +111,10 @@ class TrainingDashboard(Panel):
         if not self._throttle.ready(force):
             return
         rows = list(self._live_history.rows) if self._live_history is not None else []
-        self.plot.value = curves_png(rows, list(self._batch_losses), total_epochs=self._run_epochs)
+        show_png(self.plot, curves_png(rows, list(self._batch_losses), total_epochs=self._run_epochs))
         self.redraws += 1
 
     # ---- public controller ---------------------------------------------
-    @property
-    def is_running(self) -> bool:
-        """True from ``start()`` until the training thread has finished."""
-        return self._worker.is_running
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception that ended the last run, or None."""
-        return self._worker.error
-
     @property
     def history(self) -> History | None:
         """The History of the current or last run (live while training)."""
@@ -138,40 +127,29 @@ class TrainingDashboard(Panel):
 
     def start(self, blocking: bool | None = None) -> bool:
         """Starts training with the current control values; False if a run is going already."""
-        if self.is_running:
-            self.status.value = "Already training: press Stop first, or wait for this run to end."
-            return False
-        self._stop_event = threading.Event()
-        self._live_history, self._final_history = None, None
-        self._batch_losses = []
-        self._run_epochs = int(self.epochs.value)
-        self._started = time.perf_counter()
-        self.error_box.value = ""
-        self.progress.value, self.progress.bar_style = 0, ""
-        self.status.value = f"Starting: {self._run_epochs} epoch(s), batch size {self.batch_size.value} ..."
-        self._set_controls(running=True)
-        return self._worker.start(blocking=self.blocking if blocking is None else blocking)
+        epochs, batch_size = int(self.epochs.value), int(self.batch_size.value)
 
-    def stop(self) -> bool:
-        """Asks the run to stop after the current batch; False (and a message) when idle."""
-        if not self.is_running:
-            self.status.value = "Nothing to stop: no training is running."
-            return False
-        self._stop_event.set()
-        self.status.value = "Stopping after this batch; the best weights will be kept ..."
-        return True
+        def prepare() -> None:
+            self._stop_event = threading.Event()
+            self._live_history, self._final_history = None, None
+            self._batch_losses = []
+            self._run_epochs = epochs
+            self._started = time.perf_counter()
+            self.progress.value, self.progress.bar_style = 0, ""
+            for cb in self._callbacks:  # e.g. a FreezePanel queues clicks from now on
+                if hasattr(cb, "run_starting"):
+                    cb.run_starting()
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Waits for the training thread; True when it has finished."""
-        return self._worker.join(timeout)
+        return self._launch(self._train, f"Starting: {epochs} epoch(s), batch size {batch_size} ...",
+                            blocking, prepare=prepare)
 
     # ---- training thread ----------------------------------------------
-    def _train(self) -> None:
+    def _train(self) -> History:
         callbacks = [_LiveCallback(self), *self._callbacks]
-        self._final_history = fit(self.model, self.train_data, self.val_data, epochs=self._run_epochs,
-                                  lr=float(self.lr.value), batch_size=int(self.batch_size.value),
-                                  callbacks=callbacks, stop_event=self._stop_event, progress=False,
-                                  **self.fit_kwargs)
+        with keep_global_rng():  # fit(seed=...) seeds torch's global RNG: not the notebook's, after the run
+            return fit(self.model, self.train_data, self.val_data, epochs=self._run_epochs,
+                       lr=float(self.lr.value), batch_size=int(self.batch_size.value),
+                       callbacks=callbacks, stop_event=self._stop_event, progress=False, **self.fit_kwargs)
 
     def _on_batch(self, logs: dict) -> None:
         epoch, seen, total = logs.get("epoch", 1), logs.get("seen", 0), max(logs.get("total", 1), 1)
@@ -189,31 +167,37 @@ class TrainingDashboard(Panel):
     def _on_epoch_end(self, row: dict) -> None:
         self._redraw(force=True)
 
-    def _show_error(self, exc: BaseException, tb: str) -> None:
-        self.error_box.value = error_html(describe_error(exc))
-        self.log.append_stdout(tb)
-
-    def _set_controls(self, running: bool) -> None:
+    def _set_busy(self, busy: bool) -> None:
         """While a run goes, its settings cannot change (they would not apply to it)."""
         for w in (self.start_button, self.epochs, self.batch_size, self.lr):
-            w.disabled = running
-        self.stop_button.disabled = not running
+            w.disabled = busy
+        self.stop_button.disabled = not busy
 
-    def _finished(self) -> None:
-        self._set_controls(running=False)
-        try:
-            for cb in self._callbacks:  # e.g. a FreezePanel applies changes queued for an epoch that never came
-                if hasattr(cb, "run_finished"):
+    def _finish(self) -> None:
+        for cb in self._callbacks:  # e.g. a FreezePanel applies changes queued for an epoch that never came
+            if hasattr(cb, "run_finished"):
+                try:
                     cb.run_finished()
-            self._redraw(force=True)
-        except Exception as exc:  # noqa: BLE001 - shown like an error of the run itself
-            self._show_error(exc, traceback.format_exc())
+                except Exception as exc:  # noqa: BLE001 - shown like an error of the run itself
+                    self._worker.error = self._worker.error or exc
+                    self._show_error(exc, traceback.format_exc())
+        if self.error is not None:
+            self._redraw(force=True)  # the epochs it did finish
+        super()._finish()  # render (or the error), then the controls come back
+
+    def _show_error(self, exc: BaseException, tb: str) -> None:
+        super()._show_error(exc, tb)
+        hist = self.history
+        self.progress.bar_style = "danger"
+        self.status.value = f"Failed after {len(hist) if hist is not None else 0} epoch(s): {describe_error(exc)}"
+
+    def render(self, history: History | None) -> None:
+        """The finished run: final curves, and why it ended."""
+        if history is not None:
+            self._final_history = history
+        self._redraw(force=True)
         hist = self.history
         n = len(hist) if hist is not None else 0
-        if self.error is not None:
-            self.progress.bar_style = "danger"
-            self.status.value = f"Failed after {n} epoch(s): {describe_error(self.error)}"
-            return
         best = hist.best("val_acc") if hist is not None else None
         best_text = f"; best val_acc {best['val_acc']:.3f} (epoch {best['epoch']})" if best else ""
         reason = getattr(hist, "stop_reason", None)

@@ -32,6 +32,7 @@ from tlkit.callbacks import Callback
 from widgets._base import Panel
 
 _BN_KEY = "__bn_policy__"  # key of a queued BN policy change in the pending dict
+KEEPING_POLICIES = ("eval", "eval_all")  # BN policies under which frozen BatchNorm keeps its statistics
 
 
 class _EpochHook(Callback):
@@ -40,14 +41,19 @@ class _EpochHook(Callback):
     def __init__(self, panel: "FreezePanel"):
         self.panel = panel
 
-    def on_train_begin(self, trainer) -> None:
+    def on_train_begin(self, state) -> None:
         self.panel._set_active(True)
 
-    def on_epoch_begin(self, trainer, epoch) -> None:
-        self.panel.apply_pending(optimizer=getattr(trainer, "optimizer", None), epoch=epoch)
+    def on_epoch_begin(self, state, epoch) -> None:
+        self.panel.apply_pending(optimizer=getattr(state, "optimizer", None), epoch=epoch)
 
-    def on_train_end(self, trainer) -> None:
+    def on_train_end(self, state) -> None:
         self.run_finished()
+
+    def run_starting(self) -> None:
+        """Called by the dashboard as it starts a run: from then on a click is queued, not
+        applied while the training thread builds its optimizer (before ``on_train_begin``)."""
+        self.panel._set_active(True)
 
     def run_finished(self) -> None:
         """Also called by the dashboard when its thread ends (even after an error)."""
@@ -82,6 +88,7 @@ class FreezePanel(Panel):
         self._lock = threading.RLock()
         self._pending: dict[str, object] = {}
         self._active = False
+        self._keeping_policy = model.bn_policy if model.bn_policy in KEEPING_POLICIES else "eval"
         # Thread-local: observers fire in the thread that sets the value, so
         # only refresh()'s own writes are ignored, never a click arriving meanwhile.
         self._local = threading.local()
@@ -111,7 +118,7 @@ class FreezePanel(Panel):
         self.freeze_body_button.on_click(lambda _: self.freeze_all_but_head())
         self.unfreeze_all_button.on_click(lambda _: self.unfreeze_all())
         self.bn_checkbox = W.Checkbox(description="frozen BatchNorm keeps its running statistics",
-                                      value=self.model.bn_policy in ("eval", "eval_all"), indent=False,
+                                      value=self.model.bn_policy in KEEPING_POLICIES, indent=False,
                                       layout=W.Layout(width="480px"))
         self.bn_checkbox.observe(self._on_bn_checkbox, names="value")
         self.totals = W.Label()
@@ -138,7 +145,7 @@ class FreezePanel(Panel):
                     state += " -> " + ("trainable" if pending[g] else "frozen") + " (queued)"
                 self.state_labels[g].value = f"{state}, {r['params']:,} params"
                 self.bn_labels[g].value = f"BatchNorm: {r['bn_mode']}"
-            self.bn_checkbox.value = pending.get(_BN_KEY, self.model.bn_policy) in ("eval", "eval_all")
+            self.bn_checkbox.value = pending.get(_BN_KEY, self.model.bn_policy) in KEEPING_POLICIES
         finally:
             self._local.syncing = False
         trainable, total = count_parameters(self.model)
@@ -153,7 +160,17 @@ class FreezePanel(Panel):
 
     def _on_bn_checkbox(self, change) -> None:
         if not getattr(self._local, "syncing", False):
-            self._request({_BN_KEY: "eval" if change["new"] else "train"})
+            self.set_bn_keeps_statistics(bool(change["new"]))
+
+    def set_bn_keeps_statistics(self, keep: bool = True) -> None:
+        """What the checkbox does: ``keep=False`` is the BN policy ``"train"``; ``keep=True``
+        restores the policy that keeps statistics which was in force before (``"eval_all"``
+        stays ``"eval_all"``; ``"eval"`` when there was none)."""
+        with self._lock:
+            current = self._pending.get(_BN_KEY, self.model.bn_policy)
+            if current in KEEPING_POLICIES:
+                self._keeping_policy = current
+        self._request({_BN_KEY: self._keeping_policy if keep else "train"})
 
     def set_trainable(self, group: str | list[str], trainable: bool = True) -> None:
         """Freezes (``trainable=False``) or unfreezes groups, now or at the next epoch."""
@@ -198,10 +215,8 @@ class FreezePanel(Panel):
         if to_freeze:
             freeze(self.model, to_freeze)
         if to_unfreeze:
-            lr = self.unfreeze_lr
-            if lr is None and optimizer is not None:  # the lowest peak rate: new groups start gently
-                lr = min(g.get("peak_lr", g["lr"]) for g in optimizer.param_groups)
-            unfreeze(self.model, to_unfreeze, optimizer=optimizer, lr=lr)
+            # lr None: tlkit.freezing.unfrozen_group_lr, the lowest peak rate (new groups start gently)
+            unfreeze(self.model, to_unfreeze, optimizer=optimizer, lr=self.unfreeze_lr)
         if _BN_KEY in changes:
             set_bn_policy(self.model, changes[_BN_KEY])
 

@@ -1,6 +1,6 @@
 """LRExplorer: what the learning rate does, tried live on cached features.
 
-* **find LR** runs the learning-rate range test (``tlkit.train.lr_find``) on a
+* **find LR** runs the learning-rate range test (``tlkit.lr_finder.lr_find``) on a
   head over the cached features and plots loss against rate, with the
   suggestion marked; the slider jumps to it.
 * **compare** trains a fresh head at several rates (default 1e-5, 1e-3, 1e-1,
@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import html
 import math
+from dataclasses import dataclass, field
 from collections import OrderedDict
 from typing import Sequence
 
@@ -41,10 +42,11 @@ from tlkit.heads import make_head
 from tlkit.history import History
 from tlkit.lr_finder import lr_find
 from tlkit.train import fit
-from widgets._base import Panel, Worker, describe_error, error_html
-from widgets._plot import message_png
+from widgets._base import ThreadedPanel, keep_global_rng
+from widgets._plot import message_png, show_png
 
 MODES = ("features", "finetune")
+SLIDER_STEP = 0.01  # in log10 units: neighbouring slider rates differ by 2.3%, so 1.7e-3 is not shown as 2e-3
 VERDICT_COLOURS = {"too low": "#a0522d", "good": "#2e7d32", "too high": "#b00020"}
 
 
@@ -94,17 +96,38 @@ def _verdict(lr: float, stats: dict, good: bool, best_lr: float) -> tuple[str, s
     return "too high", summary + ": the updates overshoot"
 
 
-def head_model(num_features: int, num_classes: int) -> Backbone:
+def head_model(num_features: int, num_classes: int, seed: int | None = None) -> Backbone:
     """A Backbone with no body: a head over pooled feature vectors ``(B, F) -> (B, C)``.
 
     It lets ``lr_find`` and ``fit`` run on cached features, which is hundreds
-    of times faster than running the frozen backbone again.
+    of times faster than running the frozen backbone again. ``seed``: the
+    head's weights come from a local generator (torch's global one is left alone).
     """
-    return Backbone("head-on-features", OrderedDict(), make_head(num_features, num_classes),
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return Backbone("head-on-features", OrderedDict(), make_head(num_features, num_classes, generator=gen),
                     num_features, weights=None)
 
 
-class LRExplorer(Panel):
+def on_slider(lr: float, low: int = -6, high: int = 0, step: float = SLIDER_STEP) -> float:
+    """``lr`` rounded to the slider's grid (what the slider will show), within its range."""
+    exponent = min(max(round(math.log10(lr) / step) * step, low), high)
+    return float(10 ** exponent)
+
+
+@dataclass
+class Result:
+    """What one action of the explorer produced; :meth:`LRExplorer.render` shows it."""
+
+    action: str  # "find", "compare" or "finetune"
+    finder: object = None
+    runs: dict = field(default_factory=dict)
+    lines: dict = field(default_factory=dict)  # {lr: verdict text}
+    kinds: dict = field(default_factory=dict)  # {lr: "too low" | "good" | "too high"}
+    verdicts: dict = field(default_factory=dict)  # compare: lr_verdicts(runs)
+    status: str = ""
+
+
+class LRExplorer(ThreadedPanel):
     """A log-scale learning-rate slider, an LR finder and a side-by-side comparison.
 
     Args:
@@ -119,6 +142,8 @@ class LRExplorer(Panel):
         blocking: run button actions in the calling thread.
     """
 
+    busy_message = "Busy: wait for the current run to finish."
+
     def __init__(self, train_feats: Features | None = None, val_feats: Features | None = None, *,
                  model: nn.Module | None = None, train_data=None, val_data=None, mode: str = "features",
                  lrs: Sequence[float] = (1e-5, 1e-3, 1e-1, 1.0), epochs: int = 10, lr: float = 1e-3,
@@ -132,19 +157,18 @@ class LRExplorer(Panel):
             raise ValueError("mode='finetune' needs model=, train_data= and val_data=.")
         self.train_feats, self.val_feats, self.mode = train_feats, val_feats, mode
         self.model, self.train_data, self.val_data = model, train_data, val_data
-        self.lrs, self.epochs, self.seed, self.blocking = [float(v) for v in lrs], epochs, seed, blocking
+        self.lrs, self.epochs, self.seed = [float(v) for v in lrs], epochs, seed
         self.finetune_epochs, self.per_class, self.image_size, self.low_lr = finetune_epochs, per_class, image_size, low_lr
         self.runs: dict[float, History] = {}
         self.verdicts: dict[float, tuple[str, str]] = {}
         self.finder = None
-        self._action = None
-        self._worker = Worker(lambda: self._action(), on_error=self._show_error, name="tlkit-lr-explorer")
+        self._init_threaded("tlkit-lr-explorer", blocking, status="Pick a learning rate, or press a button.")
         self._build(lr)
 
     def _build(self, lr: float) -> None:
-        self.lr = W.FloatLogSlider(value=lr, base=10, min=-6, max=0, step=0.1, description="learning rate",
-                                   readout_format=".0e", style={"description_width": "initial"},
-                                   layout=W.Layout(width="420px"))
+        self.lr = W.FloatLogSlider(value=on_slider(lr), base=10, min=-6, max=0, step=SLIDER_STEP,
+                                   description="learning rate", readout_format=".1e",
+                                   style={"description_width": "initial"}, layout=W.Layout(width="420px"))
         self.find_button = W.Button(description="find LR", icon="search")
         self.compare_button = W.Button(description="compare", icon="bar-chart")
         self.finetune_button = W.Button(description="fine-tune test", icon="fire")
@@ -152,108 +176,100 @@ class LRExplorer(Panel):
         self.compare_button.on_click(lambda _: self.compare())
         self.finetune_button.on_click(lambda _: self.finetune_test())
         buttons = [self.finetune_button] if self.mode == "finetune" else [self.find_button, self.compare_button]
-        self.status = W.Label(value="Pick a learning rate, or press a button.")
-        self.error_box = W.HTML(value="")
         self.verdict_box = W.HTML(value="")
-        self.plot = W.Image(value=message_png("press a button"), format="png")
-        self.log = W.Output()
+        self.plot = W.Image(format="png")
+        show_png(self.plot, message_png("press a button"))
         self.widget = W.VBox([self.lr, W.HBox(buttons), self.status, self.error_box, self.verdict_box,
                               self.plot, self.log])
 
     # ---- actions ------------------------------------------------------
-    @property
-    def is_running(self) -> bool:
-        return self._worker.is_running
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._worker.error
-
-    def join(self, timeout: float | None = None) -> bool:
-        return self._worker.join(timeout)
-
-    def _start(self, action, message: str, blocking: bool | None) -> bool:
-        if self.is_running:
-            self.status.value = "Busy: wait for the current run to finish."
-            return False
-        self._action = action
-        self.error_box.value = ""
-        self.status.value = message
-        return self._worker.start(blocking=self.blocking if blocking is None else blocking)
+    def _clear_results(self) -> None:
+        """A new action supersedes the last one's verdicts (its plot is replaced when it ends)."""
+        self.verdict_box.value = ""
 
     def find_lr(self, blocking: bool | None = None) -> bool:
         """LR range test; the slider moves to the suggested rate."""
-        return self._start(self._find_lr, "Running the LR range test ...", blocking)
+        return self._launch(self._find_lr, "Running the LR range test ...", blocking, prepare=self._clear_results)
 
     def compare(self, blocking: bool | None = None) -> bool:
         """Trains a head at each rate of ``lrs`` (and the slider's) and overlays the curves."""
-        return self._start(self._compare, "Training one head per learning rate ...", blocking)
+        return self._launch(self._compare, "Training one head per learning rate ...", blocking,
+                            prepare=self._clear_results)
 
     def finetune_test(self, blocking: bool | None = None) -> bool:
         """Fine-tunes copies of the model at the slider's rate and at ``low_lr``."""
         if self.mode != "finetune":
             raise ValueError("finetune_test needs LRExplorer(..., mode='finetune', model=, train_data=, val_data=).")
-        return self._start(self._finetune, "Fine-tuning two copies of the model ...", blocking)
+        return self._launch(self._finetune, "Fine-tuning two copies of the model ...", blocking,
+                            prepare=self._clear_results)
 
-    # ---- work (worker thread) -----------------------------------------
+    def _set_busy(self, busy: bool) -> None:
+        for w in (self.find_button, self.compare_button, self.finetune_button):
+            w.disabled = busy
+
+    # ---- work (worker thread): each returns a Result ------------------
     def _feature_data(self, feats: Features) -> TensorDataset:
         return TensorDataset(feats.features, feats.labels)
 
-    def _find_lr(self) -> None:
-        torch.manual_seed(self.seed)
-        model = head_model(self.train_feats.features.shape[1], len(self.train_feats.classes))
-        self.finder = lr_find(model, self._feature_data(self.train_feats), batch_size=64)
-        self.plot.value = viz.figure_to_png(viz.plot_lr_find(self.finder))
-        if self.finder.suggestion:
-            self.lr.value = float(self.finder.suggestion)
-            self.status.value = f"Suggested learning rate: {self.finder.suggestion:.1e} (slider set to it)."
-        else:
-            self.status.value = "No clear suggestion: the loss never fell steadily. Look at the curve."
+    def _find_lr(self) -> Result:
+        model = head_model(self.train_feats.features.shape[1], len(self.train_feats.classes), seed=self.seed)
+        finder = lr_find(model, self._feature_data(self.train_feats), batch_size=64, seed=self.seed)
+        return Result("find", finder=finder)
 
-    def _compare(self) -> None:
+    def _compare(self) -> Result:
         lrs = sorted({*self.lrs, float(self.lr.value)})
-        self.runs = {}
+        runs = {}
         for lr in lrs:
-            self.status.value = f"Training a head at lr {lr:.0e} ..."
-            _, self.runs[lr] = train_head(self.train_feats, self.val_feats, epochs=self.epochs, lr=lr,
-                                          seed=self.seed)
-        self.verdicts = lr_verdicts(self.runs)
-        self.plot.value = viz.figure_to_png(viz.plot_lr_curves(self.runs))
-        self._show_verdicts({lr: f"{v}: {why}" for lr, (v, why) in self.verdicts.items()},
-                            {lr: v for lr, (v, _) in self.verdicts.items()})
-        self.status.value = f"Compared {len(lrs)} learning rates, {self.epochs} epochs each."
+            self.status.value = f"Training a head at lr {viz.format_rate(lr)} ..."  # progress
+            _, runs[lr] = train_head(self.train_feats, self.val_feats, epochs=self.epochs, lr=lr, seed=self.seed)
+        verdicts = lr_verdicts(runs)
+        return Result("compare", runs=runs, lines={lr: f"{v}: {why}" for lr, (v, why) in verdicts.items()},
+                      kinds={lr: v for lr, (v, _) in verdicts.items()}, verdicts=verdicts,
+                      status=f"Compared {len(lrs)} learning rates, {self.epochs} epochs each.")
 
-    def _finetune(self) -> None:
+    def _finetune(self) -> Result:
         train = subset(self.train_data, self.per_class, self.seed)
         val = subset(self.val_data, self.per_class, self.seed)
         val = val.with_transform(transforms_for(self.model, image_size=self.image_size))
         base = predict(self.model, val, batch_size=32, num_workers=0)
         base_loss = float(-base.probs.gather(1, base.labels[:, None]).clamp_min(1e-12).log().mean())
-        self.runs = {}
+        runs = {}
         for lr in sorted({float(self.lr.value), self.low_lr}):
-            self.status.value = f"Fine-tuning every layer at lr {lr:.0e} ..."
+            self.status.value = f"Fine-tuning every layer at lr {viz.format_rate(lr)} ..."  # progress
             model = freeze_to(copy.deepcopy(self.model), 0)
-            h = fit(model, train, val, epochs=self.finetune_epochs, lr=lr, image_size=self.image_size,
-                    seed=self.seed, progress=False, batch_size=16, num_workers=0, scheduler=None)
-            self.runs[lr] = History([{"epoch": 0, "val_acc": base.accuracy, "val_loss": base_loss}, *h.rows])
-        self.plot.value = viz.figure_to_png(viz.plot_lr_curves(self.runs))
+            with keep_global_rng():  # fit(seed=...) seeds the global generators
+                h = fit(model, train, val, epochs=self.finetune_epochs, lr=lr, image_size=self.image_size,
+                        seed=self.seed, progress=False, batch_size=16, num_workers=0, scheduler=None)
+            runs[lr] = History([{"epoch": 0, "val_acc": base.accuracy, "val_loss": base_loss}, *h.rows])
         lines, kinds = {}, {}
-        for lr, h in self.runs.items():
+        for lr, h in runs.items():
             final = min(h["val_acc"][1:] or [base.accuracy])  # the worst epoch shows the damage
             collapsed = final < base.accuracy - 0.15
             kinds[lr] = "too high" if collapsed else "good"
             lines[lr] = (f"val accuracy {base.accuracy:.2f} before, as low as {final:.2f} while training"
                          + (": collapsed, the pretrained features were overwritten" if collapsed else ""))
-        self._show_verdicts(lines, kinds)
-        self.status.value = f"Fine-tuned {len(self.runs)} copies for {self.finetune_epochs} epoch(s) each."
+        return Result("finetune", runs=runs, lines=lines, kinds=kinds,
+                      status=f"Fine-tuned {len(runs)} copies for {self.finetune_epochs} epoch(s) each.")
 
     # ---- view ---------------------------------------------------------
-    def _show_verdicts(self, lines: dict[float, str], kinds: dict[float, str]) -> None:
+    def render(self, result: Result) -> None:
+        """Shows an action's result: the plot, the verdicts, the slider and the status line."""
+        if result.action == "find":
+            self.finder = result.finder
+            show_png(self.plot, viz.figure_to_png(viz.plot_lr_find(result.finder)))
+            suggestion = result.finder.suggestion
+            if suggestion:
+                self.lr.value = on_slider(suggestion)
+                self.status.value = (f"Suggested learning rate: {viz.format_rate(suggestion)}; "
+                                     f"slider set to {viz.format_rate(self.lr.value)}.")
+            else:
+                self.status.value = "No clear suggestion: the loss never fell steadily. Look at the curve."
+            return
+        self.runs = result.runs
+        if result.action == "compare":
+            self.verdicts = result.verdicts
+        show_png(self.plot, viz.figure_to_png(viz.plot_lr_curves(result.runs)))
         self.verdict_box.value = "".join(
-            f"<div><b>lr {lr:.0e}</b> <span style='color:{VERDICT_COLOURS.get(kinds[lr], '#000')}'>"
-            f"{html.escape(lines[lr])}</span></div>" for lr in sorted(lines))
-
-    def _show_error(self, exc: BaseException, tb: str) -> None:
-        self.error_box.value = error_html(describe_error(exc))
-        self.log.append_stdout(tb)
-        self.status.value = f"Failed: {describe_error(exc)}"
+            f"<div><b>lr {viz.format_rate(lr)}</b> <span style='color:{VERDICT_COLOURS.get(result.kinds[lr], '#000')}'>"
+            f"{html.escape(result.lines[lr])}</span></div>" for lr in sorted(result.lines))
+        self.status.value = result.status

@@ -25,22 +25,32 @@ from PIL import Image
 from torch import nn
 
 from tlkit import viz
-from tlkit.data import ImageReadError, open_image, transforms_for
+from tlkit.data import transforms_for
+from tlkit.errors import ImageReadError
+from tlkit.images import open_image
 from tlkit.explain import classify_image, grad_cam
 from widgets._base import Panel, describe_error, error_html
 from widgets._compat import uploaded_files
+from widgets._plot import show_png
 
 _NO_CHOICE = "(pick a validation image)"
 
 
 def _decode(data: bytes, name: str) -> Image.Image:
-    """RGB image from uploaded bytes, through tlkit's robust decoder (bombs, modes, 0 bytes)."""
+    """RGB image from uploaded bytes, through tlkit's robust decoder (bombs, modes, 0 bytes).
+
+    The bytes go through a temporary file; an error names the user's file
+    (``name``), never that temporary path.
+    """
     suffix = Path(name).suffix if len(Path(name).suffix) <= 6 else ""
     with tempfile.TemporaryDirectory(prefix="tlkit-upload-") as tmp:
         path = os.path.join(tmp, "upload" + suffix)
         with open(path, "wb") as f:
             f.write(data)
-        return open_image(path)
+        try:
+            return open_image(path)
+        except ImageReadError as exc:
+            raise ImageReadError(str(exc).replace(path, name).replace(tmp, "")) from None
 
 
 def _png(image: Image.Image, max_side: int = 224) -> bytes:
@@ -93,7 +103,7 @@ class PredictPanel(Panel):
         self.error_box = W.HTML(value="")
         self.image = W.Image(format="png", layout=W.Layout(width="224px"))
         self.probs = W.HTML(value="<i>Upload a photo or pick a validation image.</i>")
-        self.cam = W.Image(format="png", layout=W.Layout(width="420px"))
+        self.cam = W.Image(format="png")
         self.log = W.Output()
         self.widget = W.VBox([W.HBox([self.upload, self.pick]), self.error_box,
                               W.HBox([self.image, self.probs]), self.cam, self.log])
@@ -113,18 +123,26 @@ class PredictPanel(Panel):
     # ---- controller ---------------------------------------------------
     def _on_upload(self, change) -> None:
         for name, data in uploaded_files(change["new"]):
+            self.pick.value = None  # the dropdown no longer names what is shown
             self.predict_bytes(data, name)
 
     def _on_pick(self, change) -> None:
         if change["new"] is not None:
             self.predict_file(change["new"])
 
+    def _clear(self, error: str) -> None:
+        """An error replaces the last result: no old photo or probabilities next to it."""
+        self.error_box.value = error_html(error)
+        self.image.value, self.cam.value = b"", b""
+        self.probs.value = ""
+        self.last = None
+
     def predict_file(self, path: str | os.PathLike) -> list[tuple[str, float]] | None:
         """Prediction for an image file (a validation image shows its true class too)."""
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            self.error_box.value = error_html(f"Could not read {path}: {exc}")
+            self._clear(f"Could not read {Path(path).name}: {exc.strerror or exc}")
             return None
         true = None
         ds = self.val_dataset
@@ -143,9 +161,7 @@ class PredictPanel(Panel):
         try:
             image = _decode(bytes(data), name)
         except ImageReadError as exc:
-            self.error_box.value = error_html(
-                f"{name!r} is not an image this panel can read ({exc}). Upload a JPEG or PNG photo.")
-            self.last = None
+            self._clear(f"{name!r} is not an image this panel can read ({exc}). Upload a JPEG or PNG photo.")
             return None
         try:
             probs = classify_image(self.model, image, topk=self.topk)
@@ -153,12 +169,11 @@ class PredictPanel(Panel):
             fig = viz.show_grad_cam(image, heat)
             cam_png = viz.figure_to_png(fig)
         except Exception as exc:  # noqa: BLE001 - shown in the panel, the notebook keeps running
-            self.error_box.value = error_html(f"Prediction failed for {name!r}: {describe_error(exc)}")
+            self._clear(f"Prediction failed for {name!r}: {describe_error(exc)}")
             self.log.append_stdout(traceback.format_exc())
-            self.last = None
             return None
         self.image.value = _png(image)
         self.probs.value = probability_bars(probs, true_label)
-        self.cam.value = cam_png
+        show_png(self.cam, cam_png)
         self.last = {"name": name, "probs": probs, "true": true_label}
         return probs

@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import html
 import threading
 import time
@@ -35,20 +36,19 @@ from tlkit.backbones import load_backbone
 from tlkit.data import subset, transforms_for
 from tlkit.features import extract_features, train_head
 from tlkit.freezing import count_parameters
-from tlkit.strategy import train_strategy
-from widgets._base import Panel, Worker, describe_error, error_html
-from widgets._plot import message_png
+from tlkit.heads import init_linear_
+from tlkit.strategy import STRATEGIES, train_strategy
+from widgets._base import ThreadedPanel, keep_global_rng
+from widgets._plot import message_png, show_png
 
-STRATEGIES = {"features": "feature extraction", "partial": "partial fine-tuning", "finetune": "full fine-tuning"}
 
-
-class StrategyBoard(Panel):
+class StrategyBoard(ThreadedPanel):
     """Trains the three transfer-learning strategies and compares them.
 
     Args:
         train_ds, val_ds: ImageDatasets (transforms are set here).
         backbone: a registered name, or a function returning a fresh Backbone
-            (called once per strategy, after seeding).
+            (called once per run; each strategy trains a copy of it).
         pretrained: ImageNet weights (for a registered name).
         per_class: images per class taken from each split (None: all of them).
         image_size: input size for every strategy.
@@ -56,7 +56,8 @@ class StrategyBoard(Panel):
             (features 15 head epochs, partial 5, finetune 5).
         lr: body learning rate for fine-tuning (the head gets ``head_lr``).
         head_lr: rate of the new head, also for feature extraction.
-        seed: the same seed (weights of the new head, data order) for all three.
+        seed: the same seed (weights of the new head, data order) for all three;
+            the head is drawn from a local generator, not torch's global one.
         cache_dir: feature cache folder (None: the user cache).
         blocking: ``run()`` in the calling thread.
         **fit_kwargs: more keywords for ``fit`` (``batch_size``, ``device``, ...).
@@ -73,12 +74,11 @@ class StrategyBoard(Panel):
         self.val_ds = subset(val_ds, per_class, seed) if per_class else val_ds
         self.backbone, self.pretrained, self.image_size = backbone, pretrained, image_size
         self.lr, self.head_lr, self.seed, self.cache_dir = lr, head_lr, seed, cache_dir
-        self.blocking = blocking
         self.fit_kwargs = {"batch_size": 16, "num_workers": 0, **fit_kwargs}
         self.results: dict[str, dict] = {}
-        self._stop = threading.Event()
-        self._worker = Worker(self._run_all, on_error=self._show_error, on_done=self._finished,
-                              name="tlkit-strategies")
+        self._init_threaded("tlkit-strategies", blocking,
+                            status=(f"Ready: {len(self.train_ds)} training and {len(self.val_ds)} validation "
+                                    f"images at {self.image_size} px. Press run."))
         self._build({"features": 15, "partial": 5, "finetune": 5, **(epochs or {})})
 
     def _build(self, epochs: dict[str, int]) -> None:
@@ -90,69 +90,64 @@ class StrategyBoard(Panel):
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.progress = W.IntProgress(value=0, min=0, max=len(STRATEGIES), description="strategies")
-        self.status = W.Label(value=(f"Ready: {len(self.train_ds)} training and {len(self.val_ds)} validation "
-                                     f"images at {self.image_size} px. Press run."))
-        self.error_box = W.HTML(value="")
         self.table = W.HTML(value="")
-        self.plot = W.Image(value=message_png("press run to compare the strategies"), format="png")
-        self.log = W.Output()
+        self.plot = W.Image(format="png")
+        show_png(self.plot, message_png("press run to compare the strategies"))
         self.widget = W.VBox([*self.epochs.values(), W.HBox([self.run_button, self.stop_button, self.progress]),
                               self.status, self.error_box, self.table, self.plot, self.log])
 
+    busy_message = "Already running: wait for it to finish, or press stop."
+    idle_stop_message = 'Nothing to stop: no run is going.'
+    stopping_message = 'Stopping ...'
+
     # ---- controller -----------------------------------------------------
-    @property
-    def is_running(self) -> bool:
-        return self._worker.is_running
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._worker.error
-
     def run(self, blocking: bool | None = None) -> bool:
         """Trains all three strategies (in a thread unless blocking); False if already running."""
-        if self.is_running:
-            self.status.value = "Already running: wait for it to finish, or press stop."
-            return False
-        self._stop = threading.Event()
-        self.results = {}
-        self.error_box.value, self.table.value, self.progress.value = "", "", 0
-        self.run_button.disabled = True
-        return self._worker.start(blocking=self.blocking if blocking is None else blocking)
+        def prepare() -> None:
+            self._stop_event = threading.Event()
+            self.results = {}
+            self.table.value, self.progress.value = "", 0
 
-    def stop(self) -> bool:
-        """Ends the strategy being trained after its current batch and skips the rest."""
-        if not self.is_running:
-            self.status.value = "Nothing to stop: no run is going."
-            return False
-        self._stop.set()
-        self.status.value = "Stopping ..."
-        return True
+        return self._launch(self._run_all, "Starting ...", blocking, prepare=prepare)
 
-    def join(self, timeout: float | None = None) -> bool:
-        return self._worker.join(timeout)
+    def _set_busy(self, busy: bool) -> None:
+        self.run_button.disabled = busy
 
     # ---- worker -----------------------------------------------------------
-    def _fresh_model(self) -> nn.Module:
-        torch.manual_seed(self.seed)  # the same new head for every strategy
-        if callable(self.backbone):
-            return self.backbone()
-        classes = self.train_ds.classes
-        return load_backbone(self.backbone, pretrained=self.pretrained, num_classes=len(classes),
-                             class_names=classes)
+    def _fresh_models(self):
+        """One model per strategy: copies of one build, each with the same seeded new head.
 
-    def _run_all(self) -> None:
-        for i, (strategy, label) in enumerate(STRATEGIES.items()):
-            if self._stop.is_set():
-                break
-            self.status.value = f"Training {label} ({i + 1}/{len(STRATEGIES)}) ..."
-            start = time.perf_counter()
-            history, trainable = self._train(strategy, self._fresh_model(), self.epochs[strategy].value)
-            best = history.best("val_acc")
-            self.results[strategy] = {"strategy": label, "val_acc": best["val_acc"] if best else float("nan"),
-                                      "seconds": time.perf_counter() - start, "trainable_params": trainable,
-                                      "epochs": len(history), "history": history}
-            self.progress.value = i + 1
-            self._show_results()
+        Copies, not a reseeded global generator: a worker thread must not reseed
+        torch's global RNG (the notebook's own draws would change under it).
+        """
+        if callable(self.backbone):
+            template = self.backbone()
+        else:
+            classes = self.train_ds.classes
+            template = load_backbone(self.backbone, pretrained=self.pretrained, num_classes=len(classes),
+                                     class_names=classes)
+        init_linear_(template.head, torch.Generator().manual_seed(self.seed))
+        while True:
+            yield copy.deepcopy(template)
+
+    def _run_all(self) -> dict[str, dict]:
+        # fit(seed=...) (and a backbone function that seeds) touch torch's global generators:
+        # the notebook's random state is put back when the run ends.
+        with keep_global_rng():
+            models = self._fresh_models()
+            for i, (strategy, label) in enumerate(STRATEGIES.items()):
+                if self._stop_event.is_set():
+                    break
+                self.status.value = f"Training {label} ({i + 1}/{len(STRATEGIES)}) ..."  # progress
+                start = time.perf_counter()
+                history, trainable = self._train(strategy, next(models), self.epochs[strategy].value)
+                best = history.best("val_acc")
+                self.results[strategy] = {"strategy": label, "val_acc": best["val_acc"] if best else float("nan"),
+                                          "seconds": time.perf_counter() - start, "trainable_params": trainable,
+                                          "epochs": len(history), "history": history}
+                self.progress.value = i + 1
+                self._show_table(self.results)  # each strategy appears as soon as it is done
+        return self.results
 
     def _train(self, strategy: str, model: nn.Module, epochs: int):
         """Returns (History, number of trained parameters)."""
@@ -161,34 +156,32 @@ class StrategyBoard(Panel):
             feats = [extract_features(model, ds.with_transform(tf), batch_size=self.fit_kwargs["batch_size"],
                                       cache_dir=self.cache_dir, progress=False, num_workers=0)
                      for ds in (self.train_ds, self.val_ds)]
-            head, history = train_head(*feats, epochs=epochs, lr=self.head_lr, seed=self.seed, stop=self._stop)
+            head, history = train_head(*feats, epochs=epochs, lr=self.head_lr, seed=self.seed, stop=self._stop_event)
             return history, sum(p.numel() for p in head.parameters())
         history = train_strategy(model, strategy, self.train_ds, self.val_ds, epochs=epochs, lr=self.lr,
                                  head_lr=self.head_lr, image_size=self.image_size, seed=self.seed,
-                                 stop_event=self._stop, progress=False, **self.fit_kwargs)
+                                 stop_event=self._stop_event, progress=False, **self.fit_kwargs)
         return history, count_parameters(model)[0]
 
-    def _show_results(self) -> None:
+    # ---- view ---------------------------------------------------------------
+    def _show_table(self, results: dict[str, dict]) -> None:
         rows = "".join(
             f"<tr><td>{html.escape(r['strategy'])}</td><td style='text-align:right'>{r['trainable_params']:,}</td>"
             f"<td style='text-align:right'>{r['val_acc']:.3f}</td><td style='text-align:right'>{r['seconds']:.1f}</td>"
-            f"<td style='text-align:right'>{r['epochs']}</td></tr>" for r in self.results.values())
+            f"<td style='text-align:right'>{r['epochs']}</td></tr>" for r in results.values())
         self.table.value = ("<table style='border-collapse:collapse' cellpadding='4'><tr><th>strategy</th>"
                             "<th>trainable parameters</th><th>best val accuracy</th><th>seconds</th>"
                             f"<th>epochs</th></tr>{rows}</table>")
-        runs = {r["strategy"]: r["history"] for r in self.results.values()}
-        self.plot.value = viz.figure_to_png(viz.plot_history(runs, metrics=("val_loss", "val_acc")))
+        runs = {r["strategy"]: r["history"] for r in results.values()}
+        if runs:
+            show_png(self.plot, viz.figure_to_png(viz.plot_history(runs, metrics=("val_loss", "val_acc"))))
 
-    def _show_error(self, exc: BaseException, tb: str) -> None:
-        self.error_box.value = error_html(describe_error(exc))
-        self.log.append_stdout(tb)
-
-    def _finished(self) -> None:
-        self.run_button.disabled = False
-        if self.error is not None:
-            self.status.value = f"Failed: {describe_error(self.error)}"
-        elif self._stop.is_set():
-            self.status.value = f"Stopped after {len(self.results)} strateg{'y' if len(self.results) == 1 else 'ies'}."
+    def render(self, results: dict[str, dict]) -> None:
+        """The finished comparison: table, curves and the best strategy."""
+        self._show_table(results)
+        if self._stop_event.is_set():
+            n = len(results)
+            self.status.value = f"Stopped after {n} strateg{'y' if n == 1 else 'ies'}."
         else:
-            best = max(self.results.values(), key=lambda r: r["val_acc"])
+            best = max(results.values(), key=lambda r: r["val_acc"])
             self.status.value = f"Done. Best: {best['strategy']} ({best['val_acc']:.3f} validation accuracy)."

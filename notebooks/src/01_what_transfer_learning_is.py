@@ -18,21 +18,7 @@
 #
 # **Run time:** about 20 seconds on a laptop CPU (all cells). No training happens here.
 
-# %%
-# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-
-    if not os.path.isdir("/content/tlkit"):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
-                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
-    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
-    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
-    sys.path.insert(0, os.getcwd())
+# %% setup
 
 # %% [markdown]
 # ## Profile
@@ -42,21 +28,7 @@ if "google.colab" in sys.modules:
 # available: more data) and **test** (`TLKIT_FAST=1`: tiny subsets, so that CI can run
 # the notebook in seconds; its numbers mean nothing).
 
-# %%
-import os
-
-# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
-# spinning; spinning threads can make training many times slower when other processes
-# compete for the cores. This only works when set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
-
-# Figures as JPEG: photos make PNG notebooks ten times larger.
-%config InlineBackend.figure_formats = ["jpeg"]
-%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
-
-FAST = os.environ.get("TLKIT_FAST") == "1"
-PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+# %% profile
 SETTINGS = {
     "cpu": dict(per_class=50),    # validation photos per class for the zero-training test
     "gpu": dict(per_class=500),   # all of them
@@ -80,7 +52,7 @@ from pathlib import Path
 
 from tlkit import count_parameters, load_backbone
 from tlkit.data import cats_vs_dogs, subset
-from tlkit.evaluate import classify_image, imagenet_classes
+from tlkit.explain import classify_image, imagenet_classes
 
 train, val = cats_vs_dogs()
 model = load_backbone("efficientnet_lite0")  # pretrained=True is the default
@@ -190,7 +162,7 @@ viz.plot_feature_maps(model, photos[0], groups=["stem", "stage2", "stage4", "sta
 # ### Exercise 2: how coarse is the last feature map?
 #
 # For a 224 × 224 input, what is the height (= width) of the feature map after `stage8`?
-# Read it off the figure, or capture it with `tlkit.evaluate.capture_activations`.
+# Read it off the figure, or capture it with `tlkit.explain.capture_activations`.
 
 # %%
 from course_checks import check_spatial_size
@@ -200,7 +172,7 @@ check_spatial_size(last_size, image_size=224)
 
 # %% solution
 # Solution
-from tlkit.evaluate import capture_activations
+from tlkit.explain import capture_activations
 
 device = next(model.parameters()).device  # predict() moved the model to the GPU, if there is one
 with capture_activations(model, ["stage8"]) as acts:
@@ -240,16 +212,17 @@ print(f"new 2-class head, frozen body: {trainable:,} trainable of {total:,} ({tr
 # %%
 import time
 
-from tlkit.data import open_image, transforms_for
+from tlkit.data import transforms_for
+from tlkit.images import open_image
 
 preprocess = transforms_for(model)  # 224 px, the backbone's own mean and std
 batch = torch.stack([preprocess(open_image(p)) for p in photos])  # (4, 3, 224, 224): small, to fit 2 GB of RAM
 
 model = model.cpu().eval()  # both timings on the CPU
 with torch.no_grad():
-    model.forward_features(batch)  # warm-up
+    model.forward_pooled(batch)  # warm-up
     start = time.perf_counter()
-    model.forward_features(batch)
+    model.forward_pooled(batch)
     forward_s = (time.perf_counter() - start) / len(batch)
 
 scratch = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2).train()

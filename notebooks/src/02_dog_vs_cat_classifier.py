@@ -24,21 +24,7 @@
 # 3,000 photos 15 to 45 seconds (depending on the CPU and on what else the machine is
 # doing), training the head under a second.
 
-# %%
-# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-
-    if not os.path.isdir("/content/tlkit"):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
-                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
-    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
-    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
-    sys.path.insert(0, os.getcwd())
+# %% setup
 
 # %% [markdown]
 # ## Profile
@@ -47,21 +33,7 @@ if "google.colab" in sys.modules:
 # uses the backbone's native 224 px. **test** (`TLKIT_FAST=1`) uses 10 photos per class at
 # 64 px so CI runs the notebook in seconds; its numbers mean nothing.
 
-# %%
-import os
-
-# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
-# spinning; spinning threads can make training many times slower when other processes
-# compete for the cores. This only works when set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
-
-# Figures as JPEG: photos make PNG notebooks ten times larger.
-%config InlineBackend.figure_formats = ["jpeg"]
-%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
-
-FAST = os.environ.get("TLKIT_FAST") == "1"
-PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+# %% profile
 SETTINGS = {
     # image_size: pixels; per_class: training photos per class (None = all);
     # head_epochs: epochs of head training; probe_per_class: photos per class for the
@@ -191,7 +163,8 @@ print("mean:", tuple(round(v, 4) for v in model.mean))
 print("std: ", tuple(round(v, 4) for v in model.std))
 
 # %%
-from tlkit.data import make_loader, transforms_for
+from tlkit.data import transforms_for
+from tlkit.loaders import make_loader
 
 preprocess = transforms_for(model, image_size=SIZE)  # evaluation: no augmentation
 print(preprocess)
@@ -323,14 +296,15 @@ check_lr_results(lr_results, reference)
 # %% [markdown]
 # ## Step 6 · Evaluate
 #
-# Put the trained head into the model, so it classifies photos end to end. The evaluation
+# Put the trained head into the model with `load_head`, so it classifies photos end to end. The evaluation
 # itself runs on the cached validation features: `predictions_from_features` gives the same
 # probabilities as running the whole network, without recomputing the body.
 
 # %%
+from tlkit.checkpoint import load_head
 from tlkit.evaluate import confusion_matrix, predict, predictions_from_features, top_losses
 
-model.groups["head"].load_state_dict(head.state_dict())
+load_head(model, head)
 preds = predictions_from_features(model, val_feats)
 print(f"validation accuracy: {preds.accuracy:.1%} on {len(preds)} photos")
 
@@ -369,7 +343,7 @@ viz.show_predictions(preds, mistakes, ncols=4)
 # %%
 MY_PHOTO = val.files[len(val) // 2]  # replace with the path of your own photo
 
-from tlkit.evaluate import classify_image
+from tlkit.explain import classify_image
 
 for name, p in classify_image(model, MY_PHOTO, transform=preprocess, topk=2):
     print(f"{name}: {p:.1%}")

@@ -26,21 +26,7 @@
 # seconds each; BatchNorm in train mode costs several points. One to two minutes in all on a
 # laptop CPU.
 
-# %%
-# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-
-    if not os.path.isdir("/content/tlkit"):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
-                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
-    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
-    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
-    sys.path.insert(0, os.getcwd())
+# %% setup
 
 # %% [markdown]
 # ## Profile
@@ -49,21 +35,7 @@ if "google.colab" in sys.modules:
 # on a CPU it only fits a small sample: **cpu** trains on 50 photos per class at 128 px for
 # 3 epochs. **gpu** uses all 2,000 photos at 224 px. **test** (`TLKIT_FAST=1`) is a dry run.
 
-# %%
-import os
-
-# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
-# spinning; spinning threads can make training many times slower when other processes
-# compete for the cores. This only works when set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
-
-# Figures as JPEG: photos make PNG notebooks ten times larger.
-%config InlineBackend.figure_formats = ["jpeg"]
-%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
-
-FAST = os.environ.get("TLKIT_FAST") == "1"
-PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+# %% profile
 SETTINGS = {
     # per_class: training photos per class (None = all); val_per_class: validation photos
     # per class; epochs: for every fine-tuning run; batch_size: images per step.
@@ -150,8 +122,8 @@ check_partial(model)
 #
 # **Feature extraction**: the body runs once per photo (cached, as in notebook 02), then a
 # head trains on the features. **Fine-tuning**: `fit` trains the chosen groups on the images
-# themselves; every epoch runs the body forward *and* backward. Read `Trainer.fit` in
-# `tlkit/train.py`: one screen, one epoch per turn of the loop.
+# themselves; every epoch runs the body forward *and* backward. Read the loop that opens
+# `tlkit/train.py`: `Trainer.fit` turns once per epoch, `_train_epoch` once per batch.
 
 # %%
 import time

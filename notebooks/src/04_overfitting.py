@@ -24,21 +24,7 @@
 # 1,000 per class. On a task unlike ImageNet, frozen ImageNet features reach about 63%
 # against 100% for the small CNN. About 1.5 to 4 minutes on a laptop CPU.
 
-# %%
-# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-
-    if not os.path.isdir("/content/tlkit"):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
-                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
-    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
-    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
-    sys.path.insert(0, os.getcwd())
+# %% setup
 
 # %% [markdown]
 # ## Profile
@@ -47,21 +33,7 @@ if "google.colab" in sys.modules:
 # feature pass takes 15 to 45 seconds) and trains the from-scratch models briefly at 64 px.
 # **gpu** trains them properly. **test** (`TLKIT_FAST=1`) is a dry run.
 
-# %%
-import os
-
-# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
-# spinning; spinning threads can make training many times slower when other processes
-# compete for the cores. This only works when set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
-
-# Figures as JPEG: photos make PNG notebooks ten times larger.
-%config InlineBackend.figure_formats = ["jpeg"]
-%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
-
-FAST = os.environ.get("TLKIT_FAST") == "1"
-PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+# %% profile
 SETTINGS = {
     # sizes: images per class for the data-size dial; scratch_*: the from-scratch model
     # (image size, training batches per run); remedy_*: the overfitting experiment;
@@ -382,7 +354,7 @@ viz.show_images(subset(lines_train, 4, seed=0).files, titles=["left"] * 4 + ["ri
 # spatial grid, train a head:
 
 # %%
-from tlkit.data import make_loader
+from tlkit.loaders import make_loader
 
 
 @torch.no_grad()

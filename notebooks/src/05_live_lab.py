@@ -27,21 +27,7 @@
 # a few seconds. The cells below also drive the panels from code (blocking),
 # so the notebook runs top to bottom unattended; in class, press the buttons instead.
 
-# %%
-# Setup: on Colab, fetch the course and install tlkit (about a minute). Elsewhere this does nothing.
-import sys
-
-if "google.colab" in sys.modules:
-    import os
-    import subprocess
-
-    if not os.path.isdir("/content/tlkit"):
-        subprocess.run(["git", "clone", "--quiet", "--depth", "1",
-                        "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
-    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
-    os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
-    sys.path.insert(0, os.getcwd())
+# %% setup
 
 # %% [markdown]
 # ## Profile
@@ -50,21 +36,7 @@ if "google.colab" in sys.modules:
 # class at 128 px, so every run is short. **gpu** uses more photos at 224 px. **test**
 # (`TLKIT_FAST=1`) is a dry run.
 
-# %%
-import os
-
-# On a shared CPU (Binder, Colab, a busy laptop), idle compute threads should sleep instead of
-# spinning; spinning threads can make training many times slower when other processes
-# compete for the cores. This only works when set before torch is first imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
-
-# Figures as JPEG: photos make PNG notebooks ten times larger.
-%config InlineBackend.figure_formats = ["jpeg"]
-%config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
-
-FAST = os.environ.get("TLKIT_FAST") == "1"
-PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
+# %% profile
 SETTINGS = {
     # image_size: of the cached features; live_*: photos per class, size and epochs of the
     # fine-tuning runs that the panels start.
@@ -124,18 +96,22 @@ panel
 dash
 
 # %% [markdown]
-# **Try it (instructor script).**
+# **Try it (instructor script).** Each step starts by setting what it needs, so the steps
+# work in any order, also after *Run All* has left the panels in another state.
 #
-# 1. Press **Start**. Only the head trains: epochs are quick, and validation accuracy is
-#    high from the first epoch.
-# 2. During epoch 2, click **stage7** and **stage8** in the panel. The status line says the
-#    change is queued; at the next epoch the trainable count jumps from 2,562 to about a
-#    million, epochs get slower, and the training loss falls faster.
-# 3. Untick **frozen BatchNorm keeps its running statistics**, set batch size 8 and Start
-#    again: the BatchNorm trap of notebook 03, live.
-# 4. Set the learning rate to **1** and Start: watch the loss explode. (If it becomes NaN,
-#    training stops by itself with a message.) Either way the model ends with the weights
-#    of its best epoch. The cell after the next one does this from code.
+# 1. Click **freeze all but head**, then press **Start**. Only the head trains: epochs are
+#    quick, and validation accuracy is high from the first epoch.
+# 2. Click **freeze all but head** and press **Start** again. During epoch 2, click
+#    **stage7** and **stage8** in the panel. The status line says the change is queued; at
+#    the next epoch the trainable count jumps from 2,562 to about a million, epochs get
+#    slower, and the training loss falls faster.
+# 3. Click **freeze all but head**, untick **frozen BatchNorm keeps its running
+#    statistics**, set batch size 8 and press **Start**: the BatchNorm trap of notebook 03,
+#    live. Tick the box again afterwards.
+# 4. Tick **frozen BatchNorm keeps its running statistics**, set the learning rate to **1**
+#    and press **Start**: watch the loss explode. (If it becomes NaN, training stops by
+#    itself with a message.) Either way the model ends with the weights of its best epoch.
+#    The cell after the next one does this from code, on a fresh model.
 #
 # The cell below does steps 1 and 2 from code, so the notebook also runs unattended:
 
@@ -208,14 +184,18 @@ viz.plot_lr_curves(explorer.runs)
 # %% [markdown]
 # **Try it.** Drag the slider to a rate between two of the tried ones and press
 # **compare** again: is the verdict what you expected? Then the same question for the whole
-# network: the **fine-tune test** fine-tunes every layer of the pretrained model at the
-# slider's rate and at a safe low rate, from the same weights. At 1e-2, the pretrained
-# features are overwritten within one epoch:
+# network: the panel below has a **fine-tune test** button. It fine-tunes every layer of
+# the pretrained model at the slider's rate and at a safe low rate, from the same weights
+# (copies: the model of section 1 is not changed). At 1e-2, the pretrained features are
+# overwritten within one epoch:
 
 # %%
 explorer_ft = LRExplorer(model=model, train_data=live_train, val_data=live_val, mode="finetune",
                          per_class=SETTINGS["live_per_class"] // 2, image_size=LIVE, finetune_epochs=1, lr=1e-2)
-explorer_ft.finetune_test(blocking=True)
+explorer_ft
+
+# %%
+explorer_ft.finetune_test(blocking=True)  # what pressing "fine-tune test" does
 print(explorer_ft.status.value)
 for lr, h in sorted(explorer_ft.runs.items()):  # epoch 0: before fine-tuning
     print(f"lr {lr:.0e}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
@@ -266,12 +246,13 @@ for r in board.results.values():
 # image; a PDF or a text file gets a clear message instead of a crash.
 
 # %%
+from tlkit.checkpoint import load_head
 from tlkit.features import train_head
 from widgets import PredictPanel
 
 head, history = train_head(train_feats, val_feats, epochs=20, seed=0)
 classifier = load_backbone("efficientnet_lite0", num_classes=2, class_names=train_all.classes)
-classifier.groups["head"].load_state_dict(head.state_dict())
+load_head(classifier, head)
 classifier.input_size = SIZE  # the size its head was trained at: the panel preprocesses to it
 print(f"validation accuracy: {history.best('val_acc')['val_acc']:.1%}")
 

@@ -22,7 +22,8 @@ from browser.tiny import tiny_backbone
 from faultkit import ROOT, assert_clean_user_error, run_cli
 from imagegen import make_dataset, make_split
 from tlkit.backbones import load_backbone
-from tlkit.checkpoint import CheckpointError, load_model, read_checkpoint, save_model
+from tlkit.checkpoint import load_model, read_checkpoint, save_model
+from tlkit.errors import CheckpointError
 
 CLASSES = ["cats", "dogs"]
 

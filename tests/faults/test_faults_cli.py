@@ -126,7 +126,7 @@ BAD_ENV = {"num_workers_abc": ({"TLKIT_NUM_WORKERS": "abc"}, "TLKIT_NUM_WORKERS=
            "num_workers_minus_3": ({"TLKIT_NUM_WORKERS": "-3"}, "TLKIT_NUM_WORKERS='-3' must be a whole number"),
            "cache_dir_is_a_file": ({"TLKIT_CACHE_DIR": "FILE"}, "TLKIT_CACHE_DIR=FILE is a file, not a folder"),
            "data_dir_is_a_file": ({"TLKIT_DATA_DIR": "FILE"}, "TLKIT_DATA_DIR=FILE is a file, not a folder"),
-           "channels_last_maybe": ({"TLKIT_CHANNELS_LAST": "maybe"}, "TLKIT_CHANNELS_LAST='maybe' must be 1 or 0")}
+           "cpu_bf16_maybe": ({"TLKIT_CPU_BF16": "maybe"}, "TLKIT_CPU_BF16='maybe' must be 1 or 0")}
 
 
 @pytest.mark.parametrize("case", list(BAD_ENV))

@@ -16,7 +16,7 @@ import pytest
 from faultkit import ROOT, dataset_zip, jpeg_bytes, make_zip, snapshot
 from httpserver import LocalHTTPServer, Reply, closed_port
 from tlkit import data
-from tlkit.download import DownloadError, UnsafeArchiveError
+from tlkit.errors import DownloadError, UnsafeArchiveError
 
 NAME = "cats_and_dogs_filtered"
 SMALL = {"train": 4, "validation": 2}
@@ -160,7 +160,7 @@ DISK_FULL = textwrap.dedent("""
     import resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     from tlkit import data
-    from tlkit.download import DownloadError
+    from tlkit.errors import DownloadError
     data.DATASET_COUNTS = {"train": 4, "validation": 2}
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
     try:
@@ -182,7 +182,9 @@ def test_disk_full_while_saving_removes_the_partial_file(env):
         res = subprocess.run([sys.executable, "-c", DISK_FULL, str(root), server.url("/d.zip")],
                              capture_output=True, text=True, cwd=ROOT, timeout=120,
                              env={"PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(tmp_path / "xdg"),
-                                  "PATH": "/usr/bin:/bin"})
+                                  "PATH": "/usr/bin:/bin",
+                                  # under the 20 kB limit a .pyc would be cut short and then break every import
+                                  "PYTHONDONTWRITEBYTECODE": "1"})
     assert res.returncode == 3, res.stderr[-2000:]
     reason, msg = res.stdout.split("\n", 1)
     assert reason == "write" and "File too large" in msg and "free space" in msg

@@ -19,7 +19,9 @@ from PIL import Image, ImageFile
 from faultkit import snapshot, write_png
 from imagegen import make_dataset, write_image
 from tlkit.backbones import load_backbone
-from tlkit.data import MAX_PIXELS, ImageReadError, image_folder, open_image, transforms_for
+from tlkit.data import image_folder, transforms_for
+from tlkit.errors import ImageReadError
+from tlkit.images import MAX_PIXELS, open_image
 from tlkit.features import extract_features
 
 SIZE = 32
@@ -290,7 +292,7 @@ def _sideways_and_upright(folder: Path, name: str) -> tuple[Path, Path]:
 def test_exif_orientation_is_applied_everywhere_images_are_opened(model, tmp_path):
     """Phone photos carry their rotation as an EXIF tag: every path that opens an image sees it upright."""
     from tlkit.data import ImageDataset
-    from tlkit.explain import _as_input
+    from tlkit.explain import as_batch
     from tlkit.viz import _to_array
 
     tagged, plain = _sideways_and_upright(tmp_path / "photos", "phone")
@@ -303,7 +305,7 @@ def test_exif_orientation_is_applied_everywhere_images_are_opened(model, tmp_pat
     ds = ImageDataset([str(tagged), str(plain)], [0, 0], ["a", "b"], tf)
     feats = extract_features(model, ds, cache=False, progress=False, num_workers=0)  # training, features
     assert torch.equal(feats.features[0], feats.features[1])
-    assert torch.equal(_as_input(model, tagged, tf), _as_input(model, plain, tf))  # Grad-CAM, predict
+    assert torch.equal(as_batch(model, tagged, tf), as_batch(model, plain, tf))  # Grad-CAM, predict
     assert (_to_array(tagged) == _to_array(plain)).all()  # thumbnails, image grids
 
 

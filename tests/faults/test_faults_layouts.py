@@ -13,7 +13,8 @@ import pytest
 
 from faultkit import assert_clean_user_error, run_cli, snapshot
 from imagegen import make_dataset, write_image
-from tlkit.data import DatasetLayoutError, image_folder
+from tlkit.data import image_folder
+from tlkit.errors import DatasetLayoutError
 
 
 def _missing(root: Path) -> None:

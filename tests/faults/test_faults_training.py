@@ -59,12 +59,12 @@ class Snapshots(Callback):
     def __init__(self, action=None):
         self.action, self.states = action, {}
 
-    def on_batch_end(self, trainer, step, logs):
+    def on_batch_end(self, state, step, logs):
         if self.action:
-            self.action(trainer, logs["epoch"], step)
+            self.action(state, logs["epoch"], step)
 
-    def on_epoch_end(self, trainer, epoch, row):
-        self.states[epoch] = copy_state(trainer.model)
+    def on_epoch_end(self, state, epoch, row):
+        self.states[epoch] = copy_state(state.model)
 
 
 def best_epoch(history) -> int:
@@ -229,7 +229,7 @@ def test_cuda_out_of_memory_names_a_smaller_batch_size(model, datasets, monkeypa
     msg = str(err.value)
     assert "ran out of memory with batch_size=8" in msg and "batch_size=4" in msg and "oom_retry=True" in msg
     assert isinstance(err.value.__cause__, torch.cuda.OutOfMemoryError)
-    assert len(trainer.history) == 0
+    assert len(trainer.state.history) == 0
 
 
 def test_cuda_out_of_memory_mid_run_still_leaves_the_best_weights(model, datasets, monkeypatch):
@@ -247,7 +247,7 @@ def test_cuda_out_of_memory_mid_run_still_leaves_the_best_weights(model, dataset
     trainer = Trainer(model, train, val, epochs=3, callbacks=[snaps], **OPTS)
     with pytest.raises(RuntimeError, match="smaller batch size"):
         trainer.fit()
-    assert_complete(trainer.history, 1)
+    assert_complete(trainer.state.history, 1)
     assert same_state(model.state_dict(), snaps.states[1])  # not the one update made in epoch 2
 
 
@@ -261,7 +261,7 @@ def test_cuda_out_of_memory_with_retry_halves_the_batch_until_it_fits(model, dat
     retries = [str(w.message) for w in caught if "out of memory" in str(w.message)]
     assert retries == [f"CUDA ran out of memory with batch_size={b}; retrying this epoch with batch_size={b // 2}."
                        for b in (12, 6)]
-    assert trainer.batch_size == 3 and sizes[:3] == [12, 6, 3] and max(sizes[2:]) == 3
+    assert trainer.config.batch_size == 3 and sizes[:3] == [12, 6, 3] and max(sizes[2:]) == 3
     assert_complete(history, 2) and history.stop_reason is None
 
 
@@ -287,7 +287,7 @@ def test_real_cuda_out_of_memory_retry_on_gpu(tmp_path):
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
-    assert trainer.batch_size < 256 and len(history) == 1 and history.stop_reason is None
+    assert trainer.config.batch_size < 256 and len(history) == 1 and history.stop_reason is None
 
 
 # ---------------------------------------------------------------- round two: weights that stop being finite
@@ -297,10 +297,10 @@ def test_update_that_makes_the_weights_nan_after_a_finite_loss_is_not_kept(model
     and the model keeps the best finite epoch's weights (it used to keep the NaN ones)."""
     train, val = datasets
 
-    def poison(trainer, epoch, step):
+    def poison(state, epoch, step):
         if epoch == 2 and step == 2:  # the last of 3 batches: no later loss would show the NaN
             with torch.no_grad():
-                next(trainer.model.groups["head"].parameters()).fill_(float("nan"))
+                next(state.model.groups["head"].parameters()).fill_(float("nan"))
 
     snaps = Snapshots(poison)
     with warnings.catch_warnings(record=True) as caught:
@@ -378,7 +378,7 @@ def test_head_epoch_notices_nan_weights_after_an_update():
 
     opt = NaNStep(head.parameters(), lr=0.1)
     with pytest.raises(NonFiniteLossError, match="weight .* NaN") as err:
-        _head_epoch(head, opt, feats, feats, 8, torch.Generator().manual_seed(0), 1, 0.1)
+        _head_epoch(head, opt, feats, feats, 8, (torch.Generator().manual_seed(0), torch.Generator()), 1, 0.1)
     assert err.value.reason == "non-finite weights"
 
 

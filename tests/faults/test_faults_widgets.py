@@ -50,7 +50,7 @@ class Gate(Callback):
     def __init__(self, at: int = 1):
         self.at, self.reached, self.release = at, threading.Event(), threading.Event()
 
-    def on_epoch_end(self, trainer, epoch, row):
+    def on_epoch_end(self, state, epoch, row):
         if epoch == self.at:
             self.reached.set()
             assert self.release.wait(60), "the test never released the gate"
@@ -62,9 +62,9 @@ class TrainableLog(Callback):
     def __init__(self, group: str):
         self.group, self.rows = group, []
 
-    def on_batch_end(self, trainer, step, logs):
-        params = list(trainer.model.groups[self.group].parameters())
-        in_opt = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    def on_batch_end(self, state, step, logs):
+        params = list(state.model.groups[self.group].parameters())
+        in_opt = {id(p) for g in state.optimizer.param_groups for p in g["params"]}
         self.rows.append((logs["epoch"], all(p.requires_grad for p in params),
                           all(id(p) in in_opt for p in params)))
 
@@ -160,7 +160,7 @@ def test_unfreezing_during_training_then_stop_applies_the_change_after_the_run(m
     dash.stop()  # ... but the run stops before epoch 2 starts
     gate.release.set()
     assert dash.join(60) and dash.error is None and len(dash.history) == 1
-    assert all(not trains and not in_opt for _, trains, in_opt in log.rows)  # stem never trained in the run
+    assert log.rows and all(not trains and not in_opt for _, trains, in_opt in log.rows)  # stem never trained
     assert "stem" not in model.frozen_groups and panel.pending == {}  # not lost: applied after the run
     # Applied either when the run ended or at the start of the epoch 2 that Stop then cancelled.
     assert panel.applied[-1]["changes"] == {"stem": True} and panel.applied[-1]["epoch"] in (None, 2)
