@@ -82,7 +82,7 @@ def test_cli_finetune_on_two_processes(tmp_path):
                    cache=tmp_path / "cache")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("validation accuracy") == 1  # rank 0 alone reports
-    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "metrics.json", "model.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [".tlkit-output", "confusion_matrix.png", "metrics.json", "model.pt"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["num_val"] == 17 and len(metrics["history"]) == 2
     single = evaluate_cli(out / "model.pt", data / "val")

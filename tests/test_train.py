@@ -123,9 +123,10 @@ def test_history_has_every_field_per_epoch(mobilenet_2, tiny_datasets):
     history = run(mobilenet_2, train, val, epochs=2)
     assert len(history) == 2 and history["epoch"] == [1, 2]
     assert list(history[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                                "img_per_s"]
+                                "img_per_s", "train_images"]
     for row in history.rows:
         assert 0 <= row["train_acc"] <= 1 and 0 <= row["val_acc"] <= 1
+        assert row["train_images"] == len(train)  # every image readable: all used
         assert row["train_loss"] > 0 and row["val_loss"] > 0
         assert row["seconds"] > 0 and row["img_per_s"] > 0
         assert list(row["lr"]) == mobilenet_2.group_names  # nothing frozen: every group, in order

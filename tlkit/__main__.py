@@ -7,22 +7,33 @@
     python -m tlkit export runs/mine/model.pt --format onnx --int8   # -> model.onnx, model.int8.onnx
     python -m tlkit evaluate runs/mine/model.int8.onnx DATA_DIR/val  # ONNX Runtime, same output
 
-User errors (a missing folder, a wrong layout, a bad model file) print one
-paragraph and exit with status 2, without a traceback.
+Every failure the user can cause or fix (a bad argument or environment variable, a
+missing folder, a wrong layout, a bad model file, a full disk, an unwritable folder,
+running out of memory, a training run that diverged) prints one ``error:`` line and
+exits with status 2, without a traceback; ``--debug`` (or ``TLKIT_DEBUG=1``) shows
+the traceback too. A bug in tlkit always shows its traceback. Arguments are
+checked before any folder is created. Ctrl-C (SIGINT) and SIGTERM keep the best
+finished epoch: model.pt and metrics.json (with ``epochs`` finished and
+``stop_reason``) are written and the exit status is 130 or 143.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
+
+from tlkit.cliargs import Parser, image_size, learning_rate, positive_int
+
 
 def build_parser() -> argparse.ArgumentParser:
     from tlkit.strategy import STRATEGIES
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m tlkit",
         description="tlkit: transfer learning you can read, run and watch.",
         epilog="Data: set TLKIT_DATA_DIR to a folder holding cats_and_dogs_filtered/ to work offline. "
@@ -45,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--strategy", choices=list(STRATEGIES), default="features",
                    help="features: frozen backbone on cached features (fast); partial: train the top groups; "
                         "finetune: train the whole network (default: features)")
-    t.add_argument("--unfreeze-at", type=int, default=None, metavar="K",
+    t.add_argument("--unfreeze-at", type=positive_int, default=None, metavar="K",
                    help="gradual unfreezing: start with the head only and unfreeze the whole body at epoch K")
-    t.add_argument("--batch-size", type=int, default=32, help="images per step for partial/finetune (default 32)")
+    t.add_argument("--batch-size", type=positive_int, default=32, help="images per step for partial/finetune (default 32)")
     _common(t, epochs=None, lr=None)
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model on a folder of class folders",
@@ -56,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("split_dir", help="folder with one sub-folder per class")
     e.add_argument("--json", action="store_true", help="print the result as JSON (includes 'accuracy')")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--debug", action="store_true", help="show the traceback of every error")
     from tlkit.cli_export import add_export_parser  # argparse only; onnx loads when the command runs
 
     add_export_parser(sub)
@@ -64,16 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _common(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
     p.add_argument("--backbone", default="efficientnet_lite0", help="see tlkit.list_backbones()")
-    p.add_argument("--epochs", type=int, default=epochs,
+    p.add_argument("--epochs", type=positive_int, default=epochs,
                    help="head epochs for features (default 30); epochs for partial/finetune (default 2)")
-    p.add_argument("--lr", type=float, default=lr, help="learning rate (default: 1e-3 features, 3e-4 fine-tuning)")
-    p.add_argument("--image-size", type=int, default=None, help="input size (default: the backbone's, 224)")
+    p.add_argument("--lr", type=learning_rate, default=lr, help="learning rate (default: 1e-3 features, 3e-4 fine-tuning)")
+    p.add_argument("--image-size", type=image_size, default=None,
+                   help="input size in pixels, 32 to 1024 (default: the backbone's, 224)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of every error")
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
+    from tlkit.outputs import check_out
+
     args.strategy, args.unfreeze_at = "features", None
+    check_out(Path(args.out))
     train, val = _dataset_once()
     return run_training(args, train, val, "cats_and_dogs_filtered")
 
@@ -102,48 +119,66 @@ def _dataset_once():
 
 def cmd_train(args: argparse.Namespace) -> dict:
     from tlkit.data import image_folder
+    from tlkit.outputs import check_out
 
-    train, val = image_folder(args.data_dir)
     if args.out is None:
         args.out = f"runs/{args.strategy}"
     if args.epochs is None:
         args.epochs = 30 if args.strategy == "features" else 2
     if args.lr is None:
         args.lr = 1e-3 if args.strategy == "features" else 3e-4
+    if args.unfreeze_at is not None and args.strategy == "features":
+        raise ValueError("--unfreeze-at needs --strategy partial or finetune: with features the backbone never "
+                         "trains, so there is nothing to unfreeze. Drop --unfreeze-at or change --strategy.")
+    if args.unfreeze_at is not None and not 2 <= args.unfreeze_at <= args.epochs:
+        raise ValueError(f"--unfreeze-at must be an epoch between 2 and --epochs={args.epochs}, "
+                         f"got {args.unfreeze_at}.")
+    check_out(Path(args.out))  # before the slow scan; again with the data folder in run_training
+    train, val = image_folder(args.data_dir)
     return run_training(args, train, val, Path(args.data_dir).name)
 
 
 def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dict:
-    """Builds the model, trains it with the chosen strategy, writes model.pt, metrics.json and a PNG."""
+    """Builds the model, trains it with the chosen strategy, writes metrics.json, model.pt and a PNG.
+
+    The output folder is checked first and created only when there is something to write. A run
+    stopped by a signal or by a non-finite loss writes its best finished epoch (if any) and records
+    ``epochs`` finished and ``stop_reason``; :func:`main` turns those into the exit status.
+    """
     from tlkit import distributed
     from tlkit.backbones import load_backbone
     from tlkit.checkpoint import save_model
+    from tlkit.outputs import check_out, data_root, write_run
 
     start = time.perf_counter()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out, data_root(train, val))
     model = load_backbone(args.backbone, num_classes=len(train.classes), class_names=train.classes)
     image_size = args.image_size or model.input_size
     log = logging.getLogger("tlkit")
-    log.info("%s: %d train / %d val images, classes %s", dataset_name, len(train), len(val), train.classes)
-    if args.strategy == "features":
-        result = _train_features(model, train, val, args, image_size)
-    else:
-        result = _train_finetune(model, train, val, args, image_size)
+    log.info("%s: %d train / %d val images, %d classes", dataset_name, len(train), len(val), len(train.classes))
+    with warnings.catch_warnings():  # a diverged run is reported as the error line instead
+        warnings.filterwarnings("ignore", r"(Head t|T)raining stopped in epoch", RuntimeWarning)
+        train_fn = _train_features if args.strategy == "features" else _train_finetune
+        result = train_fn(model, train, val, args, image_size)
+    history = result["history"]
+    received = getattr(args, "received", None)
+    stop_reason = f"interrupted ({received.name})" if received and received.signum else \
+        getattr(history, "stop_reason", None)
     ctx = distributed.context()  # under torchrun every rank trains; rank 0 alone writes
-    if ctx.is_main:
-        save_model(model, out / "model.pt", image_size=image_size, dataset=dataset_name)
-        _save_confusion(result["confusion"], train.classes, out / "confusion_matrix.png")
     metrics = {
         "dataset": dataset_name, "backbone": args.backbone, "strategy": args.strategy,
-        "image_size": image_size, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
-        "num_train": len(train), "num_val": len(val), "classes": train.classes,
+        "image_size": image_size, "epochs": len(history), "epochs_requested": args.epochs,
+        "stop_reason": stop_reason, "lr": args.lr, "seed": args.seed,
+        "num_train": result["num_train"], "num_train_skipped": len(train) - result["num_train"],
+        "num_val": result["num_val"], "num_val_skipped": len(val) - result["num_val"], "classes": train.classes,
         "val_accuracy": result["val_accuracy"], "confusion_matrix": result["confusion"],
         "seconds": round(time.perf_counter() - start, 2), **result["timings"],
-        "world_size": ctx.world_size, "history": result["history"].rows,
+        "world_size": ctx.world_size, "history": history.rows,
     }
-    if ctx.is_main:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if ctx.is_main and len(history):  # an interrupted or diverged run without a finished epoch writes nothing
+        write_run(out, metrics, lambda path: save_model(model, path, image_size=image_size, dataset=dataset_name),
+                  lambda path: _save_confusion(result["confusion"], train.classes, path))
     return metrics
 
 
@@ -166,6 +201,7 @@ def _train_features(model, train, val, args, image_size: int) -> dict:
     preds = predictions_from_features(model, fva)
     cm = confusion_matrix(preds.labels, preds.preds, len(train.classes))
     return {"val_accuracy": round(preds.accuracy, 4), "confusion": cm.tolist(), "history": history,
+            "num_train": len(ftr), "num_val": len(fva),
             "timings": {"features_seconds": round(t1 - t0, 2), "head_seconds": round(t2 - t1, 3),
                         "features_cached": ftr.from_cache and fva.from_cache}}
 
@@ -183,16 +219,19 @@ def _train_finetune(model, train, val, args, image_size: int) -> dict:
     preds = predict(model, val.with_transform(transforms_for(model, image_size=image_size)),
                     progress=not args.quiet)
     cm = confusion_matrix(preds.labels, preds.preds, len(train.classes))
+    used = history.rows[-1].get("train_images", len(train)) if len(history) else 0
     return {"val_accuracy": round(preds.accuracy, 4), "confusion": cm.tolist(), "history": history,
+            "num_train": used, "num_val": len(preds.labels),
             "timings": {"train_seconds": round(t1 - t0, 2)}}
 
 
 def _save_confusion(cm: list, classes: list[str], path: Path) -> None:
     import torch
 
+    from tlkit.outputs import write_atomic
     from tlkit.viz import figure_to_png, plot_confusion_matrix
 
-    path.write_bytes(figure_to_png(plot_confusion_matrix(torch.tensor(cm), classes), dpi=100))
+    write_atomic(path, figure_to_png(plot_confusion_matrix(torch.tensor(cm), classes), dpi=100))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -236,27 +275,50 @@ def cmd_export(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Entry point; returns the exit status: 0 ok, 2 an error the user can fix (or a run that diverged),
+    130 after Ctrl-C (SIGINT), 143 after SIGTERM."""
     from tlkit import distributed
-    from tlkit.errors import USER_ERRORS, user_message
+    from tlkit.env import check_environment
+    from tlkit.errors import user_message
+    from tlkit.guard import Received, diverged, stop_signals
 
     args = build_parser().parse_args(argv)
     commands = {"demo": cmd_demo, "train": cmd_train, "evaluate": cmd_evaluate, "export": cmd_export}
+    args.received = received = Received()
+    debug = args.debug or os.environ.get("TLKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
     try:
-        with distributed.session() as ctx:  # torchrun: one process group for the whole command
+        check_environment()  # every TLKIT_* variable, even those this run would not read
+        with stop_signals() as received, distributed.session() as ctx:  # torchrun: one process group
+            args.received = received
             args.quiet = args.quiet or not ctx.is_main  # only rank 0 logs and draws progress bars
             logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
             result = commands[args.command](args)
-    except USER_ERRORS as exc:
-        print(f"error: {user_message(exc)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"interrupted ({received.name or 'SIGINT'}) before an epoch finished; nothing was written",
+              file=sys.stderr)
+        return received.exit_status or 130
+    except Exception as exc:  # noqa: BLE001 - the user's errors become one line, bugs keep their traceback
+        message = user_message(exc)
+        if message is None or debug:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     if not ctx.is_main:
         return 0
     if args.command not in ("evaluate", "export"):  # export reports the file it wrote
         result["out"] = args.out
+    stop = result.get("stop_reason") if args.command != "evaluate" else None
+    if diverged(stop):
+        kept = (f"the best finite epoch's model and metrics are in {args.out}" if result["epochs"]
+                else "nothing was written")
+        print(f"error: training diverged in epoch {result['epochs'] + 1} ({stop}) with lr={args.lr:g}; {kept}. "
+              f"Use a lower --lr, e.g. --lr {args.lr / 100:.0e}.", file=sys.stderr)
+        return 2
+    if received.signum:
+        print(f"interrupted ({received.name}) after {result['epochs']} finished epoch(s); the best weights and "
+              f"metrics are in {args.out}" if result["epochs"] else f"interrupted ({received.name}) before an "
+              "epoch finished; nothing was written", file=sys.stderr)
+        return received.exit_status
     _report(args.command, result, getattr(args, "json", False))
     return 0
 

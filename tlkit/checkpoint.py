@@ -14,7 +14,9 @@ Example:
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 import torch
@@ -22,9 +24,21 @@ from torch import nn
 
 from tlkit.backbones import Backbone, list_backbones, load_backbone
 from tlkit.errors import CheckpointError
+from tlkit.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from tlkit.storage import atomic_save, safe_load
 
 FORMAT = "tlkit-model/1"
+
+
+def non_finite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors in ``state`` holding NaN or inf (a diverged training run).
+
+    Example:
+        >>> non_finite_tensors(model.state_dict())
+        []
+    """
+    return [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
 
 
 def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None = None, **extra) -> Path:
@@ -37,6 +51,10 @@ def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None 
     """
     if not isinstance(model, Backbone):
         raise TypeError(f"save_model needs a tlkit Backbone, got {type(model).__name__}.")
+    bad = non_finite_tensors(model.state_dict())
+    if bad:
+        raise ValueError(f"Not saving {path}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); "
+                         "training diverged. Train again with a lower learning rate.")
     blob = {
         "format": FORMAT,
         "backbone": model.name,
@@ -56,11 +74,7 @@ def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None 
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Loads a tlkit file with ``weights_only=True``; CheckpointError on anything wrong."""
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a model file. Pass the model.pt inside it "
-                              f"(e.g. {path / 'model.pt'}).")
-    if not path.is_file():
-        raise CheckpointError(f"Model file {path} does not exist.")
+    _check_is_file(path)
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): saving or copying it did not finish. "
                               "Save or copy the model again.")
@@ -70,6 +84,30 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                               "Train one with `python -m tlkit train` or save it with tlkit.save_model.")
     _check_fields(blob, path)
     return blob
+
+
+def _check_is_file(path: Path) -> None:
+    """CheckpointError unless ``path`` is a regular file: a folder, a FIFO, a symlink loop or a
+    dangling link each get their own message (a FIFO would block ``torch.load`` forever)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CheckpointError(f"{path} is a symbolic link loop (it points back at itself). Point it at "
+                                  "a real model file, or pass the model.pt itself.") from None
+        if path.is_symlink():
+            raise CheckpointError(f"{path} is a broken symbolic link to {os.readlink(path)}, which does not "
+                                  "exist. Pass the model.pt itself.") from None
+        if exc.errno == errno.EACCES:
+            raise CheckpointError(f"{path} cannot be read (permission denied). Fix its permissions.") from None
+        raise CheckpointError(f"Model file {path} does not exist.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"{path} is a folder, not a model file. Pass the model.pt inside it "
+                              f"(e.g. {path / 'model.pt'}).")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "not a regular file (a device or socket)"
+        raise CheckpointError(f"{path} is {kind}, not a model file. Pass the model.pt written by "
+                              "`python -m tlkit train` or tlkit.save_model.")
 
 
 def _check_fields(blob: dict, path: Path) -> None:
@@ -91,6 +129,15 @@ def _check_fields(blob: dict, path: Path) -> None:
     if bad:
         raise CheckpointError(f"{path} is a damaged or hand-made model file: {', '.join(bad)} "
                               "has the wrong type. Save the model again with tlkit.save_model.")
+    if not MIN_IMAGE_SIZE <= blob["image_size"] <= MAX_IMAGE_SIZE:
+        raise CheckpointError(f"{path} declares image_size {blob['image_size']}, outside the valid range "
+                              f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels: the file is damaged or hand-made. "
+                              "Save the model again with tlkit.save_model.")
+    nan = non_finite_tensors(blob["state_dict"])
+    if nan:
+        raise CheckpointError(f"{path} has NaN or inf in {len(nan)} weight tensor(s) (first: {nan[0]}), so its "
+                              "predictions would be meaningless: the training run that wrote it diverged. "
+                              "Train again with a lower learning rate.")
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", expect_backbone: str | None = None,

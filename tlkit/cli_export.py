@@ -32,6 +32,7 @@ def add_export_parser(sub) -> None:
     x.add_argument("--calibration", default=None, metavar="DIR",
                    help="class folders of training images for int8 calibration (default: cats-vs-dogs train)")
     x.add_argument("--quiet", action="store_true", help="no progress output")
+    x.add_argument("--debug", action="store_true", help="show the traceback of every error")
 
 
 def _export_extra() -> None:

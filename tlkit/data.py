@@ -9,6 +9,9 @@
 * ``transforms_for(model, train=True)`` builds the preprocessing the
   backbone's weights expect (size, mean, std), with or without augmentation.
 
+Folders holding ``tlkit.outputs.OUTPUT_MARKER`` (a run's output folder) are
+never read, so tlkit never trains on the files it wrote itself.
+
 Bad images never crash a run. Files that cannot even be opened (zero bytes,
 text named ``.jpg``, decompression bombs) are dropped when the dataset is
 built; files that fail to decode later (a truncated JPEG) are skipped by the
@@ -31,8 +34,10 @@ from typing import Callable, Iterator
 
 from torch.utils.data import Dataset
 
+from tlkit.env import env_folder
 from tlkit.errors import DatasetLayoutError, ImageReadError
-from tlkit.images import IMAGE_EXTENSIONS, header_problem, is_image_file, open_image, warn_skipped
+from tlkit.images import IMAGE_EXTENSIONS, check_image_size, header_problem, is_image_file, open_image, warn_skipped
+from tlkit.outputs import OUTPUT_MARKER
 from tlkit.storage import cache_root
 
 log = logging.getLogger(__name__)
@@ -107,7 +112,7 @@ def scan_class_folders(root: str | os.PathLike, classes: list[str] | None = None
 
 
 def class_folders(root: str | os.PathLike) -> list[str]:
-    """Sorted names of the visible sub-folders of ``root``: its classes.
+    """Sorted names of the visible sub-folders of ``root`` (not hidden, not a run's output folder): its classes.
 
     Raises DatasetLayoutError when ``root`` is not a folder.
 
@@ -118,7 +123,8 @@ def class_folders(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root} is not a folder. Expected {root}/<class name>/<images>.")
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and not d.name.startswith(".") and not (d / OUTPUT_MARKER).exists())
 
 
 def _class_names(root: Path, classes: list[str] | None) -> list[str]:
@@ -156,6 +162,9 @@ def _walk_images(folder: Path) -> Iterator[Path]:
     if not folder.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(folder):
+        if OUTPUT_MARKER in filenames:  # a run's output folder: never train on tlkit's own files
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in filenames:
             if is_image_file(f):
@@ -206,8 +215,9 @@ def cats_vs_dogs(root: str | os.PathLike | None = None, download: bool = True,
         ['cats', 'dogs']
     """
     candidates = [Path(root)] if root is not None else []
-    if os.environ.get("TLKIT_DATA_DIR"):
-        candidates.append(Path(os.environ["TLKIT_DATA_DIR"]).expanduser())
+    data_dir = env_folder("TLKIT_DATA_DIR")  # EnvironmentSettingError if it names a file
+    if data_dir is not None:
+        candidates.append(data_dir)
     cache = cache_root() / "data"
     candidates.append(cache)
     for base in candidates:
@@ -267,7 +277,7 @@ def transforms_for(model, train: bool = False, image_size: int | None = None,
     """
     from torchvision import transforms as T
 
-    size = int(image_size or model.input_size)
+    size = check_image_size(image_size if image_size is not None else int(model.input_size))
     norm = [T.ToTensor(), T.Normalize(model.mean, model.std)]
     if not train or augment == "none":
         return T.Compose([T.Resize(eval_resize(size)), T.CenterCrop(size), *norm])

@@ -41,7 +41,7 @@ from tlkit import distributed
 from tlkit.data import ImageDataset, eval_resize
 from tlkit.device import releasing_memory
 from tlkit.loaders import leaves_one_image, make_loader, num_workers_default, with_files
-from tlkit.images import warn_skipped
+from tlkit.images import check_image_size, warn_skipped
 
 CROP_SCALE = (0.35, 1.0)  # as transforms_for(train=True)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -55,7 +55,7 @@ class DecodedImages:
         from torchvision import transforms as T
         from tqdm.auto import tqdm
 
-        self.image_size, self.classes, self.name = int(image_size), list(dataset.classes), dataset.name
+        self.image_size, self.classes, self.name = check_image_size(int(image_size)), list(dataset.classes), dataset.name
         self.side = eval_resize(self.image_size)  # the evaluation preset's resize, kept square
         prepare = T.Compose([T.Resize(self.side), T.CenterCrop(self.side), T.PILToTensor()])
         # Decoded in DataLoader workers where the machine has cores to spare (a GPU host usually does).

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import os
 from typing import Iterable, Iterator, TypeVar
 
 import torch
+
+from tlkit.env import env_flag
 
 T = TypeVar("T")
 
@@ -76,7 +77,7 @@ def inference_precision(device: torch.device, precision: str = "auto") -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if amp_dtype(device) == torch.bfloat16 else "fp16"
-    if device.type == "cpu" and os.environ.get("TLKIT_CPU_BF16", "1") != "0" and cpu_has_native_bf16():
+    if device.type == "cpu" and env_flag("TLKIT_CPU_BF16", default=True) and cpu_has_native_bf16():
         return "bf16"
     return "fp32"
 

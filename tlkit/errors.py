@@ -4,6 +4,10 @@ They live here, in a module that imports nothing from tlkit, so that any
 module can raise them (the zip extractor and the downloader share
 ``DownloadError``) and the command line and the widgets can catch them all
 with ``USER_ERRORS`` and show them as a message, not a traceback.
+Besides ``USER_ERRORS`` (wrong input), :func:`user_message` recognises the
+failures of the machine that the user can fix: a full disk, a read-only or
+unwritable folder, running out of memory. Anything else is a bug in tlkit and
+keeps its traceback (``user_message`` returns None).
 
 Example:
     >>> try:
@@ -13,6 +17,8 @@ Example:
     Data folder missing does not exist. Pass a folder holding train/<class>/ and val/<class>/ ...
 """
 from __future__ import annotations
+
+import errno
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -53,12 +59,47 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def user_message(exc: BaseException) -> str:
+def _one_paragraph(exc: BaseException) -> str:
     """One paragraph: the message itself (KeyError's quotes removed), no traceback.
 
     Example:
-        >>> user_message(KeyError("Unknown backbone 'x'. Choose one of: resnet18."))
+        >>> _one_paragraph(KeyError("Unknown backbone 'x'. Choose one of: resnet18."))
         "Unknown backbone 'x'. Choose one of: resnet18."
     """
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     return " ".join(str(msg).split()) or type(exc).__name__
+
+
+_DISK = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+         errno.EFBIG: "the file is larger than this system allows", errno.EROFS: "the file system is read-only",
+         errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+         errno.EEXIST: "it already exists", errno.ENOTDIR: "a part of the path is a file, not a folder",
+         errno.EISDIR: "it is a folder"}
+_TORCH_WRITE = ("inline_container", "PytorchStreamWriter", "file write failed", "unexpected pos")
+
+
+def user_message(exc: BaseException) -> str | None:
+    """One line for a failure the user can cause or fix, or None for a bug (keep its traceback).
+
+    Example:
+        >>> user_message(KeyError("Unknown backbone 'x'. Choose one of: resnet18."))
+        "Unknown backbone 'x'. Choose one of: resnet18."
+        >>> user_message(OSError(errno.ENOSPC, "No space left on device", "runs/x/model.pt"))
+        'could not write runs/x/model.pt: the disk is full (No space left on device). Free some space ...'
+    """
+    if isinstance(exc, USER_ERRORS) and not isinstance(exc, OSError):
+        return _one_paragraph(exc)
+    if isinstance(exc, MemoryError) or any(k in str(exc).lower().split("\n")[0] for k in ("out of memory", "can't allocate memory")):
+        return ("out of memory" + (f" ({_one_paragraph(exc)})" if str(exc) else "") + ". Use a smaller --image-size "
+                "or --batch-size, fewer classes or images, or a machine with more memory.")
+    if isinstance(exc, OSError) and exc.errno in _DISK:
+        where = f" {exc.filename}" if exc.filename else ""
+        return (f"could not write{where}: {_DISK[exc.errno]} ({exc.strerror or exc}). "
+                f"{'Free some space' if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else 'Fix the permissions'}"
+                " or choose another --out folder.")
+    if isinstance(exc, OSError):
+        return _one_paragraph(exc)
+    if isinstance(exc, RuntimeError) and any(k in str(exc) for k in _TORCH_WRITE):
+        return ("could not write the model file: the disk is probably full or the folder unwritable "
+                f"({str(exc).splitlines()[0][:200]}). Free some space or choose another --out folder.")
+    return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import time
 import warnings
@@ -28,9 +29,12 @@ from tlkit import distributed
 from tlkit.archive import remove_stale
 from tlkit.data import ImageDataset
 from tlkit.device import default_batch_size, inference_precision, pick_device
+from tlkit.env import env_folder
+from tlkit.guard import NON_FINITE_LOSS, NON_FINITE_WEIGHTS, first_non_finite
 from tlkit.heads import make_head
 from tlkit.history import History
 from tlkit.inference import run_inference
+from tlkit.meter import NonFiniteLossError
 from tlkit.modes import eval_mode
 from tlkit.storage import cache_root, safe_load
 
@@ -55,8 +59,8 @@ class Features:
 
 def default_cache_dir() -> Path:
     """``$TLKIT_CACHE_DIR`` or ``~/.cache/tlkit/features``."""
-    env = os.environ.get("TLKIT_CACHE_DIR")
-    return (Path(env) if env else cache_root()) / "features"
+    env = env_folder("TLKIT_CACHE_DIR")  # EnvironmentSettingError if it names a file
+    return (env if env is not None else cache_root()) / "features"
 
 
 def body_fingerprint(model: nn.Module) -> str:
@@ -117,7 +121,9 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
         key = cache_key(model, dataset, precision)
         path = Path(cache_dir or default_cache_dir()) / f"{model.name}-{key[:24]}.pt"
         hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
-        if hit is not None:
+        if hit == "unusable":  # damaged and cannot be removed (read-only folder): compute without the cache
+            path = None
+        elif hit is not None:
             return Features(*hit, classes=dataset.classes, from_cache=True)
     out = _extract(model, dataset, ctx, batch_size or default_batch_size(dev), dev, progress and ctx.is_main,
                    num_workers, precision)
@@ -148,9 +154,15 @@ def _load_cache(path: Path, key: str):
         if not ok:
             raise ValueError("key or shapes do not match")
     except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
-        warnings.warn(f"Feature cache {path} is damaged ({type(exc).__name__}: {exc}); rebuilding it.",
-                      stacklevel=3)
-        path.unlink(missing_ok=True)
+        why = f"{type(exc).__name__}: {exc}"
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as gone:  # read-only or immutable cache folder: one warning, then no cache at all
+            warnings.warn(f"Feature cache {path} is damaged ({why}) and cannot be removed ({gone}); "
+                          "continuing without the cache. Fix the folder's permissions or set TLKIT_CACHE_DIR "
+                          "to a writable folder.", stacklevel=3)
+            return "unusable"
+        warnings.warn(f"Feature cache {path} is damaged ({why}); rebuilding it.", stacklevel=3)
         return None
     log.info("feature cache hit: %s", path)
     return blob["features"], blob["labels"], list(blob["files"])
@@ -162,9 +174,13 @@ def _save_cache(path: Path, key: str, f: Features) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path.parent, f"{path.stem}.tmp")  # left by a process that was killed while saving
         tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"key": key, "features": f.features, "labels": f.labels, "files": f.files}, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
+        try:
+            torch.save({"key": key, "features": f.features, "labels": f.labels, "files": f.files}, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    except (OSError, RuntimeError) as exc:  # torch.save says RuntimeError on a full disk or a read-only folder
         warnings.warn(f"Could not write the feature cache {path} ({exc}); continuing without it.", stacklevel=3)
 
 
@@ -176,6 +192,10 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     Returns ``(head, history)``; the head is the one from the epoch with the
     best validation accuracy (or the last epoch without validation data).
     ``stop`` is an optional ``threading.Event`` checked every epoch.
+    Training stops at the first non-finite loss or weight (one RuntimeWarning
+    suggesting a lower ``lr``) and on Ctrl-C; either way the head keeps the
+    best finite epoch's weights (the starting ones if no epoch finished) and
+    ``history.stop_reason`` says why.
 
     Example:
         >>> head, hist = train_head(train_feats, val_feats, epochs=30, lr=1e-3)
@@ -184,31 +204,55 @@ def train_head(train: Features, val: Features | None = None, epochs: int = 30, l
     """
     if len(train) == 0:
         raise ValueError("No training features: every image was skipped or the dataset is empty.")
+    _check_head_options(epochs, lr, batch_size)
     # Local generators, never torch's global one (train_head runs in widget threads too):
     # one for the batch order, one for the initial weights and then the dropout masks.
     gen = torch.Generator().manual_seed(seed)
     init = torch.Generator().manual_seed(seed)
     head = make_head(train.features.shape[1], len(train.classes), hidden=hidden, dropout=dropout, generator=init)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    history, best, best_acc = History(), None, -1.0
-    for epoch in range(1, epochs + 1):
-        row = _head_epoch(head, opt, train, val, batch_size, (gen, init), epoch, lr)
-        history.append(**row)
-        score = row.get("val_acc", epoch)
-        if score > best_acc and row["train_loss"] == row["train_loss"]:  # NaN check
-            best_acc, best = score, {k: v.clone() for k, v in head.state_dict().items()}
-        if stop is not None and stop.is_set():
-            break
-    if best is not None:
-        head.load_state_dict(best)
+    history, best_acc, best_epoch = History(), -1.0, 0
+    best = {k: v.clone() for k, v in head.state_dict().items()}  # no finite epoch yet: the starting weights
+    history.stop_reason = None
+    try:
+        for epoch in range(1, epochs + 1):
+            row = _head_epoch(head, opt, train, val, batch_size, (gen, init), epoch, lr)  # NonFiniteLossError
+            history.append(**row)
+            score = row.get("val_acc", epoch)
+            if score > best_acc:
+                best_acc, best_epoch = score, epoch
+                best = {k: v.clone() for k, v in head.state_dict().items()}
+            if stop is not None and stop.is_set():
+                history.stop_reason = "stop_event was set"
+                break
+    except NonFiniteLossError as exc:
+        history.stop_reason = exc.reason
+        warnings.warn(f"Head training stopped in epoch {len(history) + 1}: {exc}. The learning rate lr={lr:g} "
+                      f"is too high; try a lower one (e.g. lr={lr / 100:.0e}). The head keeps the weights of "
+                      f"epoch {best_epoch} (0: the starting weights).",
+                      RuntimeWarning, stacklevel=2)
+    except KeyboardInterrupt:
+        history.stop_reason = "interrupted (KeyboardInterrupt)"
+    head.load_state_dict(best)
     return head.eval(), history
+
+
+def _check_head_options(epochs: object, lr: object, batch_size: object) -> None:
+    """ValueError naming the valid range for epochs, lr and batch_size."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number of at least 1, got {epochs!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number above 0 (e.g. 1e-3), got {lr!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
 
 
 def _head_epoch(head: nn.Sequential, opt: torch.optim.Optimizer, train: Features, val: Features | None,
                 batch_size: int, gens: tuple[torch.Generator, torch.Generator], epoch: int, lr: float) -> dict:
     """One shuffled pass over the training features, then validation: a History row.
 
-    ``gens``: (batch order, dropout masks).
+    ``gens``: (batch order, dropout masks). Raises NonFiniteLossError before an update with a
+    NaN/inf loss and after one that made a weight NaN/inf.
     """
     start = time.perf_counter()
     head.train()
@@ -219,9 +263,19 @@ def _head_epoch(head: nn.Sequential, opt: torch.optim.Optimizer, train: Features
         idx = perm[i:i + batch_size]
         logits = _train_forward(head, x[idx], gens[1])  # (B, C)
         loss = nn.functional.cross_entropy(logits, y[idx])
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLossError(f"the loss became {loss.item()}", NON_FINITE_LOSS)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as exc:  # Adam: "value cannot be converted to type float without overflow"
+            if "overflow" not in str(exc):
+                raise
+            raise NonFiniteLossError(f"the update overflowed ({exc})", NON_FINITE_WEIGHTS) from exc
+        bad = first_non_finite(head)
+        if bad is not None:  # the loss before this update was fine; the weights after it are not
+            raise NonFiniteLossError(f"an update made the weight {bad} NaN or inf", NON_FINITE_WEIGHTS)
         loss_sum += loss.item() * len(idx)
         correct += (logits.argmax(1) == y[idx]).sum().item()
     row = {"epoch": epoch, "train_loss": loss_sum / len(y), "train_acc": correct / len(y), "lr": lr}

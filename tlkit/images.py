@@ -10,6 +10,13 @@ such file must never crash a run that has been training for an hour.
   (transparency composited on white), or raises :class:`ImageReadError`.
 * Images above ``MAX_PIXELS`` or thinner than ``1:MAX_ASPECT`` are refused
   from their header, before any pixel is decoded.
+* Phone photos are turned upright from their EXIF orientation tag, in this
+  one place that training, features, evaluation, prediction, thumbnails and
+  Grad-CAM all open images through.
+* HEIC/HEIF files (iPhone photos, often renamed ``.jpg``) are named as such,
+  with how to convert them, instead of "cannot identify image file".
+* ``check_image_size(n)`` bounds an input size (from the user or a
+  checkpoint) to ``MIN_IMAGE_SIZE``..``MAX_IMAGE_SIZE``.
 * ``warn_skipped(paths)`` reports the files a caller dropped in one warning
   instead of one per file.
 
@@ -28,13 +35,19 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from tlkit.errors import ImageReadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_PIXELS = 64_000_000  # larger images are treated as decompression bombs and skipped
 MAX_ASPECT = 20  # a 1x3000 strip resized by its short side would become gigabytes
+MIN_IMAGE_SIZE = 32  # every backbone halves the input 5 times; below 32 px the convolutions fail
+MAX_IMAGE_SIZE = 1024  # 1024 px is already 21x the pixels of 224; more only runs out of memory
+HEIC_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif")
+HEIC_HINT = ("HEIC/HEIF images (iPhone photos) are not supported; convert it to JPEG, e.g. "
+             "`heif-convert photo.heic photo.jpg`, `magick photo.heic photo.jpg`, or export as JPEG "
+             "(Photos on macOS, or set the iPhone camera to 'Most Compatible')")
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:
@@ -58,12 +71,43 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                 if problem:
                     raise ImageReadError(problem)
                 im.load()
-                return _to_rgb(im)
+                return _to_rgb(_upright(im))
     except ImageReadError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:  # PIL's ways of saying "not a usable image"
-        raise ImageReadError(f"{type(exc).__name__}: {exc}") from exc
+        raise ImageReadError(_heic_reason(path) or f"{type(exc).__name__}: {exc}") from exc
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as it should be seen: rotated/flipped as its EXIF orientation tag says (phone photos)."""
+    if im.getexif().get(0x0112, 1) in (None, 1):  # no tag, or "already upright": no copy
+        return im
+    return ImageOps.exif_transpose(im)
+
+
+def _heic_reason(path: str | os.PathLike) -> str | None:
+    """HEIC_HINT if the file is HEIC/HEIF (whatever its extension), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    return HEIC_HINT if head[4:8] == b"ftyp" and head[8:12] in HEIC_BRANDS else None
+
+
+def check_image_size(size: object, source: str = "image_size") -> int:
+    """``size`` as an int if it lies in ``MIN_IMAGE_SIZE..MAX_IMAGE_SIZE``, else ValueError naming the range.
+
+    Example:
+        >>> check_image_size(224)
+        224
+        >>> check_image_size(0)
+        ValueError: image_size must be between 32 and 1024 pixels, got 0.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"{source} must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {size!r}.")
+    return size
 
 
 def _size_problem(im: Image.Image) -> str | None:
@@ -113,7 +157,7 @@ def header_problem(path: Path) -> str | None:
             with Image.open(path) as im:
                 return _size_problem(im)
     except Exception as exc:  # noqa: BLE001 - any failure means "skip this file"
-        return f"{type(exc).__name__}: {exc}"
+        return _heic_reason(path) or f"{type(exc).__name__}: {exc}"
     return None
 
 

@@ -20,6 +20,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tlkit.env import env_flag, env_int
+
 
 def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Stacks ``(tensor, label)`` pairs, dropping unreadable ones.
@@ -79,9 +81,10 @@ def num_workers_default(gpu: bool = False) -> int:
         >>> num_workers_default(), num_workers_default(gpu=True)  # on 16 cores
         (4, 15)
     """
-    if os.environ.get("TLKIT_NUM_WORKERS"):
-        return int(os.environ["TLKIT_NUM_WORKERS"])
-    if os.environ.get("BINDER_SERVICE_HOST") or os.environ.get("TLKIT_BINDER"):
+    workers = env_int("TLKIT_NUM_WORKERS")  # EnvironmentSettingError naming it if not a count
+    if workers is not None:
+        return workers
+    if os.environ.get("BINDER_SERVICE_HOST") or env_flag("TLKIT_BINDER", default=False):
         return 0
     cpus = os.cpu_count() or 1
     if gpu:

@@ -21,13 +21,21 @@ import warnings
 import torch
 
 from tlkit.distributed import DistContext
+from tlkit.guard import NON_FINITE_LOSS, first_non_finite
 from tlkit.state import TrainState
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(ArithmeticError):
-    """The loss became NaN or infinite (the learning rate is usually too high)."""
+    """The loss, or a weight after an update, became NaN or infinite (the learning rate is usually too high).
+
+    ``reason`` is the stop reason to record (:data:`tlkit.guard.NON_FINITE_LOSS` or ``NON_FINITE_WEIGHTS``).
+    """
+
+    def __init__(self, what: object, reason: str = NON_FINITE_LOSS):
+        super().__init__(what)
+        self.reason = reason
 
 
 class EpochMeter:
@@ -71,6 +79,18 @@ def check_finite(loss: torch.Tensor, ctx: DistContext) -> None:
     value = ctx.shared_finite(loss.item())
     if not math.isfinite(value):
         raise NonFiniteLossError(value)
+
+
+def check_weights(model: torch.nn.Module) -> None:
+    """Raises NonFiniteLossError when a weight of ``model`` is NaN or infinite.
+
+    An update with a far too high learning rate can break the weights while the loss
+    computed before it was still finite; the loop checks once per epoch, before it
+    records the epoch, so such weights are never kept as the best.
+    """
+    bad = first_non_finite(model)
+    if bad is not None:
+        raise NonFiniteLossError(f"finite, but an update made the weight {bad} NaN")
 
 
 def stop_on_nan(state: TrainState, exc: NonFiniteLossError) -> None:

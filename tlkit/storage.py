@@ -55,6 +55,7 @@ def atomic_save(obj: object, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; a saved model is an ordinary file
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -64,6 +65,22 @@ def atomic_save(obj: object, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (Linux shows it in /proc; elsewhere read by setting and restoring it).
+
+    Example:
+        >>> oct(current_umask())
+        '0o22'
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(ln.split()[1] for ln in f if ln.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 def unpickling_detail(exc: BaseException) -> str:

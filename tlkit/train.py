@@ -39,7 +39,7 @@ from tlkit.decoded import lone_last_image, training_loaders
 from tlkit.device import autocast, memory_format, pick_device, releasing_memory, to_device
 from tlkit.fold import fold_frozen_batchnorm
 from tlkit.history import History
-from tlkit.meter import EpochMeter, NonFiniteLossError, check_finite, progress_bar, stop_on_nan
+from tlkit.meter import EpochMeter, NonFiniteLossError, check_finite, check_weights, progress_bar, stop_on_nan
 from tlkit.oom import retry_on_oom
 from tlkit.resume import seed_run, start_state
 from tlkit.schedule import OPTIMIZERS, SCHEDULERS
@@ -80,9 +80,11 @@ class Trainer:
                     # Train, then validate; on CUDA out-of-memory, both again with half the batch (if oom_retry).
                     train, val = retry_on_oom(lambda: (self._train_epoch(epoch), self._evaluate()),
                                               cfg, state.optimizer, self.device)
+                    check_weights(self.model)  # the loss was finite, but did the last update break a weight?
                     row = {"epoch": epoch, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
                            "val_loss": val["val_loss"], "val_acc": val["val_acc"], "lr": state.group_lrs(),
-                           "seconds": time.perf_counter() - start, "img_per_s": train["img_per_s"]}
+                           "seconds": time.perf_counter() - start, "img_per_s": train["img_per_s"],
+                           "train_images": train["train_images"]}  # unreadable images were skipped
                     state.epoch = epoch
                     state.history.append(**row)
                     state.keep_if_best(row)  # a CPU copy of the weights, when the monitored metric improved
@@ -134,7 +136,7 @@ class Trainer:
         if seen == 0:
             raise ValueError("No readable training images: every image was skipped.")
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
-                "img_per_s": seen / (time.perf_counter() - start)}
+                "img_per_s": seen / (time.perf_counter() - start), "train_images": seen}
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward, loss, backward, update on one batch; returns [loss sum, number correct] on the device."""

@@ -151,3 +151,39 @@ def test_unwritable_cache_folder_warns_and_still_returns_features(model, setup, 
     assert torch.equal(feats.features, fresh.features) and not feats.from_cache
     assert blocker.read_text() == "a file where the cache folder should be"
     assert snapshot(tmp_path / "data") == before
+
+
+def test_damaged_entry_in_a_read_only_cache_degrades_to_no_cache_with_one_warning(model, setup, monkeypatch):
+    """A damaged file in a cache folder that cannot be written (read-only, immutable): one warning, the
+    features computed without the cache, no attempt to write, and the damaged file left as it was."""
+    ds, fresh, cache = setup
+    extract(model, ds, cache)
+    (cached,) = cache.glob("*.pt")
+    cached.write_bytes(b"damaged")
+    if os.geteuid() == 0:  # root writes anywhere: make this folder refuse like a read-only one would
+        real_unlink, real_save = Path.unlink, torch.save
+
+        def unlink(self, *a, **k):
+            if self.parent == cache:
+                raise PermissionError(1, "Operation not permitted", str(self))
+            return real_unlink(self, *a, **k)
+
+        def save(obj, f, *a, **k):
+            if Path(str(f)).parent == cache:
+                raise RuntimeError(f"File {f} cannot be opened.")
+            return real_save(obj, f, *a, **k)
+
+        monkeypatch.setattr(Path, "unlink", unlink)
+        monkeypatch.setattr(torch, "save", save)
+    else:
+        cache.chmod(0o555)
+    try:
+        before = snapshot(cache)
+        feats, messages = extract(model, ds, cache)
+    finally:
+        os.chmod(cache, 0o755)
+    assert len(messages) == 1, messages
+    assert "damaged" in messages[0] and "cannot be removed" in messages[0]
+    assert "continuing without the cache" in messages[0] and "TLKIT_CACHE_DIR" in messages[0]
+    assert torch.equal(feats.features, fresh.features) and not feats.from_cache
+    assert snapshot(cache) == before and cached.read_bytes() == b"damaged"

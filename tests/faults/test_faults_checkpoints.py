@@ -145,12 +145,52 @@ def _text(path: Path, good: Path) -> None:
     path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 44780235\n")
 
 
+def _edited(good: Path, bad: Path, **changes) -> None:
+    """A copy of the good file with some fields replaced (a hand-edited or diverged model file)."""
+    blob = torch.load(good, weights_only=True)
+    blob.update(changes)
+    torch.save(blob, bad)
+
+
+def _nan_weights(path: Path, good: Path) -> None:  # what `--lr inf` used to save
+    blob = torch.load(good, weights_only=True)
+    head = next(k for k in blob["state_dict"] if k.startswith("groups.head") and k.endswith("weight"))
+    blob["state_dict"][head] = torch.full_like(blob["state_dict"][head], float("nan"))
+    torch.save(blob, path)
+
+
+def _huge_image_size(path: Path, good: Path) -> None:  # would allocate tens of GB per image
+    _edited(good, path, image_size=100_000)
+
+
+def _tiny_image_size(path: Path, good: Path) -> None:  # would end in a convolution traceback
+    _edited(good, path, image_size=1)
+
+
+def _fifo(path: Path, good: Path) -> None:  # torch.load on a FIFO would block forever
+    os.mkfifo(path)
+
+
+def _symlink_loop(path: Path, good: Path) -> None:
+    os.symlink(path.name, path)
+
+
+def _broken_symlink(path: Path, good: Path) -> None:
+    os.symlink(path.parent / "gone.pt", path)
+
+
 BAD_FILES = {"truncated": (_truncated, "damaged or cut short"),
              "random_bytes": (_random_bytes, "not a readable model file"),
              "empty": (_empty, "empty (0 bytes)"),
              "directory": (_directory, "is a folder, not a model file"),
              "pickle_bomb": (_pickle_bomb, "class_names has the wrong type"),
-             "git_lfs_pointer": (_text, "not a readable model file")}
+             "git_lfs_pointer": (_text, "not a readable model file"),
+             "nan_weights": (_nan_weights, "has NaN or inf in 1 weight tensor(s)"),
+             "image_size_100000": (_huge_image_size, "image_size 100000, outside the valid range 32..1024"),
+             "image_size_1": (_tiny_image_size, "image_size 1, outside the valid range 32..1024"),
+             "fifo": (_fifo, "is a FIFO (named pipe), not a model file"),
+             "symlink_loop": (_symlink_loop, "is a symbolic link loop"),
+             "broken_symlink": (_broken_symlink, "is a broken symbolic link")}
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
@@ -293,3 +333,28 @@ def test_a_crash_while_writing_a_training_checkpoint_keeps_the_previous_epoch(tr
     history = fit(model, train, val, epochs=3, batch_size=8, image_size=32, num_workers=0, progress=False,
                   seed=0, resume=run)
     assert history["epoch"] == [1, 2, 3] and history.stop_reason is None
+
+
+def test_saved_model_files_follow_the_umask(tmp_path):
+    """model.pt used to be 0600 whatever the umask (tempfile's default), unreadable in a shared course folder."""
+    model = tiny_backbone()
+    old = os.umask(0o022)
+    try:
+        a = save_model(model, tmp_path / "shared" / "model.pt", image_size=32)
+        os.umask(0o077)
+        b = save_model(model, tmp_path / "private" / "model.pt", image_size=32)
+    finally:
+        os.umask(old)
+    assert a.stat().st_mode & 0o777 == 0o644
+    assert b.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in a.parent.iterdir()] == ["model.pt"]  # no temp file left
+
+
+def test_a_model_with_non_finite_weights_is_never_saved(tmp_path):
+    """save_model refuses NaN weights, so a diverged run cannot leave a plausible-looking model file."""
+    model = tiny_backbone()
+    with torch.no_grad():
+        next(model.groups["head"].parameters()).fill_(float("inf"))
+    with pytest.raises(ValueError, match="NaN or inf .* lower learning rate"):
+        save_model(model, tmp_path / "model.pt", image_size=32)
+    assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,8 @@ from faultkit import snapshot, write_png
 from imagegen import make_dataset, write_image
 from tlkit.backbones import load_backbone
 from tlkit.data import image_folder, transforms_for
-from tlkit.images import MAX_PIXELS
+from tlkit.errors import ImageReadError
+from tlkit.images import MAX_PIXELS, open_image
 from tlkit.features import extract_features
 
 SIZE = 32
@@ -266,3 +267,64 @@ def test_nested_folders_inside_a_class_belong_to_that_class(model, tmp_path):
     assert [labels[str(p)] for p in deep] == [0, 0, 1]
     assert len(feats) == 7 and feats.labels.tolist().count(0) == 4
 
+
+
+# ---------------------------------------------------------------- round two: phone photos
+
+def _sideways_and_upright(folder: Path, name: str) -> tuple[Path, Path]:
+    """The same photo twice: stored sideways with EXIF orientation 6 ("rotate 90 degrees clockwise to
+    view"), and stored upright without a tag. Top half red, bottom half blue, when seen upright."""
+    import numpy as np
+
+    upright = np.zeros((60, 30, 3), np.uint8)  # (H, W): portrait
+    upright[:30] = (255, 0, 0)
+    upright[30:] = (0, 0, 255)
+    stored = Image.fromarray(np.rot90(upright, k=1).copy())  # as a phone sensor stores it: landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    folder.mkdir(parents=True, exist_ok=True)
+    tagged, plain = folder / f"{name}.tagged.png", folder / f"{name}.plain.png"
+    stored.save(tagged, exif=exif)
+    Image.fromarray(upright).save(plain)
+    return tagged, plain
+
+
+def test_exif_orientation_is_applied_everywhere_images_are_opened(model, tmp_path):
+    """Phone photos carry their rotation as an EXIF tag: every path that opens an image sees it upright."""
+    from tlkit.data import ImageDataset
+    from tlkit.explain import as_batch
+    from tlkit.viz import _to_array
+
+    tagged, plain = _sideways_and_upright(tmp_path / "photos", "phone")
+    assert Image.open(tagged).size == (60, 30)  # stored sideways
+    im = open_image(tagged)
+    assert im.size == (30, 60)  # opened upright
+    assert im.getpixel((15, 5)) == (255, 0, 0) and im.getpixel((15, 55)) == (0, 0, 255)
+    assert np_equal(im, open_image(plain))
+    tf = transforms_for(model, image_size=SIZE)
+    ds = ImageDataset([str(tagged), str(plain)], [0, 0], ["a", "b"], tf)
+    feats = extract_features(model, ds, cache=False, progress=False, num_workers=0)  # training, features
+    assert torch.equal(feats.features[0], feats.features[1])
+    assert torch.equal(as_batch(model, tagged, tf), as_batch(model, plain, tf))  # Grad-CAM, predict
+    assert (_to_array(tagged) == _to_array(plain)).all()  # thumbnails, image grids
+
+
+def np_equal(a: Image.Image, b: Image.Image) -> bool:
+    import numpy as np
+
+    return a.size == b.size and bool((np.asarray(a) == np.asarray(b)).all())
+
+
+def test_heic_named_jpg_says_heic_is_not_supported_and_how_to_convert(model, tmp_path):
+    """An iPhone photo (HEIC) renamed .jpg: skipped with one warning that says HEIC and how to convert."""
+    root = make_dataset(tmp_path / "data", train=4, val=2, size=40)
+    heic = root / "train" / "cats" / "IMG_0001.jpg"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))  # an ISO-BMFF header
+    before = snapshot(root)
+    train, feats, skipped, others = run_pipeline(model, root, tmp_path / "cache")
+    assert len(skipped) == 1 and "IMG_0001.jpg" in skipped[0]
+    assert "HEIC" in skipped[0] and "not supported" in skipped[0] and "convert" in skipped[0]
+    assert str(heic) not in train.files and len(feats) == len(train.files) == 8 and others == []
+    with pytest.raises(ImageReadError, match="HEIC/HEIF images .* not supported; convert it to JPEG"):
+        open_image(heic)
+    assert snapshot(root) == before

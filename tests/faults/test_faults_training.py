@@ -288,3 +288,121 @@ def test_real_cuda_out_of_memory_retry_on_gpu(tmp_path):
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
     assert trainer.config.batch_size < 256 and len(history) == 1 and history.stop_reason is None
+
+
+# ---------------------------------------------------------------- round two: weights that stop being finite
+
+def test_update_that_makes_the_weights_nan_after_a_finite_loss_is_not_kept(model, datasets):
+    """The last update of epoch 2 turns a weight into NaN while every loss was finite: fit stops there,
+    and the model keeps the best finite epoch's weights (it used to keep the NaN ones)."""
+    train, val = datasets
+
+    def poison(state, epoch, step):
+        if epoch == 2 and step == 2:  # the last of 3 batches: no later loss would show the NaN
+            with torch.no_grad():
+                next(state.model.groups["head"].parameters()).fill_(float("nan"))
+
+    snaps = Snapshots(poison)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit(model, train, val, epochs=3, lr=3e-3, callbacks=[snaps], **OPTS)
+    advice = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(advice) == 1 and "NaN" in advice[0] and "lower" in advice[0]
+    assert history.stop_reason == "non-finite loss" and history["epoch"] == [1]
+    assert_finite(model)
+    assert same_state(model.state_dict(), snaps.states[1])
+
+
+def _features(n: int = 40, dim: int = 16, seed: int = 0):
+    from tlkit.features import Features
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    return Features(x, (x[:, 0] > 0).long(), [f"{i}.jpg" for i in range(n)], ["a", "b"])
+
+
+def test_head_training_with_an_absurd_lr_stops_and_keeps_finite_weights():
+    """`--lr 1e38` with the features strategy: the first update overflows; the head keeps its starting
+    weights, history.stop_reason says why, one RuntimeWarning suggests a lower lr."""
+    from tlkit.features import train_head
+
+    feats = _features()
+    torch.manual_seed(0)
+    start, _ = train_head(feats, feats, epochs=1, lr=1e-30)  # (almost) the starting weights
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        head, history = train_head(feats, feats, epochs=5, lr=1e38)
+    advice = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(advice) == 1 and "lr=1e+38 is too high" in advice[0] and "weights of epoch 0" in advice[0]
+    assert history.stop_reason in ("non-finite weights", "non-finite loss") and len(history) == 0
+    assert all(bool(torch.isfinite(p).all()) for p in head.parameters())
+    assert all(torch.allclose(a, b) for a, b in zip(head.state_dict().values(), start.state_dict().values()))
+
+
+def test_head_update_that_makes_weights_nan_keeps_the_best_finite_epoch(monkeypatch):
+    """The old bookkeeping judged an epoch by the loss *before* its updates, so NaN weights were kept."""
+    import tlkit.features as features
+
+    feats = _features()
+    real, calls = features._head_epoch, []
+
+    def epoch_then_poison(head, opt, *a):
+        calls.append(1)
+        row = real(head, opt, *a)
+        if len(calls) == 3:  # epoch 3's updates leave a NaN weight: that must be noticed
+            with torch.no_grad():
+                head[-1].weight.fill_(float("nan"))
+            raise features.NonFiniteLossError("an update made the weight 0.weight NaN or inf", "non-finite weights")
+        return row
+
+    monkeypatch.setattr(features, "_head_epoch", epoch_then_poison)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        head, history = features.train_head(feats, feats, epochs=5, lr=1e-2)
+    assert history.stop_reason == "non-finite weights" and history["epoch"] == [1, 2]
+    assert all(bool(torch.isfinite(p).all()) for p in head.parameters())
+
+
+def test_head_epoch_notices_nan_weights_after_an_update():
+    """_head_epoch checks the weights after every step, not only the loss before it."""
+    from tlkit.features import NonFiniteLossError, _head_epoch
+    from tlkit.heads import make_head
+
+    feats = _features()
+    head = make_head(16, 2)
+
+    class NaNStep(torch.optim.SGD):
+        def step(self, closure=None):
+            with torch.no_grad():
+                head[-1].weight[0, 0] = float("nan")
+
+    opt = NaNStep(head.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteLossError, match="weight .* NaN") as err:
+        _head_epoch(head, opt, feats, feats, 8, (torch.Generator().manual_seed(0), torch.Generator()), 1, 0.1)
+    assert err.value.reason == "non-finite weights"
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 2.5, True])
+def test_head_training_with_no_epochs_is_an_error_not_an_untrained_head(epochs):
+    from tlkit.features import train_head
+
+    with pytest.raises(ValueError, match=r"epochs must be a whole number of at least 1, got"):
+        train_head(_features(), epochs=epochs)
+
+
+def test_ctrl_c_during_head_training_keeps_the_best_epoch(monkeypatch):
+    import tlkit.features as features
+
+    feats = _features()
+    real, calls = features._head_epoch, []
+
+    def interrupted_in_epoch_3(*a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(features, "_head_epoch", interrupted_in_epoch_3)
+    head, history = features.train_head(feats, feats, epochs=5, lr=1e-2)
+    assert history.stop_reason == "interrupted (KeyboardInterrupt)" and history["epoch"] == [1, 2]
+    assert all(bool(torch.isfinite(p).all()) for p in head.parameters()) and not head.training
