@@ -393,7 +393,11 @@ def test_editable_install_needs_no_import_finder():
     setuptools_cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools_cfg["package-dir"] == {"": "."}
     for package in setuptools_cfg["packages"]:
-        assert (ROOT / package / "__init__.py").is_file()
+        assert (ROOT / package.replace(".", "/") / "__init__.py").is_file(), package
+    # every package of the project is listed, or a non-editable install (Colab, Binder) would lack it
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for top in ("tlkit", "widgets")
+               for p in (ROOT / top).rglob("__init__.py")}
+    assert on_disk == set(setuptools_cfg["packages"]), "list every package in pyproject.toml's packages"
 
 
 def test_bench_demo_prints_the_load_cores_and_bf16_it_ran_with(monkeypatch):
