@@ -130,7 +130,7 @@ class OrtRunner:
         from tlkit.export.runtime import INPUT_NAME, open_session
 
         if self._session is None:
-            self._session = open_session(self.path)
+            self._session = open_session(self.path, spinning=False)  # the DataLoader's decoders need the cores
         arr = x.detach().float().cpu().contiguous().numpy()
         return torch.from_numpy(self._session.run(None, {INPUT_NAME: arr})[0])
 
