@@ -56,8 +56,6 @@ def machine_summary() -> str:
 
 def engine_rows(n: int, sizes: tuple[int, ...] = (160, 224)) -> None:
     """Prints img/s of decoding alone, PyTorch and ONNX Runtime over ``n`` validation photos per size."""
-    import torch  # noqa: F401 - the library below imports it anyway
-
     from tlkit.backbones import load_backbone
     from tlkit.data import ImageDataset, cats_vs_dogs, transforms_for
     from tlkit.device import default_batch_size, inference_precision, pick_device

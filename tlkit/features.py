@@ -106,7 +106,7 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     with ONNX Runtime (fp32) on a CPU where it is installed, matches PyTorch
     and is faster here, else PyTorch; ``"torch"`` or ``"onnxruntime"`` force
     one (:mod:`tlkit.engine`; ``TLKIT_ENGINE`` overrides). The cache key
-    includes the engine, so the two engines' features never mix.
+    includes the engine, so the two engines' features never mix. Under torchrun: PyTorch.
     With ``cache=True`` the result is stored under
     ``cache_dir`` and reused while the backbone, transform and files are
     unchanged. A damaged cache file is detected and rebuilt. Under torchrun
@@ -125,9 +125,9 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     dev = pick_device(device)
     precision = inference_precision(dev, precision)  # "auto" -> what this machine runs
     folder = Path(cache_dir or default_cache_dir())
-    if ctx.world_size > 1:
-        engine = "torch"  # every rank must run the same engine; the decision is per process
-    engine, runner = plan_engine(engine, model, "head", dataset, body_fingerprint(model), precision, dev, folder)
+    # under torchrun every rank must run the same engine, and the "auto" decision is per process: PyTorch
+    engine, runner = ("torch", None) if ctx.world_size > 1 else plan_engine(
+        engine, model, "head", dataset, body_fingerprint(model), precision, dev, folder)
     tag = ORT_TAG if runner is not None else precision  # the key says which engine computed the rows
     if cache:
         key = cache_key(model, dataset, tag)
