@@ -4,6 +4,7 @@ Everything here runs on CPU in well under a second, so any test can use it.
 """
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import torch
 from PIL import Image
 
 from tlkit.backbones import load_backbone
+
+# The suite runs the frozen pass in PyTorch: engine="auto" would export an ONNX graph and time both
+# engines on every new tiny model. tests/test_ort_features.py unsets this to test the engine choice.
+os.environ.setdefault("TLKIT_ENGINE", "torch")
 
 CLASSES = ("cats", "dogs")
 # Class 0 is reddish, class 1 bluish: a tiny network separates them in a few steps.

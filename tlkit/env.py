@@ -13,6 +13,7 @@ from the cache).
 ``TLKIT_CPU_BF16``        0/1: bf16 inference on CPUs with native bf16 (default 1)
 ``TLKIT_BINDER``          0/1: behave as on Binder (no worker processes)
 ``TLKIT_DEBUG``           0/1: the command line shows tracebacks for every error
+``TLKIT_ENGINE``          auto/torch/onnxruntime: the engine of the frozen pass (overrides the argument)
 ========================  ======================================================
 
 Example:
@@ -24,10 +25,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["VARIABLES", "EnvironmentSettingError", "check_environment", "env_flag", "env_folder", "env_int"]
+__all__ = ["VARIABLES", "EnvironmentSettingError", "check_environment", "env_choice", "env_flag", "env_folder",
+           "env_int"]
 
 VARIABLES = {"TLKIT_DATA_DIR": "folder", "TLKIT_CACHE_DIR": "folder", "TLKIT_NUM_WORKERS": "count",
-             "TLKIT_CPU_BF16": "flag", "TLKIT_BINDER": "flag", "TLKIT_DEBUG": "flag"}
+             "TLKIT_CPU_BF16": "flag", "TLKIT_BINDER": "flag", "TLKIT_DEBUG": "flag",
+             "TLKIT_ENGINE": ("auto", "torch", "onnxruntime")}
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -79,6 +82,22 @@ def env_folder(name: str) -> Path | None:
     return path
 
 
+def env_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """The variable as one of ``choices`` (case-insensitive), None when unset or empty.
+
+    Example:
+        >>> os.environ["TLKIT_ENGINE"] = "torch"; env_choice("TLKIT_ENGINE", ("auto", "torch"))
+        'torch'
+    """
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw not in choices:
+        raise EnvironmentSettingError(f"{name}={os.environ[name]!r} must be one of {', '.join(choices)}; "
+                                      "fix it or unset it.")
+    return raw
+
+
 def check_environment() -> None:
     """Checks every variable in ``VARIABLES``; EnvironmentSettingError for the first bad one."""
     for name, kind in VARIABLES.items():
@@ -86,5 +105,7 @@ def check_environment() -> None:
             env_folder(name)
         elif kind == "count":
             env_int(name)
+        elif isinstance(kind, tuple):
+            env_choice(name, kind)
         else:
             env_flag(name, default=False)

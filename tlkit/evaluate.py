@@ -29,7 +29,9 @@ from torch import nn
 from tlkit.data import ImageDataset, class_folders, scan_class_folders, transforms_for
 from tlkit.device import default_batch_size, pick_device
 from tlkit.errors import DatasetLayoutError
-from tlkit.features import Features
+from tlkit.boundary.cache import boundary_for
+from tlkit.engine import plan_engine, resolve_engine
+from tlkit.features import Features, body_fingerprint, default_cache_dir
 from tlkit.inference import run_inference
 from tlkit.modes import eval_mode
 
@@ -59,7 +61,7 @@ class Predictions:
 
 def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,
             device: str | torch.device | None = None, progress: bool = False,
-            num_workers: int | None = None) -> Predictions:
+            num_workers: int | None = None, engine: str = "auto") -> Predictions:
     """Probabilities of the whole network for every readable image of ``dataset``.
 
     Eval mode, no gradients, channels_last, BatchNorm folded into the
@@ -68,7 +70,10 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
     (:func:`tlkit.inference.run_inference`). The model's train/eval modes are
     restored afterwards. ``batch_size`` None: 16 on a CPU, 128 on a GPU. A
     dataset without a transform gets ``transforms_for(model)``. Unreadable
-    images are skipped with one warning.
+    images are skipped with one warning. ``engine``: for a model whose
+    body is frozen (only the head trains), ``"auto"`` runs the body with ONNX
+    Runtime on a CPU where it matches PyTorch and is faster, and the head in
+    PyTorch (:mod:`tlkit.engine`); ``"torch"`` keeps PyTorch throughout.
 
     Example:
         >>> preds = predict(model, val)
@@ -79,10 +84,21 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
         dataset = dataset.with_transform(transforms_for(model))
     device = pick_device(device)
     precision = "auto" if device.type == "cuda" else "fp32"  # AMP on CUDA only, as the trainer
-    probs, labels, kept = run_inference(model, dataset, lambda x: model(x).float().softmax(1), model.num_classes,
+    forward = _frozen_body_forward(model, dataset, device, engine) or model
+    probs, labels, kept = run_inference(model, dataset, lambda x: forward(x).float().softmax(1), model.num_classes,
                                         batch_size or default_batch_size(device), device, precision, progress,
                                         num_workers, desc="predicting")
     return Predictions(probs, labels, kept, list(dataset.classes))
+
+
+def _frozen_body_forward(model: nn.Module, dataset: ImageDataset, device: torch.device, engine: str):
+    """``x -> head(ORT body(x))`` when the body is frozen and ONNX Runtime is chosen for it, else None."""
+    if not hasattr(model, "groups") or boundary_for(model) != "head":
+        resolve_engine(engine, device)  # still rejects an unknown engine
+        return None
+    _, runner = plan_engine(engine, model, "head", dataset, body_fingerprint(model), "fp32", device,
+                            default_cache_dir())
+    return None if runner is None else (lambda x: model.head(runner(x)))
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ from tlkit import distributed
 from tlkit.archive import remove_stale
 from tlkit.data import ImageDataset
 from tlkit.device import default_batch_size, inference_precision, pick_device
+from tlkit.engine import ORT_TAG, plan_engine
 from tlkit.env import env_folder
 from tlkit.guard import NON_FINITE_LOSS, NON_FINITE_WEIGHTS, first_non_finite
 from tlkit.heads import make_head
@@ -52,6 +53,7 @@ class Features:
     classes: list[str]
     seconds: float = 0.0
     from_cache: bool = False
+    engine: str = "torch"  # what computed them: "torch" or "onnxruntime"
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -92,7 +94,7 @@ def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") 
 def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,
                      device: str | torch.device | None = None, cache: bool = True,
                      cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                     num_workers: int | None = None, precision: str = "auto") -> Features:
+                     num_workers: int | None = None, precision: str = "auto", engine: str = "auto") -> Features:
     """Pooled backbone features for every readable image of ``dataset``.
 
     Runs without gradients, with the model in eval mode, channels_last,
@@ -100,7 +102,12 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     precision :func:`tlkit.device.inference_precision` picks (``"auto"``: bf16
     on CUDA and on CPUs with native bf16, else fp32). ``batch_size`` None
     means 16 on a CPU (faster than larger batches there) and 128 on a GPU.
-    Features are returned as float32. With ``cache=True`` the result is stored under
+    Features are returned as float32. ``engine``: ``"auto"`` runs the body
+    with ONNX Runtime (fp32) on a CPU where it is installed, matches PyTorch
+    and is faster here, else PyTorch; ``"torch"`` or ``"onnxruntime"`` force
+    one (:mod:`tlkit.engine`; ``TLKIT_ENGINE`` overrides). The cache key
+    includes the engine, so the two engines' features never mix. Under torchrun: PyTorch.
+    With ``cache=True`` the result is stored under
     ``cache_dir`` and reused while the backbone, transform and files are
     unchanged. A damaged cache file is detected and rebuilt. Under torchrun
     each rank extracts every ``world_size``-th image, every rank gets all
@@ -117,30 +124,42 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     path = None
     dev = pick_device(device)
     precision = inference_precision(dev, precision)  # "auto" -> what this machine runs
+    folder = Path(cache_dir or default_cache_dir())
+    # under torchrun every rank must run the same engine, and the "auto" decision is per process: PyTorch
+    engine, runner = ("torch", None) if ctx.world_size > 1 else plan_engine(
+        engine, model, "head", dataset, body_fingerprint(model), precision, dev, folder)
+    tag = ORT_TAG if runner is not None else precision  # the key says which engine computed the rows
     if cache:
-        key = cache_key(model, dataset, precision)
-        path = Path(cache_dir or default_cache_dir()) / f"{model.name}-{key[:24]}.pt"
+        key = cache_key(model, dataset, tag)
+        path = folder / f"{model.name}-{key[:24]}.pt"
         hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit == "unusable":  # damaged and cannot be removed (read-only folder): compute without the cache
             path = None
         elif hit is not None:
-            return Features(*hit, classes=dataset.classes, from_cache=True)
+            return Features(*hit, classes=dataset.classes, from_cache=True, engine=engine)
     out = _extract(model, dataset, ctx, batch_size or default_batch_size(dev), dev, progress and ctx.is_main,
-                   num_workers, precision)
+                   num_workers, precision, runner)
     if path is not None and ctx.is_main:
         _save_cache(path, key, out)
     return out
 
 
 def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistContext, batch_size: int,
-             device: torch.device, progress: bool, num_workers: int | None, precision: str) -> Features:
-    """Runs the body on this rank's share of ``dataset``; every rank gets all rows, in file order."""
+             device: torch.device, progress: bool, num_workers: int | None, precision: str,
+             runner=None) -> Features:
+    """Runs the body on this rank's share of ``dataset``; every rank gets all rows, in file order.
+
+    ``runner``: an :class:`tlkit.engine.OrtRunner` for the body, or None for PyTorch.
+    """
     start = time.perf_counter()
     shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
-    feats, labels, files = run_inference(model, shard, model.forward_pooled, model.num_features, batch_size, device,
-                                         precision, progress, num_workers, desc="extracting features of")
+    forward = runner if runner is not None else model.forward_pooled
+    feats, labels, files = run_inference(model, shard, forward, model.num_features, batch_size, device,
+                                         "fp32" if runner is not None else precision, progress, num_workers,
+                                         desc="extracting features of")
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
-    return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start)
+    return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start,
+                    engine="onnxruntime" if runner is not None else "torch")
 
 
 def _load_cache(path: Path, key: str):

@@ -38,6 +38,7 @@ from torch import nn
 from tlkit.data import ImageDataset
 from tlkit.device import (default_batch_size, inference_autocast, inference_precision, pick_device,
                           releasing_memory, to_device)
+from tlkit.engine import ORT_TAG, plan_engine
 from tlkit.features import default_cache_dir
 from tlkit.images import warn_skipped
 from tlkit.inference import ready_for_inference
@@ -157,7 +158,7 @@ def extract_activations(model: nn.Module, dataset: ImageDataset, upto: str, view
                         batch_size: int | None = None, device: str | torch.device | None = None,
                         cache: bool = True, cache_dir: str | os.PathLike | None = None, progress: bool = True,
                         num_workers: int | None = None, precision: str = "auto", dtype: str = "fp16",
-                        check=None) -> Activations:
+                        check=None, engine: str = "auto") -> Activations:
     """The output of the groups below ``upto`` for every readable image, ``views`` times.
 
     Each view is one pass with the dataset's transform (a random transform
@@ -168,6 +169,8 @@ def extract_activations(model: nn.Module, dataset: ImageDataset, upto: str, view
     ``cache=True`` the file is reused while the key (:func:`activation_key`)
     matches; a damaged file is rebuilt. ``check`` is called every batch (the
     trainer's stop button). For ``upto="head"`` the pooled features are stored.
+    ``engine``: as for :func:`tlkit.features.extract_features` (ONNX Runtime
+    on a CPU where it matches PyTorch and is faster; the key says which).
 
     Example:
         >>> acts = extract_activations(model, train.with_transform(tf), upto="stage7", views=2)
@@ -181,17 +184,18 @@ def extract_activations(model: nn.Module, dataset: ImageDataset, upto: str, view
         raise ValueError(f"views must be an int >= 1 and dtype one of {list(STORE_DTYPES)}; got {views!r}, {dtype!r}.")
     dev = pick_device(device)
     precision = inference_precision(dev, precision)
-    path = key = None
+    folder, path, key = Path(cache_dir or default_cache_dir()), None, None
+    engine, runner = plan_engine(engine, model, upto, dataset, bottom_fingerprint(model, upto), precision, dev, folder)
     if cache:
-        key = activation_key(model, dataset, upto, views, seed, precision, dtype)
-        path = Path(cache_dir or default_cache_dir()) / f"{model.name}-{upto}-{key[:24]}.act.pt"
+        key = activation_key(model, dataset, upto, views, seed, ORT_TAG if runner else precision, dtype)
+        path = folder / f"{model.name}-{upto}-{key[:24]}.act.pt"
         hit = _load(path, key)
         if hit is not None:
             return hit
     start, acts = time.perf_counter(), None
     for v in range(views):
         a, labels, kept = _run_bottom(model, dataset, upto, v, seed, batch_size or default_batch_size(dev), dev,
-                                      progress, num_workers, precision, STORE_DTYPES[dtype], check)
+                                      progress, num_workers, precision, STORE_DTYPES[dtype], check, runner)
         if acts is None:  # one buffer for all views: memory holds K views plus the one being computed
             acts, files = a.new_empty((views, *a.shape)), kept
         elif kept != files:
@@ -206,8 +210,11 @@ def extract_activations(model: nn.Module, dataset: ImageDataset, upto: str, view
 
 @torch.no_grad()
 def _run_bottom(model, dataset, upto, view, seed, batch_size, device, progress, num_workers, precision, dtype,
-                check):
-    """One pass of the groups below ``upto``: (activations (N, ...), labels (N,), kept files)."""
+                check, runner=None):
+    """One pass of the groups below ``upto``: (activations (N, ...), labels (N,), kept files).
+
+    ``runner``: an :class:`tlkit.engine.OrtRunner` of the bottom, or None for PyTorch.
+    """
     from tqdm.auto import tqdm
 
     kept, skipped, chunks, labels = [], [], [], []
@@ -222,8 +229,11 @@ def _run_bottom(model, dataset, upto, view, seed, batch_size, device, progress, 
             kept += batch_kept
             skipped += dropped
             if len(y):
-                with inference_autocast(device, precision):
-                    a = bottom_forward(model, upto, to_device(x, device))
+                if runner is not None:
+                    a = runner(x)
+                else:
+                    with inference_autocast(device, precision):
+                        a = bottom_forward(model, upto, to_device(x, device))
                 chunks.append(a.to("cpu", dtype).contiguous())  # (B, C, h, w), or (B, F) below the head
                 labels.append(y)
             bar.update(len(batch_kept) + len(dropped))

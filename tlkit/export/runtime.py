@@ -76,13 +76,19 @@ def _parse_metadata(props: dict, path: Path) -> dict:
     return meta
 
 
-def open_session(path: str | os.PathLike, threads: int | None = None):
-    """An ONNX Runtime CPU session (``threads`` None: ORT's default, one per core)."""
+def open_session(path: str | os.PathLike, threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime CPU session (``threads`` None: ORT's default, one per core).
+
+    ``spinning=False``: idle worker threads sleep instead of spinning, which
+    leaves the cores to DataLoader workers decoding JPEGs at the same time.
+    """
     ort = require("onnxruntime")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only: ORT's warnings about unused initialisers are noise here
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
