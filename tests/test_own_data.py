@@ -141,10 +141,12 @@ def test_own_data_exif_rotated_photo_is_kept_as_is_and_opened_upright(tmp_path):
 
 # ---------------------------------------------------------------- split and judgement
 def test_own_data_split_is_seeded_stratified_with_a_minimum_per_class():
-    targets = [0] * 20 + [1] * 10
+    targets = [0] * 60 + [1] * 50
     (tr, va), = split_indices(targets, 0.2, seed=1)
-    assert sorted(tr + va) == list(range(30)) and not set(tr) & set(va)
-    assert sum(targets[i] == 0 for i in va) == 4 and sum(targets[i] == 1 for i in va) == 2
+    assert sorted(tr + va) == list(range(110)) and not set(tr) & set(va)
+    assert sum(targets[i] == 0 for i in va) == 12 and sum(targets[i] == 1 for i in va) == 10
+    (_, tiny_val), = split_indices([0] * 50 + [1] * 60, 0.01, seed=0)
+    assert len(tiny_val) == 4  # at least MIN_VAL_PER_CLASS = 2 of each class
     assert split_indices(targets, 0.2, seed=1) == [(tr, va)] and split_indices(targets, 0.2, seed=2) != [(tr, va)]
     folds = split_indices([0] * 4 + [1] * 6, seed=0)  # fewer than 10 in a class: cross-validation
     assert len(folds) == 4 and sorted(i for _, v in folds for i in v) == list(range(10))
@@ -181,9 +183,9 @@ def test_own_data_two_classes_train_save_reload_predict_same(tmp_path):
     store.add_images("dogs", photos("dogs", 12, tmp_path))
     model = small_model()
     result = train_on_store(model, store, image_size=32)
-    assert result.method == "holdout" and result.judged == 4 and result.accuracy == 1.0
-    assert result.new_photos == 24 and sum(map(sum, result.confusion)) == 4
-    assert any("Too little data to judge" in n for n in result.notes)  # 4 judged photos
+    assert result.method == "cross-validation (5 folds)" and result.judged == 24 and result.accuracy >= 0.9
+    assert result.new_photos == 24 and sum(map(sum, result.confusion)) == 24
+    assert result.interval[0] < result.accuracy <= result.interval[1]
     assert model.class_names == ["cats", "dogs"]
     new_red = photo("cats", 100, tmp_path)
     probs = predict_bytes(model, new_red, "new.jpg")
@@ -197,6 +199,15 @@ def test_own_data_two_classes_train_save_reload_predict_same(tmp_path):
     assert train_on_store(small_model(), store, image_size=32).new_photos == 1  # a fresh model, the bank on disk
 
 
+def test_own_data_holdout_with_many_photos(tmp_path):
+    store = PhotoStore(tmp_path / "own")
+    store.add_images("cats", photos("cats", 50, tmp_path))
+    store.add_images("dogs", photos("dogs", 50, tmp_path))
+    result = train_on_store(small_model(), store, image_size=32)
+    assert result.method == "holdout" and result.judged == 20 and result.accuracy >= 0.9
+    assert not any("Too little data" in n for n in result.notes)
+
+
 def test_own_data_three_classes_cross_validation_and_imbalance_note(tmp_path):
     store = PhotoStore(tmp_path / "own")
     for cls, n in (("cats", 5), ("dogs", 5), ("birds", 15)):
@@ -205,6 +216,12 @@ def test_own_data_three_classes_cross_validation_and_imbalance_note(tmp_path):
     assert result.method == "cross-validation (5 folds)" and result.judged == 25
     assert result.accuracy >= 0.8 and result.classes == ["birds", "cats", "dogs"]
     assert any("Unbalanced classes: birds has 15 photos" in n for n in result.notes)
+    small = PhotoStore(tmp_path / "few")
+    for cls in ("cats", "dogs"):
+        small.add_images(cls, photos(cls, 3, tmp_path))
+    few = train_on_store(small_model(), small, image_size=32)
+    assert few.method == "cross-validation (3 folds)" and few.judged == 6
+    assert any("Too little data to judge: the accuracy was measured on only 6 photos" in n for n in few.notes)
 
 
 def test_own_data_stop_leaves_the_model_unchanged(tmp_path):

@@ -72,8 +72,8 @@ def test_own_data_panel_upload_click_train_restore_and_save(tmp_path):
     assert "12 photos" in panel.rows["dogs"].children[0].children[0].value
 
     panel.train_button.click()
-    assert panel.error is None and panel.accuracy == 1.0
-    assert "accuracy 100%" in panel.status.value and "holdout" in panel.status.value
+    assert panel.error is None and panel.accuracy >= 0.9
+    assert "accuracy" in panel.status.value and "cross-validation (5 folds)" in panel.status.value
     assert "<table" in panel.report.value and panel.try_box.children == (panel.try_panel.widget,)
     probs = panel.predict(photo("dogs", 99, tmp_path), "new.jpg")
     assert max(probs, key=probs.get) == "dogs"

@@ -22,7 +22,7 @@ Example:
     >>> model = load_backbone("efficientnet_lite0")
     >>> result = train_on_store(model, PhotoStore("runs/own-data"))
     >>> round(result.accuracy, 2), result.method
-    (0.95, 'holdout')
+    (0.95, 'cross-validation (5 folds)')
     >>> predict_bytes(result.model, open("new.jpg", "rb").read(), "new.jpg")
     {'mugs': 0.97, 'plants': 0.03}
 """
@@ -49,8 +49,10 @@ from tlkit.own_data import PhotoStore, decode_upload
 from tlkit.storage import atomic_save, safe_load
 
 MIN_PER_CLASS = 3  # below this nothing can be judged, not even by cross-validation
-HOLDOUT_MIN = 10  # with this many per class, a held-back validation part; fewer: cross-validation
+HOLDOUT_MIN = 50  # from this many per class, a held-back validation part; fewer: cross-validation, which
+# judges every photo (a 20% holdout of 20 photos per class would judge only 8, too few to mean much)
 MIN_VAL_PER_CLASS = 2
+RELIABLE = 10  # photos per class suggested in the messages
 JUDGE_MIN = 20  # fewer judged photos than this: "too little data to judge"
 IMBALANCE_RATIO = 3.0
 CHUNK = 16  # photos per extraction step: the stop button and the progress bar act between steps
@@ -91,7 +93,7 @@ def check_enough(counts: dict[str, int]) -> None:
     if low:
         which = ", ".join(f"{c} ({n})" for c, n in low.items())
         raise NotEnoughPhotosError(f"Too few photos in {which}: each class needs at least {MIN_PER_CLASS} "
-                                   f"({HOLDOUT_MIN} or more for a reliable accuracy). Add photos to {', '.join(low)}.")
+                                   f"({RELIABLE} or more for a reliable accuracy). Add photos to {', '.join(low)}.")
 
 
 def split_indices(targets: list[int], val_fraction: float = 0.2, seed: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -102,8 +104,10 @@ def split_indices(targets: list[int], val_fraction: float = 0.2, seed: int = 0) 
     min(5, smallest class) folds, each class spread evenly over them.
 
     Example:
-        >>> [len(v) for _, v in split_indices([0] * 20 + [1] * 20)]
-        [8]
+        >>> [len(v) for _, v in split_indices([0] * 50 + [1] * 50)]
+        [20]
+        >>> [len(v) for _, v in split_indices([0] * 12 + [1] * 12)]
+        [6, 6, 4, 4, 4]
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1 (e.g. 0.2), got {val_fraction!r}.")
@@ -265,7 +269,7 @@ def _notes(ds: ImageDataset, judged: int, low: float, high: float) -> list[str]:
     notes = []
     if judged < JUDGE_MIN:
         notes.append(f"Too little data to judge: the accuracy was measured on only {judged} photos, so the true "
-                     f"value could be anywhere from {low:.0%} to {high:.0%}. Add photos ({HOLDOUT_MIN}+ per "
+                     f"value could be anywhere from {low:.0%} to {high:.0%}. Add photos ({RELIABLE}+ per "
                      "class) for a firmer number.")
     big, small = max(counts, key=counts.get), min(counts, key=counts.get)
     if counts[small] and counts[big] / counts[small] >= IMBALANCE_RATIO:
