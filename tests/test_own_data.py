@@ -234,3 +234,12 @@ def test_own_data_stop_leaves_the_model_unchanged(tmp_path):
     with pytest.raises(InterruptedError, match="not changed"):
         train_on_store(model, store, image_size=32, stop=stop)
     assert model.num_classes == 1000 and model.class_names is None
+
+
+def test_own_data_a_broken_photo_put_there_by_hand_is_named(tmp_path):
+    store = PhotoStore(tmp_path / "own")
+    store.add_images("cats", photos("cats", 3, tmp_path))
+    store.add_images("dogs", photos("dogs", 3, tmp_path))
+    (tmp_path / "own" / "dogs" / "by_hand.jpg").write_bytes(photo("dogs", 7, tmp_path)[:120])
+    with pytest.raises(ValueError, match=r"cannot be read, e\.g\. .*by_hand\.jpg"):
+        train_on_store(small_model(), store, image_size=32)

@@ -191,6 +191,10 @@ class FeatureBank:
                 self._rows[self._key(f)] = row.clone()
             if progress is not None:
                 progress(min(start + CHUNK, len(todo)), len(todo))
+        unreadable = [f for f in todo if self._key(f) not in self._rows]
+        if unreadable:  # put there by hand and broken: the store itself only keeps photos that open
+            raise ValueError(f"{len(unreadable)} photo(s) in the folder cannot be read, e.g. {unreadable[0]}. "
+                             "Remove them (or replace them with JPEG or PNG copies) and train again.")
         if todo:
             keys = sorted(self._rows)
             atomic_save({"keys": keys, "features": torch.stack([self._rows[k] for k in keys])}, self.path)
