@@ -6,6 +6,7 @@ produces (see tests/test_widgets.py); the buttons are clicked.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import threading
 
 import pytest
@@ -83,6 +84,12 @@ def test_own_data_panel_upload_click_train_restore_and_save(tmp_path):
     reloaded = load_model(tmp_path / "model.pt", expect_classes=["cats", "dogs"])
     from tlkit.own_model import predict_bytes
     assert predict_bytes(reloaded, photo("dogs", 99, tmp_path)) == pytest.approx(probs, abs=1e-5)
+
+    if importlib.util.find_spec("onnxruntime") is not None:  # the optional export extra
+        panel.save_path.value = str(tmp_path / "model.pt")
+        panel.onnx_button.click()
+        assert panel.error_box.value == "" and (tmp_path / "model.onnx").stat().st_size > 1000
+        assert "parity checked" in panel.messages.value
 
     again = panel_on(tmp_path / "own")  # a kernel restart: a new panel on the same folder
     assert again.store.counts() == {"cats": 12, "dogs": 12} and list(again.rows) == ["cats", "dogs"]

@@ -10,7 +10,8 @@
   button (:func:`tlkit.own_model.train_on_store`); accuracy with its 95%
   interval, a confusion matrix and the misclassified photos.
 * **Try**: a :class:`widgets.PredictPanel` on the trained model.
-* **Save**: a ``model.pt`` that ``python -m tlkit evaluate`` and ``load_model`` read.
+* **Save**: a ``model.pt`` that ``python -m tlkit evaluate`` and ``load_model`` read, or
+  an ONNX file (:func:`tlkit.export.export_onnx`, parity checked on the photos).
 
 Example:
     >>> panel = OwnDataPanel("runs/own-data", blocking=True)
@@ -120,6 +121,9 @@ class OwnDataPanel(ThreadedPanel):
                                 description="Save as")
         self.save_button = W.Button(description="save model", icon="save")
         self.save_button.on_click(lambda _: self._guard(lambda: self.save(self.save_path.value)))
+        self.onnx_button = W.Button(description="export ONNX", icon="share")
+        self.onnx_button.on_click(lambda _: self._guard(
+            lambda: self.export_onnx(Path(self.save_path.value).with_suffix(".onnx"))))
         self.widget = W.VBox([
             W.HTML("<b>1. Gather</b>"), W.HBox([self.class_name, self.add_button]),
             W.HBox([self.remove_pick, self.remove_button]), W.HBox([self.zip_upload]),
@@ -127,7 +131,7 @@ class OwnDataPanel(ThreadedPanel):
             W.HTML("<b>2. Train</b>"), W.HBox([self.train_button, self.stop_button, self.progress]),
             self.status, self.error_box, self.report, self.mistakes,
             W.HTML("<b>3. Try</b>"), self.try_box,
-            W.HTML("<b>4. Save</b>"), W.HBox([self.save_path, self.save_button]), self.log])
+            W.HTML("<b>4. Save</b>"), W.HBox([self.save_path, self.save_button, self.onnx_button]), self.log])
 
     def _class_row(self, name: str, count: int) -> W.Widget:
         upload = W.FileUpload(accept="image/*,.zip", multiple=True, description=f"photos of {name}")
@@ -158,7 +162,7 @@ class OwnDataPanel(ThreadedPanel):
         self.error_box.value = ""
         try:
             action()
-        except (ValueError, KeyError, TypeError, OSError) as exc:
+        except (ValueError, KeyError, TypeError, OSError, ImportError, RuntimeError) as exc:
             self.error_box.value = error_html(describe_error(exc))
 
     # ---- gather (headless surface) ------------------------------------------------
@@ -282,6 +286,16 @@ class OwnDataPanel(ThreadedPanel):
         out = save_model(self.result.model, path, image_size=self.image_size, val_accuracy=self.result.accuracy,
                          accuracy_method=self.result.method, photos_folder=self.store.folder.name)
         self.messages.value = html.escape(f"Saved the model to {out}.")
+        return out
+
+    def export_onnx(self, path: str | os.PathLike) -> Path:
+        """Writes the trained model as ONNX (``pip install tlkit[export]``), checked on the store's photos."""
+        self._need_model()
+        from tlkit.export import export_onnx  # optional dependency: imported only when asked for
+
+        out = export_onnx(self.result.model, path, image_size=self.image_size,
+                          parity_images=self.store.dataset()).path
+        self.messages.value = html.escape(f"Exported the model to {out} (ONNX, parity checked).")
         return out
 
     def _need_model(self) -> None:
