@@ -193,6 +193,9 @@ def test_own_data_two_classes_train_save_reload_predict_same(tmp_path):
     path = save_model(model, tmp_path / "model.pt", image_size=32)
     again = predict_bytes(load_model(path, expect_classes=["cats", "dogs"]), new_red, "new.jpg")
     assert again == pytest.approx(probs, abs=1e-5)
+    from tlkit.__main__ import build_parser, cmd_evaluate  # what `python -m tlkit evaluate` runs
+    evaluated = cmd_evaluate(build_parser().parse_args(["evaluate", str(path), str(store.folder), "--quiet"]))
+    assert evaluated["n"] == 24 and evaluated["accuracy"] >= 0.9
     warm = train_on_store(model, store, image_size=32)  # features come from the bank
     assert warm.new_photos == 0 and warm.accuracy == result.accuracy
     store.add_images("dogs", photos("dogs", 1, tmp_path, start=50))
