@@ -102,7 +102,8 @@ class OwnDataPanel(ThreadedPanel):
         self.remove_pick = W.Dropdown(options=[], description="Class")
         self.remove_button = W.Button(description="remove class", icon="trash")
         self.remove_button.on_click(lambda _: self._guard(lambda: self.remove_class(self.remove_pick.value)))
-        self.zip_upload = W.FileUpload(accept=".zip", multiple=True, description="zip of class folders")
+        self.zip_upload = W.FileUpload(accept=".zip", multiple=True, description="zip of class folders",
+                                       layout=W.Layout(width="auto"))
         self.zip_upload.observe(self._on_zip, names="value")
         self.folder_path = W.Text(placeholder="path/on/server with one sub-folder per class", description="Folder")
         self.folder_button = W.Button(description="add folder", icon="folder-open")
@@ -134,7 +135,8 @@ class OwnDataPanel(ThreadedPanel):
             W.HTML("<b>4. Save</b>"), W.HBox([self.save_path, self.save_button, self.onnx_button]), self.log])
 
     def _class_row(self, name: str, count: int) -> W.Widget:
-        upload = W.FileUpload(accept="image/*,.zip", multiple=True, description=f"photos of {name}")
+        upload = W.FileUpload(accept="image/*,.zip", multiple=True, description=f"photos of {name}",
+                              layout=W.Layout(width="auto"))
         upload.observe(lambda change, n=name: self._on_upload(n, change), names="value")
         thumbs = [W.Image(value=png, format="png", layout=W.Layout(width="64px"))
                   for png in map(thumbnail_png, self.store.files(name)[-THUMBS:]) if png]
