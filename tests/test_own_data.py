@@ -244,5 +244,6 @@ def test_own_data_a_broken_photo_put_there_by_hand_is_named(tmp_path):
     store.add_images("cats", photos("cats", 3, tmp_path))
     store.add_images("dogs", photos("dogs", 3, tmp_path))
     (tmp_path / "own" / "dogs" / "by_hand.jpg").write_bytes(photo("dogs", 7, tmp_path)[:120])
-    with pytest.raises(ValueError, match=r"cannot be read, e\.g\. .*by_hand\.jpg"):
+    with pytest.raises(ValueError, match=r"cannot be read, e\.g\. .*by_hand\.jpg"), \
+            pytest.warns(UserWarning, match="Skipped 1 unreadable"):
         train_on_store(small_model(), store, image_size=32)
