@@ -60,13 +60,8 @@ def env_int(name: str, minimum: int = 0) -> int | None:
 
 def env_flag(name: str, default: bool) -> bool:
     """The variable as on/off (1/0, true/false, yes/no, on/off); ``default`` when unset or empty."""
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw not in _FLAGS:
-        raise EnvironmentSettingError(f"{name}={os.environ[name]!r} must be 1 or 0 (or true/false); "
-                                      "fix it or unset it.")
-    return _FLAGS[raw]
+    raw = _one_of(name, tuple(_FLAGS), "1 or 0 (or true/false)")
+    return default if raw is None else _FLAGS[raw]
 
 
 def env_folder(name: str) -> Path | None:
@@ -89,13 +84,15 @@ def env_choice(name: str, choices: tuple[str, ...]) -> str | None:
         >>> os.environ["TLKIT_ENGINE"] = "torch"; env_choice("TLKIT_ENGINE", ("auto", "torch"))
         'torch'
     """
+    return _one_of(name, choices, "one of " + ", ".join(choices))
+
+
+def _one_of(name: str, choices: tuple[str, ...], what: str) -> str | None:
+    """The variable, lower-cased, if it is one of ``choices``; None when unset or empty."""
     raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return None
-    if raw not in choices:
-        raise EnvironmentSettingError(f"{name}={os.environ[name]!r} must be one of {', '.join(choices)}; "
-                                      "fix it or unset it.")
-    return raw
+    if raw and raw not in choices:
+        raise EnvironmentSettingError(f"{name}={os.environ[name]!r} must be {what}; fix it or unset it.")
+    return raw or None
 
 
 def check_environment() -> None:
