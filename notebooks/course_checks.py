@@ -178,21 +178,34 @@ def check_zero_shot(answer, probs, labels) -> None:
                     "281-285 (cats) per photo, predict dog where the dog sum is larger, compare with labels.")
 
 
+def last_feature_size(image_size: int, backbone: str = "efficientnet_lite0") -> int:
+    """Reference: height (= width) of the last body group's output for a square input, measured."""
+    import torch
+
+    from tlkit import load_backbone
+
+    model = load_backbone(backbone, pretrained=False).eval()
+    x = torch.zeros(1, 3, image_size, image_size)
+    with torch.no_grad():
+        for name, group in model.groups.items():
+            if name == "head":
+                break
+            x = group(x)
+    return int(x.shape[-1])
+
+
 def check_spatial_size(answer, image_size: int = 224) -> None:
     """01: height (= width) of the last feature map of efficientnet_lite0 for a square input."""
     if _missing(answer, "a number of pixels"):
         return
-    n, ref = _number(answer), math.ceil(image_size / 32)
+    n, ref = _number(answer), last_feature_size(image_size)
     if n == ref:
-        return _ok(f"{image_size} px / 32 = {ref}: five stride-2 steps leave a {ref}x{ref} grid, so each "
+        return _ok(f"{image_size} px / {image_size / ref:g} = {ref}: the network's total stride is 32, so each "
                    "late feature sees a large part of the photo, and no longer where exactly an edge is.")
     if n == image_size:
         return _not_yet("that is the input size. How often does the network halve it?")
-    if n == image_size // 32 or n == image_size / 32:
-        return _not_yet("close: a stride-2 layer with padding rounds an odd size up, not down. "
-                        "Halve step by step, rounding up each time.")
-    return _not_yet(f"{answer} is not it. Count the stride-2 steps between the input and stage8 "
-                    "(the feature-map figure's sizes), and halve that often.")
+    return _not_yet(f"{answer} is not it. In the figure, by how much has the 224 px input shrunk by stage8? "
+                    f"The same factor applies to {image_size} px.")
 
 
 # --------------------------------------------------------------------------

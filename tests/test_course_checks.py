@@ -170,10 +170,11 @@ def test_check_trainable_after_counts_a_fresh_model():
     assert "replace the None" in _say(checks.check_trainable_after, None, ["head"])
 
 
-def test_check_spatial_size_rounds_up_for_odd_sizes():
-    assert _say(checks.check_spatial_size, 10, 300).startswith("Correct:")
-    assert "rounds an odd size up" in _say(checks.check_spatial_size, 9, 300)
-    assert _say(checks.check_spatial_size, 7, 300).startswith("Not yet:")
+def test_check_spatial_size_measures_the_network():
+    assert checks.last_feature_size(384) == 12 and checks.last_feature_size(224) == 7
+    assert _say(checks.check_spatial_size, 12, 384).startswith("Correct: 384 px / 32 = 12")
+    assert "input size" in _say(checks.check_spatial_size, 384, 384)
+    assert "same factor" in _say(checks.check_spatial_size, 7, 384)
 
 
 def test_check_fixed_recipe_needs_both_bugs_fixed():

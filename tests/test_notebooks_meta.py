@@ -3,8 +3,9 @@
 nbval runs the notebooks themselves (``pytest --nbval-lax notebooks/`` with
 ``TLKIT_FAST=1``). These tests check what nbval cannot: every committed
 notebook matches its source script, opens with badges pointing at itself and
-a setup cell, has 2-4 exercises with checks and hidden solutions, carries
-NBVAL_CHECK_OUTPUT markers, and shows no path of the machine that built it.
+a setup cell, has at least 3 exercises with checks and hidden solutions
+(committed without outputs), carries NBVAL_CHECK_OUTPUT markers, and shows no
+path of the machine that built it.
 They read files only and run in well under a second each, except one that
 starts a kernel to check that the generator saves the widgets' state.
 """
@@ -95,10 +96,10 @@ def test_profile_cell_chooses_cpu_gpu_or_test_mode(name):
 
 
 @pytest.mark.parametrize("name", EXPECTED)
-def test_three_or_four_exercises_each_with_a_check_and_a_hidden_solution(name):
+def test_at_least_three_exercises_each_with_a_check_and_a_hidden_solution(name):
     cells = mk.build_notebook(mk.SOURCES / f"{name}.py").cells
     starts = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and "### Exercise" in c.source]
-    assert 3 <= len(starts) <= 4
+    assert len(starts) >= 3
     for i in starts:
         task, solution = cells[i + 1], cells[i + 2]
         used = re.findall(r"\b(check_\w+)\(", task.source)

@@ -162,29 +162,29 @@ viz.plot_feature_maps(model, photos[0], groups=["stem", "stage2", "stage4", "sta
 # %% [markdown]
 # ### Exercise 2: predict the size of the last feature map
 #
-# The figure above was drawn for a 224 × 224 photo. Now feed the network a **300 × 300**
+# The figure above was drawn for a 224 × 224 photo. Now feed the network a **384 × 384**
 # photo. What will the height (= width) of the feature map after `stage8` be? Work it out
-# first, then check your answer by running the network on `torch.zeros(1, 3, 300, 300)`.
+# first, then check your answer by running the network on `torch.zeros(1, 3, 384, 384)`.
 #
-# Hint: compare the sizes printed in the figure with the input size. How many times is the
-# resolution halved, and what happens when a halving meets an odd number?
+# Hint: compare the sizes printed in the figure with the input size. By what factor has
+# the resolution shrunk by `stage8`?
 
 # %%
 from course_checks import check_spatial_size
 
 last_size = None  # your answer: a number of pixels
-check_spatial_size(last_size, image_size=300)
+check_spatial_size(last_size, image_size=384)
 
 # %% solution
-# Solution: five stride-2 steps, each rounding up: 300 -> 150 -> 75 -> 38 -> 19 -> 10
+# Solution: five stride-2 steps, a total stride of 32: 384 / 32 = 12
 from tlkit.explain import capture_activations
 
 device = next(model.parameters()).device  # predict() moved the model to the GPU, if there is one
 with capture_activations(model, ["stage8"]) as acts:
-    model(torch.zeros(1, 3, 300, 300, device=device))
+    model(torch.zeros(1, 3, 384, 384, device=device))
 last_size = acts["stage8"].shape[-1]
 print("stage8 output:", tuple(acts["stage8"].shape))
-check_spatial_size(last_size, image_size=300)
+check_spatial_size(last_size, image_size=384)
 
 # %% [markdown]
 # ## Why reusing features saves data and compute
