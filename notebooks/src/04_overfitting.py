@@ -22,8 +22,8 @@
 # **Expected results (cpu profile):** with 10 photos per class, transfer reaches about 95%
 # validation accuracy, while a small CNN trained from scratch (with this profile's small
 # budget) stays between 55% and 70% up to 1,000 per class, on the same 1,000 validation photos.
-# Fine-tuning the top of the network on 10 photos per class overfits and ends about 5
-# points *below* the frozen features; augmentation wins those points back. On a task unlike ImageNet, frozen ImageNet features reach about 63%
+# Fine-tuning the top of the network on 10 photos per class overfits and ends several
+# points *below* the frozen features, beyond the intervals; augmentation wins points back. On a task unlike ImageNet, frozen ImageNet features reach about 63%
 # against 100% for the small CNN. About 1.5 to 4 minutes on a laptop CPU.
 
 # %% setup
