@@ -393,9 +393,9 @@ def check_layer_rate(answer, group: str = "stage7", lr: tuple[float, float] = (1
         return _ok(f"{group} gets {ref:.2e}: the rates are spread log-evenly, so each group's rate is the "
                    "previous one times the same factor.")
     low, high = lr
-    names_linear = low + (high - low) * (ref / high)  # not a reference, only to recognise a linear spread
-    if n > ref and n < high and not math.isclose(n, names_linear, rel_tol=0.02):
-        return _not_yet(f"{n:.2e} is too high. The spread is log-even (a fixed factor per group), not linear.")
+    if ref < n < high:
+        return _not_yet(f"{n:.2e} is too high. Did you spread the rates linearly? They are spread log-evenly "
+                        "(the same factor from each group to the next).")
     return _not_yet(f"{n:.2e} is not it. Count the groups from stem to head, find the factor between neighbours "
                     f"({high:g}/{low:g} spread over the gaps), and step up to {group}.")
 

@@ -447,7 +447,6 @@ check_beats_baseline(my_history, base["val_acc"], n_val)
 # class depends on a 5–20° tilt of thin lines, so the late layers have learned to ignore it.
 
 # %%
-import math
 import random
 from pathlib import Path
 
@@ -491,9 +490,6 @@ viz.show_images(subset(lines_train, 4, seed=0).files, titles=["left"] * 4 + ["ri
 # spatial grid, train a head:
 
 # %%
-from tlkit.loaders import make_loader
-
-
 @torch.no_grad()
 def features_after(model, dataset, stage):
     """Pooled output of the groups from the stem up to ``stage``: Features (N, channels)."""
