@@ -117,6 +117,39 @@ def check_trainable_count(answer) -> None:
     return _not_yet(f"{n:g} is not it. The head maps {1280} features to 2 classes: count its weights and biases.")
 
 
+def trainable_after(trainable_groups: Sequence[str], num_classes: int = 2,
+                    backbone: str = "efficientnet_lite0") -> int:
+    """Reference: trainable parameters of ``backbone`` with a new head when only ``trainable_groups`` train."""
+    from tlkit import count_parameters, freeze, load_backbone
+
+    model = load_backbone(backbone, pretrained=False, num_classes=num_classes)
+    freeze(model, [g for g in model.group_names if g not in trainable_groups])
+    return count_parameters(model)[0]
+
+
+def check_trainable_after(answer, trainable_groups: Sequence[str], num_classes: int = 2,
+                          backbone: str = "efficientnet_lite0") -> None:
+    """01: trainable parameters when only ``trainable_groups`` (and a ``num_classes`` head) train."""
+    if _missing(answer, "a number of parameters"):
+        return
+    n = _number(answer)
+    if n is None:
+        return _not_yet(f"expected a number, got {type(answer).__name__}.")
+    ref = trainable_after(trainable_groups, num_classes, backbone)
+    body = trainable_after([g for g in trainable_groups if g != "head"], num_classes, backbone)
+    if n == ref:
+        return _ok(f"{', '.join(trainable_groups)}: {ref:,} trainable parameters ({ref - body:,} of them in the "
+                   f"{num_classes}-class head).")
+    if n == body:
+        return _not_yet("you left out the new head's weights and biases.")
+    if n == ref - body:
+        return _not_yet("that is the head alone; the unfrozen groups train too.")
+    if n > ref:
+        return _not_yet(f"{int(n):,} is too many: freeze every group that is not in {list(trainable_groups)} first.")
+    return _not_yet(f"{n:g} is too few. Count every parameter of {list(trainable_groups)}, with the head for "
+                    f"{num_classes} classes (model.replace_head({num_classes})).")
+
+
 def zero_shot_accuracy(probs, labels) -> float:
     """Reference for check_zero_shot: dog if P(dog breeds) > P(cat breeds)."""
     import torch
@@ -145,17 +178,34 @@ def check_zero_shot(answer, probs, labels) -> None:
                     "281-285 (cats) per photo, predict dog where the dog sum is larger, compare with labels.")
 
 
+def last_feature_size(image_size: int, backbone: str = "efficientnet_lite0") -> int:
+    """Reference: height (= width) of the last body group's output for a square input, measured."""
+    import torch
+
+    from tlkit import load_backbone
+
+    model = load_backbone(backbone, pretrained=False).eval()
+    x = torch.zeros(1, 3, image_size, image_size)
+    with torch.no_grad():
+        for name, group in model.groups.items():
+            if name == "head":
+                break
+            x = group(x)
+    return int(x.shape[-1])
+
+
 def check_spatial_size(answer, image_size: int = 224) -> None:
     """01: height (= width) of the last feature map of efficientnet_lite0 for a square input."""
     if _missing(answer, "a number of pixels"):
         return
-    n, ref = _number(answer), math.ceil(image_size / 32)
+    n, ref = _number(answer), last_feature_size(image_size)
     if n == ref:
-        return _ok(f"{image_size} px / 32 = {ref}: five stride-2 steps leave a {ref}x{ref} grid, so each "
+        return _ok(f"{image_size} px / {image_size / ref:g} = {ref}: the network's total stride is 32, so each "
                    "late feature sees a large part of the photo, and no longer where exactly an edge is.")
     if n == image_size:
-        return _not_yet("that is the input size. Look at the label of the last row of the feature-map figure.")
-    return _not_yet(f"{answer} is not it. The network halves the resolution five times (stride 2).")
+        return _not_yet("that is the input size. How often does the network halve it?")
+    return _not_yet(f"{answer} is not it. In the figure, by how much has the 224 px input shrunk by stage8? "
+                    f"The same factor applies to {image_size} px.")
 
 
 # --------------------------------------------------------------------------
@@ -180,6 +230,57 @@ def check_recipe(model) -> None:
                "the rest is frozen.")
 
 
+def _normalize_of(transform):
+    """The torchvision Normalize inside ``transform`` (a Compose), or None."""
+    from torchvision import transforms as T
+
+    steps = getattr(transform, "transforms", [transform])
+    return next((t for t in steps if isinstance(t, T.Normalize)), None)
+
+
+def check_fixed_recipe(model, transform) -> None:
+    """02: the broken recipe fixed: a 2-class head that trains, a frozen body, the model's own preprocessing."""
+    if _missing(model, "the fixed model") or _missing(transform, "the fixed preprocessing"):
+        return
+    if not hasattr(model, "group_names"):
+        return _not_yet(f"expected a tlkit Backbone, got {type(model).__name__}.")
+    trainable = [g for g in model.group_names if any(p.requires_grad for p in model.groups[g].parameters())]
+    if model.num_classes != 2:
+        return _not_yet(f"the head has {model.num_classes} outputs; cats vs dogs needs 2.")
+    if trainable != ["head"]:
+        return _not_yet(f"these groups would train: {trainable or 'none at all'}. Run trainable_summary(model) "
+                        "after each line of the recipe: which line leaves the wrong groups trainable?")
+    norm = _normalize_of(transform)
+    if norm is None:
+        return _not_yet("the preprocessing has no Normalize step: the pixels would reach the network unscaled.")
+    if not all(math.isclose(float(a), float(b), abs_tol=1e-3) for a, b in
+               zip(list(norm.mean) + list(norm.std), list(model.mean) + list(model.std))):
+        return _not_yet(f"the preprocessing normalises with mean {tuple(round(float(v), 3) for v in norm.mean)}, "
+                        "which is not what this backbone was trained with. Whose statistics are those?")
+    return _ok(f"{model.name}: only the 2-class head trains, and the preprocessing is built from this model "
+               "(transforms_for(other)), not from the Lite0 of the cells above.")
+
+
+def check_cache_megabytes(answer, n_photos: int = 2000, num_features: int = 1280) -> None:
+    """02: size in MB (10^6 bytes) of ``n_photos`` cached feature vectors stored as float32."""
+    if _missing(answer, "a number of megabytes"):
+        return
+    n = _number(answer)
+    if n is None:
+        return _not_yet(f"expected a number, got {type(answer).__name__}.")
+    ref = n_photos * num_features * 4 / 1e6
+    if math.isclose(n, ref, rel_tol=0.02):
+        return _ok(f"{n_photos:,} x {num_features} numbers x 4 bytes = {ref:.2f} MB: the photos themselves take "
+                   "tens of MB as JPEG, and hundreds of MB once decoded. Caching the features is cheap.")
+    if math.isclose(n, ref / 4, rel_tol=0.02):
+        return _not_yet("that is the number of values, in millions. How many bytes does one float32 take?")
+    if math.isclose(n, ref / 2, rel_tol=0.02):
+        return _not_yet("that is 2 bytes per value (16-bit). The question asks for float32.")
+    if math.isclose(n, ref * 1e6, rel_tol=0.02) or math.isclose(n, ref * 1e3, rel_tol=0.02):
+        return _not_yet("right digits, wrong unit: give megabytes (1 MB = 1,000,000 bytes).")
+    return _not_yet(f"{n:g} MB is not it. One feature vector per photo: how many numbers, and how many bytes each?")
+
+
 def check_normalisation(mean, std, model) -> None:
     """02: the mean and std the backbone's weights expect (read from the model, not guessed)."""
     if _missing(mean, "the mean (three numbers)") or _missing(std, "the std (three numbers)"):
@@ -201,10 +302,20 @@ def check_normalisation(mean, std, model) -> None:
     return _not_yet(f"expected mean {tuple(round(v, 3) for v in want_m)} and std {tuple(round(v, 3) for v in want_s)}.")
 
 
-def check_lr_results(lr_results: dict, reference: dict) -> None:
-    """02: best validation accuracy per head learning rate, compared with a reference run."""
+def lr_reference(train_feats, val_feats, lrs: Sequence[float], epochs: int) -> dict:
+    """Reference for check_lr_results: best validation accuracy of a head per learning rate (seed 0)."""
+    from tlkit.features import train_head
+
+    return {lr: train_head(train_feats, val_feats, epochs=epochs, lr=lr, seed=0)[1].best("val_acc")["val_acc"]
+            for lr in lrs}
+
+
+def check_lr_results(lr_results: dict, train_feats, val_feats, lrs: Sequence[float] = (1e-4, 1e-3, 1e-1),
+                     epochs: int = 10) -> None:
+    """02: best validation accuracy per head learning rate; the reference runs are trained here."""
     if _missing(lr_results, "a dict {learning_rate: best validation accuracy}"):
         return
+    reference = lr_reference(train_feats, val_feats, lrs, epochs)
     if not isinstance(lr_results, dict) or not lr_results:
         return _not_yet("expected a dict such as {1e-4: 0.93, 1e-3: 0.97, 1e-1: 0.95}.")
     missing = [lr for lr in reference if lr not in lr_results]
@@ -213,8 +324,8 @@ def check_lr_results(lr_results: dict, reference: dict) -> None:
     wrong = [lr for lr in reference if not math.isclose(float(lr_results[lr]), reference[lr], abs_tol=0.02)]
     if wrong:
         return _not_yet(f"the value for lr={wrong[0]:g} is {lr_results[wrong[0]]:.3f}, expected about "
-                        f"{reference[wrong[0]]:.3f}. Use train_head(train_feats, val_feats, "
-                        "epochs=SETTINGS['head_epochs'], lr=..., seed=0) and history.best('val_acc')['val_acc'].")
+                        f"{reference[wrong[0]]:.3f}. Train with seed=0 and epochs={epochs}, and record "
+                        "the best validation accuracy of each run, not the last.")
     best = max(reference, key=reference.get)
     return _ok(f"lr={best:g} is best here ({reference[best]:.1%}). Too low learns slowly; too high overshoots.")
 
@@ -260,6 +371,81 @@ def check_layerwise(groups: Sequence[dict]) -> None:
                f"({list(rates)[-1]}): generic early layers move least.")
 
 
+def layer_rate(group: str, lr: tuple[float, float], backbone: str = "efficientnet_lite0") -> float:
+    """Reference: the learning rate ``param_groups`` gives ``group`` with every group trainable."""
+    from tlkit import load_backbone
+    from tlkit.freezing import param_groups
+
+    model = load_backbone(backbone, pretrained=False, num_classes=2)
+    rates = {g["name"].removesuffix(".no_decay"): g["lr"] for g in param_groups(model, lr)}
+    return rates[group]
+
+
+def check_layer_rate(answer, group: str = "stage7", lr: tuple[float, float] = (1e-5, 1e-3)) -> None:
+    """03: predict the rate of one group when ``lr=(low, high)`` is spread over all groups."""
+    if _missing(answer, "a learning rate"):
+        return
+    n = _number(answer)
+    if n is None or n <= 0:
+        return _not_yet(f"expected a positive number such as 3e-4, got {answer!r}.")
+    ref = layer_rate(group, lr)
+    if math.isclose(n, ref, rel_tol=0.02):
+        return _ok(f"{group} gets {ref:.2e}: the rates are spread log-evenly, so each group's rate is the "
+                   "previous one times the same factor.")
+    low, high = lr
+    if ref < n < high:
+        return _not_yet(f"{n:.2e} is too high. Did you spread the rates linearly? They are spread log-evenly "
+                        "(the same factor from each group to the next).")
+    return _not_yet(f"{n:.2e} is not it. Count the groups from stem to head, find the factor between neighbours "
+                    f"({high:g}/{low:g} spread over the gaps), and step up to {group}.")
+
+
+def bn_in_train_mode(k: int, backbone: str = "efficientnet_lite0") -> int:
+    """Reference: BatchNorm layers in train mode after ``freeze_to(model, k)`` and ``model.train()``."""
+    from torch import nn
+
+    from tlkit import freeze_to, load_backbone
+
+    model = load_backbone(backbone, pretrained=False, num_classes=2)
+    freeze_to(model, k)
+    model.train()
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+
+
+def check_bn_train_count(answer, k: int = -3) -> None:
+    """03: predict how many BatchNorm layers update their statistics after freeze_to(model, k) and model.train()."""
+    if _missing(answer, "a number of BatchNorm layers"):
+        return
+    n = _number(answer)
+    if n is None:
+        return _not_yet(f"expected a whole number, got {type(answer).__name__}.")
+    ref = bn_in_train_mode(k)
+    if n == ref:
+        return _ok(f"{ref}: only the BatchNorm layers of the trainable groups follow model.train(); the frozen "
+                   "groups' BatchNorm stays in eval mode and keeps its ImageNet statistics.")
+    if n > ref:
+        return _not_yet(f"{n:g} is too many: does a frozen group's BatchNorm switch to train mode under the "
+                        "default policy? Check with trainable_summary(model).")
+    return _not_yet(f"{n:g} is too few: count the BatchNorm layers of every group that still trains.")
+
+
+FINETUNE_BUG = "B"  # 03's broken recipe: line B freezes everything but the head
+
+
+def check_finetune_bug(answer) -> None:
+    """03: which line of the broken layer-wise fine-tuning recipe is wrong."""
+    if _missing(answer, "a line letter, 'A' to 'D'"):
+        return
+    letter = str(answer).strip().upper()
+    if letter not in "ABCD" or len(letter) != 1:
+        return _not_yet("answer with one letter, 'A' to 'D'.")
+    if letter == FINETUNE_BUG:
+        return _ok("freeze_to(model, -1) leaves only the head trainable, so the 'layer-wise' rates reach one "
+                   "group and the body never moves. For fine-tuning everything: freeze_to(model, 0).")
+    return _not_yet(f"line {letter} does what it says. Run the recipe and call trainable_summary(model) "
+                    "before fit: is the body trainable?")
+
+
 def check_bn_mode(answer) -> None:
     """03: what BatchNorm in a frozen group does under model.train() with the default policy."""
     if _missing(answer, "'eval' or 'train'"):
@@ -291,6 +477,52 @@ def check_val_loss(history, baseline_loss: float) -> None:
                     "weight decay, a schedule, or train fewer epochs.")
 
 
+def wilson(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval (low, high) of an accuracy measured on ``n`` photos."""
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def check_beats_baseline(history, baseline_acc: float, n_val: int) -> None:
+    """04: a fine-tuning run whose final accuracy's interval lies above the baseline's."""
+    if _missing(history, "the History that finetune(...) returned"):
+        return
+    try:
+        acc = float(history.last()["val_acc"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return _not_yet("pass the History that finetune(...) returned (it is trained with validation data).")
+    low, high = wilson(acc, n_val)
+    base_high = wilson(baseline_acc, n_val)[1]
+    if low > base_high:
+        return _ok(f"{acc:.1%} (interval {low:.1%} to {high:.1%}) against the baseline's {baseline_acc:.1%} "
+                   f"(up to {base_high:.1%}): better beyond the noise of {n_val} photos.")
+    if acc > baseline_acc:
+        return _not_yet(f"{acc:.1%} is above the baseline's {baseline_acc:.1%}, but its interval starts at "
+                        f"{low:.1%}, inside the baseline's (up to {base_high:.1%}): a tie. Look for a bigger effect.")
+    return _not_yet(f"{acc:.1%} is not above the baseline's {baseline_acc:.1%}. Which setting decides how far the "
+                    "pretrained weights move?")
+
+
+def check_val_size(answer, accuracy: float = 0.9, half_width: float = 0.01) -> None:
+    """04: validation photos needed for a 95% interval of +-half_width around ``accuracy``."""
+    if _missing(answer, "a number of photos"):
+        return
+    n = _number(answer)
+    if n is None or n <= 0:
+        return _not_yet(f"expected a positive number of photos, got {answer!r}.")
+    ref = math.ceil(1.96 ** 2 * accuracy * (1 - accuracy) / half_width ** 2)
+    if abs(n - ref) <= 0.02 * ref:
+        return _ok(f"about {ref:,} photos: halving the interval takes four times the photos. That is why "
+                   "500 photos cannot separate remedies a point or two apart.")
+    if abs(n - ref / 1.96 ** 2) <= 0.02 * ref / 1.96 ** 2:
+        return _not_yet("you left out z = 1.96, the factor for 95% confidence.")
+    if abs(n - math.sqrt(ref)) <= 0.05 * math.sqrt(ref):
+        return _not_yet("the half-width shrinks with the square root of n: square before you solve.")
+    return _not_yet(f"{n:g} is not it. Set 1.96 * sqrt(p * (1 - p) / n) = {half_width} with p = {accuracy} "
+                    "and solve for n.")
+
+
 def check_better_layer(answer, results: dict) -> None:
     """04: which feature depth works better on the line-orientation task."""
     if _missing(answer, "'stage3' or 'stage8'"):
@@ -304,18 +536,20 @@ def check_better_layer(answer, results: dict) -> None:
     return _not_yet("look at the table again: which depth gives the higher validation accuracy?")
 
 
-def check_choice(answer, table: Sequence[dict], max_params_m: float = 6.0) -> None:
-    """04: the fastest backbone with at most ``max_params_m`` million parameters."""
+def check_choice(answer, table: Sequence[dict], max_params_m: float = 6.0, min_top1: float = 0.0) -> None:
+    """04: the fastest backbone with at most ``max_params_m`` million parameters and ``min_top1``% top-1."""
     if _missing(answer, "a backbone name"):
         return
     names = [r["backbone"] for r in table]
     if answer not in names:
         return _not_yet(f"choose one of {names}.")
-    small = [r for r in table if r["params_M"] <= max_params_m]
+    small = [r for r in table if r["params_M"] <= max_params_m and (r.get("top1") or 0) >= min_top1]
     best = max(small, key=lambda r: r["img_per_s"])
     row = next(r for r in table if r["backbone"] == answer)
     if row["params_M"] > max_params_m:
         return _not_yet(f"{answer} has {row['params_M']:.1f} M parameters, over the {max_params_m:g} M budget.")
+    if (row.get("top1") or 0) < min_top1:
+        return _not_yet(f"{answer} reaches {row.get('top1')}% ImageNet top-1, under the {min_top1:g}% needed.")
     if answer == best["backbone"]:
         return _ok(f"{answer}: {row['params_M']:.1f} M parameters, {row['img_per_s']:.0f} images/s on this CPU. "
                    "Check its licence and accuracy on your data before shipping it.")
@@ -336,6 +570,33 @@ def check_too_high(answer, verdicts: dict) -> None:
     if n is not None and math.isclose(n, high[0], rel_tol=1e-6):
         return _ok(f"from lr={high[0]:g} up, the head's updates overshoot: {verdicts[high[0]][1]}.")
     return _not_yet(f"the rates judged too high were {high}; give the smallest of them.")
+
+
+def check_unfreeze_budget(answer, min_params: int = 1_000_000, num_classes: int = 2,
+                          backbone: str = "efficientnet_lite0") -> None:
+    """05: the fewest top groups (plus the head) to unfreeze so that at least ``min_params`` train."""
+    if _missing(answer, "a list of group names, e.g. ['stage8', 'head']"):
+        return
+    if isinstance(answer, str) or not all(isinstance(g, str) for g in answer):
+        return _not_yet("give a list of group names, e.g. ['stage8', 'head'].")
+    from tlkit import load_backbone
+
+    names = load_backbone(backbone, pretrained=False, num_classes=num_classes).group_names
+    unknown = [g for g in answer if g not in names]
+    if unknown:
+        return _not_yet(f"unknown groups {unknown}; the groups are {names}.")
+    ref = next(names[k:] for k in range(len(names) - 1, -1, -1)
+               if trainable_after(names[k:], num_classes, backbone) >= min_params)
+    got = [g for g in names if g in answer]
+    n = trainable_after(got, num_classes, backbone)
+    if got == ref:
+        return _ok(f"{', '.join(ref)}: {n:,} trainable parameters; one group fewer would stay under "
+                   f"{min_params:,}.")
+    if got != names[len(names) - len(got):]:
+        return _not_yet("unfreeze from the top: a contiguous run of groups ending with the head.")
+    if n < min_params:
+        return _not_yet(f"{n:,} parameters would train, under {min_params:,}. Unfreeze one more group.")
+    return _not_yet(f"{n:,} parameters train, but fewer groups would already reach {min_params:,}.")
 
 
 def check_frozen_except(model, trainable_groups: Sequence[str]) -> None:

@@ -144,3 +144,140 @@ def test_the_build_fails_on_a_false_claim_and_passes_a_true_one(tiny_build):
     claim_cell = written.cells[-1]
     assert claim_cell.metadata["tags"] == ["claim-check"] and claim_cell.outputs == []  # silent when it holds
     assert "largest difference: 0.001" in written.cells[1].outputs[0].text
+
+
+# --------------------------------------------------------------------------
+# The exercise checkers: the reference is computed inside course_checks, a right answer
+# passes ("Correct:") and a wrong one gets "Not yet:" (nothing raises).
+
+def _say(fn, *args, **kwargs) -> str:
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert fn(*args, **kwargs) is None
+    return buf.getvalue()
+
+
+def test_check_trainable_after_counts_a_fresh_model():
+    # efficientnet_lite0: stage8 has 412,160 parameters; a 3-class head 1280 x 3 + 3.
+    assert checks.trainable_after(["stage8", "head"], num_classes=3) == 412_160 + 3843
+    assert _say(checks.check_trainable_after, 416_003, ["stage8", "head"], num_classes=3).startswith("Correct:")
+    assert "head's weights" in _say(checks.check_trainable_after, 412_160, ["stage8", "head"], num_classes=3)
+    assert "head alone" in _say(checks.check_trainable_after, 3843, ["stage8", "head"], num_classes=3)
+    assert _say(checks.check_trainable_after, 2562, ["stage8", "head"], num_classes=3).startswith("Not yet:")
+    assert "replace the None" in _say(checks.check_trainable_after, None, ["head"])
+
+
+def test_check_spatial_size_measures_the_network():
+    assert checks.last_feature_size(384) == 12 and checks.last_feature_size(224) == 7
+    assert _say(checks.check_spatial_size, 12, 384).startswith("Correct: 384 px / 32 = 12")
+    assert "input size" in _say(checks.check_spatial_size, 384, 384)
+    assert "same factor" in _say(checks.check_spatial_size, 7, 384)
+
+
+def test_check_fixed_recipe_needs_both_bugs_fixed():
+    from tlkit import freeze, load_backbone
+    from tlkit.data import transforms_for
+
+    lite0 = load_backbone("efficientnet_lite0", pretrained=False)
+    other = load_backbone("resnet18", pretrained=False)
+    other.replace_head(2)
+    freeze(other, other.group_names)  # the bug: the head is frozen too
+    assert "none at all" in _say(checks.check_fixed_recipe, other, transforms_for(other))
+    freeze(other, other.group_names[:-1])
+    other.groups["head"].requires_grad_(True)
+    other.frozen_groups.discard("head")
+    assert "Whose statistics" in _say(checks.check_fixed_recipe, other, transforms_for(lite0))
+    assert _say(checks.check_fixed_recipe, other, transforms_for(other)).startswith("Correct: resnet18")
+
+
+def test_check_cache_megabytes():
+    assert _say(checks.check_cache_megabytes, 10.24, 2000, 1280).startswith("Correct:")
+    assert "float32" in _say(checks.check_cache_megabytes, 5.12, 2000, 1280)
+    assert "megabytes" in _say(checks.check_cache_megabytes, 10_240_000, 2000, 1280)
+    assert _say(checks.check_cache_megabytes, 60, 2000, 1280).startswith("Not yet:")
+
+
+def test_check_lr_results_trains_its_own_reference():
+    import torch
+
+    from tlkit.features import Features
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(40) % 2
+    x = torch.randn(40, 8, generator=g) + labels[:, None] * 3.0
+    feats = Features(x, labels, [f"f{i}" for i in range(40)], ["a", "b"])
+    ref = checks.lr_reference(feats, feats, (1e-3, 1e-1), epochs=3)
+    assert set(ref) == {1e-3, 1e-1}
+    assert _say(checks.check_lr_results, dict(ref), feats, feats, (1e-3, 1e-1), epochs=3).startswith("Correct:")
+    wrong = {lr: 1.0 - acc if acc < 0.9 else 0.0 for lr, acc in ref.items()}  # far from every reference value
+    assert "expected about" in _say(checks.check_lr_results, wrong, feats, feats, (1e-3, 1e-1), epochs=3)
+    assert "missing" in _say(checks.check_lr_results, {1e-3: 0.5}, feats, feats, (1e-3, 1e-1), epochs=3)
+
+
+def test_check_layer_rate_is_log_even():
+    rate = checks.layer_rate("stage7", (1e-5, 1e-3))
+    assert rate == pytest.approx(1e-5 * 100 ** (7 / 9), rel=1e-6)  # stem .. head: 10 groups, 9 steps; stage7 is 7 up
+    assert _say(checks.check_layer_rate, 3.59e-4).startswith("Correct:")
+    assert _say(checks.check_layer_rate, 1e-3 * 8 / 9).startswith("Not yet:")  # a linear spread
+    assert _say(checks.check_layer_rate, 1e-5).startswith("Not yet:")
+
+
+def test_check_bn_train_count_counts_only_trainable_groups():
+    from torch import nn
+
+    from tlkit import load_backbone
+
+    n = checks.bn_in_train_mode(-3)
+    model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2)
+    top = sum(isinstance(m, nn.BatchNorm2d) for g in ("stage7", "stage8") for m in model.groups[g].modules())
+    everything = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert n == top and 0 < n < everything
+    assert _say(checks.check_bn_train_count, n, k=-3).startswith("Correct:")
+    assert "too many" in _say(checks.check_bn_train_count, everything, k=-3)
+    assert "too few" in _say(checks.check_bn_train_count, 0, k=-3)
+
+
+def test_check_finetune_bug():
+    assert _say(checks.check_finetune_bug, "b").startswith("Correct:")
+    assert _say(checks.check_finetune_bug, "D").startswith("Not yet:")
+    assert "one letter" in _say(checks.check_finetune_bug, "line 2")
+
+
+def test_check_beats_baseline_needs_the_intervals_apart():
+    from tlkit.history import History
+
+    def hist(acc):
+        return History([{"epoch": 1, "val_acc": acc, "val_loss": 0.3}])
+
+    assert checks.wilson(0.9, 500)[0] == pytest.approx(0.871, abs=1e-3)
+    assert _say(checks.check_beats_baseline, hist(0.95), 0.89, 500).startswith("Correct:")
+    assert "a tie" in _say(checks.check_beats_baseline, hist(0.90), 0.89, 500)
+    assert _say(checks.check_beats_baseline, hist(0.85), 0.89, 500).startswith("Not yet:")
+    assert "History" in _say(checks.check_beats_baseline, 0.95, 0.89, 500)
+
+
+def test_check_val_size():
+    assert _say(checks.check_val_size, 3458, accuracy=0.9, half_width=0.01).startswith("Correct:")
+    assert "1.96" in _say(checks.check_val_size, 900, accuracy=0.9, half_width=0.01)
+    assert _say(checks.check_val_size, 500, accuracy=0.9, half_width=0.01).startswith("Not yet:")
+
+
+def test_check_choice_with_a_minimum_top1():
+    table = [dict(backbone="a", params_M=3.0, img_per_s=300.0, top1=70.0),
+             dict(backbone="b", params_M=5.0, img_per_s=200.0, top1=76.0),
+             dict(backbone="c", params_M=25.0, img_per_s=500.0, top1=80.0)]
+    assert _say(checks.check_choice, "b", table, max_params_m=6.0, min_top1=75.0).startswith("Correct:")
+    assert "top-1" in _say(checks.check_choice, "a", table, max_params_m=6.0, min_top1=75.0)
+    assert "budget" in _say(checks.check_choice, "c", table, max_params_m=6.0, min_top1=75.0)
+
+
+def test_check_unfreeze_budget():
+    # From the head down: head 2,562 + stage8 412,160 + stage7 605,440 = 1,020,162 >= 1,000,000.
+    assert _say(checks.check_unfreeze_budget, ["stage7", "stage8", "head"]).startswith("Correct:")
+    assert "Unfreeze one more" in _say(checks.check_unfreeze_budget, ["stage8", "head"])
+    assert "fewer groups" in _say(checks.check_unfreeze_budget, ["stage6", "stage7", "stage8", "head"])
+    assert "contiguous" in _say(checks.check_unfreeze_budget, ["stage6", "head"])
+    assert "unknown" in _say(checks.check_unfreeze_budget, ["layer4", "head"])

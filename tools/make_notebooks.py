@@ -8,7 +8,10 @@ Each notebook is written as a percent-format Python script in
 * ``# %%`` starts a code cell.
 * ``# %% solution`` starts a code cell whose source is collapsed in
   JupyterLab and Colab (``metadata.jupyter.source_hidden``): the solution of
-  an exercise, one click away.
+  an exercise, one click away. It runs in the build (a broken solution fails
+  it, and outside test mode so does one whose check does not print
+  "Correct:"), but its outputs are removed before the notebook is written,
+  so the answer is not printed under the exercise on GitHub.
 * ``# %% setup`` (an empty cell) becomes the shared first cell, ``SETUP_CELL``:
   on Colab it installs tlkit, elsewhere it does nothing.
 * ``# %% profile`` becomes the shared ``PROFILE_PREAMBLE`` (threads, figure
@@ -305,6 +308,31 @@ def scrub_outputs(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]
     nb.metadata.pop("papermill", None)
 
 
+def is_solution(cell) -> bool:
+    """True for a ``# %% solution`` cell (a code cell tagged ``solution``)."""
+    return cell.cell_type == "code" and "solution" in cell.metadata.get("tags", [])
+
+
+def strip_solution_outputs(nb: nbformat.NotebookNode) -> int:
+    """Empties the outputs of every solution cell (in place); returns how many cells had some.
+
+    The solutions run in the build (and in nbval), so a broken one still fails it,
+    but their "Correct: ..." must not sit under the exercise on GitHub.
+    """
+    stripped = 0
+    for cell in nb.cells:
+        if is_solution(cell):
+            stripped += bool(cell.outputs)
+            cell.outputs = []
+    return stripped
+
+
+def failing_solutions(nb: nbformat.NotebookNode) -> list[str]:
+    """Ids of the executed solution cells whose output does not say "Correct:" (their check failed)."""
+    return [cell.id for cell in nb.cells if is_solution(cell)
+            and "Correct:" not in "".join(o.get("text", "") for o in cell.outputs)]
+
+
 def find_machine_paths(nb: nbformat.NotebookNode) -> list[str]:
     """``"cell N: ...text..."`` for every output that still holds an absolute path."""
     found = []
@@ -410,6 +438,11 @@ def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None, runs_di
         seconds = execute(nb, fast=fast, cache_dir=cache_dir, runs_dir=runs_dir, ran=ran) if run else 0.0
     except ClaimFailed as exc:
         raise SystemExit(f"{src.name}: {exc}\nNothing was written for this notebook.") from None
+    wrong = failing_solutions(nb) if run and not fast else []  # test mode's tiny data: like the claims, not judged
+    if wrong:
+        raise SystemExit(f"{src.name}: these solution cells do not pass their own check (no 'Correct:'): "
+                         f"{wrong}\nNothing was written for this notebook.")
+    strip_solution_outputs(nb)
     extra = [(cache_dir, "$TLKIT_CACHE_DIR")] if cache_dir else []
     scrub_outputs(nb, sorted(path_replacements() + extra, key=lambda kv: -len(kv[0])))
     leaks = find_machine_paths(nb)

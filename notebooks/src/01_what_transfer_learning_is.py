@@ -160,27 +160,31 @@ viz.plot_filters(load_backbone("efficientnet_lite0", pretrained=False))
 viz.plot_feature_maps(model, photos[0], groups=["stem", "stage2", "stage4", "stage8"])
 
 # %% [markdown]
-# ### Exercise 2: how coarse is the last feature map?
+# ### Exercise 2: predict the size of the last feature map
 #
-# For a 224 × 224 input, what is the height (= width) of the feature map after `stage8`?
-# Read it off the figure, or capture it with `tlkit.explain.capture_activations`.
+# The figure above was drawn for a 224 × 224 photo. Now feed the network a **384 × 384**
+# photo. What will the height (= width) of the feature map after `stage8` be? Work it out
+# first, then check your answer by running the network on `torch.zeros(1, 3, 384, 384)`.
+#
+# Hint: compare the sizes printed in the figure with the input size. By what factor has
+# the resolution shrunk by `stage8`?
 
 # %%
 from course_checks import check_spatial_size
 
 last_size = None  # your answer: a number of pixels
-check_spatial_size(last_size, image_size=224)
+check_spatial_size(last_size, image_size=384)
 
 # %% solution
-# Solution
+# Solution: five stride-2 steps, a total stride of 32: 384 / 32 = 12
 from tlkit.explain import capture_activations
 
 device = next(model.parameters()).device  # predict() moved the model to the GPU, if there is one
 with capture_activations(model, ["stage8"]) as acts:
-    model(torch.zeros(1, 3, 224, 224, device=device))
+    model(torch.zeros(1, 3, 384, 384, device=device))
 last_size = acts["stage8"].shape[-1]
 print("stage8 output:", tuple(acts["stage8"].shape))
-check_spatial_size(last_size, image_size=224)
+check_spatial_size(last_size, image_size=384)
 
 # %% [markdown]
 # ## Why reusing features saves data and compute
@@ -258,23 +262,28 @@ claim(2000 * forward_s / 60 < 10 and train_s > 2 * forward_s,
 # (EfficientNet's recipe trains for 350 epochs on ImageNet, on many accelerators), and every
 # new target task reuses it for minutes of compute and a few thousand labelled photos.
 #
-# ### Exercise 3: count the trainable parameters yourself
+# ### Exercise 3: a bigger unfreeze, by hand
 #
-# Build a fresh `efficientnet_lite0`, give it a 2-class head, freeze everything but the
-# head, and count the trainable parameters with `count_parameters`.
+# Suppose you unfreeze `stage8` as well, and the task has **three** classes (cats, dogs,
+# foxes). How many parameters would train? Compute it, then verify it on a fresh model.
+#
+# Hint: `model.groups["stage8"]` is an `nn.Module`: its parameters can be counted. The new
+# head has one weight per feature and class, and one bias per class.
 
 # %%
-from course_checks import check_trainable_count
+from course_checks import check_trainable_after
 
-n_trainable = None  # your code
-check_trainable_count(n_trainable)
+n_trainable = None  # your answer
+check_trainable_after(n_trainable, ["stage8", "head"], num_classes=3)
 
 # %% solution
 # Solution
-fresh = load_backbone("efficientnet_lite0", num_classes=2)
-freeze(fresh, fresh.group_names[:-1])
+fresh = load_backbone("efficientnet_lite0", pretrained=False)
+fresh.replace_head(3)
+freeze(fresh, fresh.group_names[:-2])  # everything except stage8 and the head
 n_trainable = count_parameters(fresh)[0]
-check_trainable_count(n_trainable)
+print(f"{n_trainable:,}")
+check_trainable_after(n_trainable, ["stage8", "head"], num_classes=3)
 
 # %% [markdown]
 # ## The wider family

@@ -146,24 +146,37 @@ freeze(model, model.group_names[:-1])  # everything except "head"
 print(format_summary(trainable_summary(model)))
 
 # %% [markdown]
-# ### Exercise 1: the recipe on another backbone
+# ### Exercise 1: find the bugs in a broken recipe
 #
-# Build a `resnet18` (use `pretrained=False`: its ImageNet weights would need a download,
-# and we only check the structure), give it a 2-class head and freeze everything but the
-# head. Its output layer is called `fc` in torchvision; with tlkit you do not need to know.
+# A colleague moved the recipe to `resnet18` (`pretrained=False` here: we only check the
+# structure, and its ImageNet weights would need a download). The code runs without an
+# error, but it has **two** bugs: one means nothing useful trains, the other feeds the
+# network pixels it was not trained on. Copy it into the cell below and fix it.
+#
+# ```python
+# other = load_backbone("resnet18", pretrained=False)
+# other.replace_head(2, class_names=["cats", "dogs"])
+# freeze(other, other.group_names)
+# other_preprocess = transforms_for(model, image_size=SIZE)
+# ```
+#
+# Hint: `trainable_summary(other)` (from `tlkit`) shows what would train. Compare
+# `other.mean` with `model.mean`.
 
 # %%
-from course_checks import check_recipe
+from course_checks import check_fixed_recipe
+from tlkit.data import transforms_for
 
-other = None  # your code
-check_recipe(other)
+other, other_preprocess = None, None  # your code: the fixed recipe
+check_fixed_recipe(other, other_preprocess)
 
 # %% solution
-# Solution
+# Solution: freeze every group but the head, and build the preprocessing from resnet18 itself
 other = load_backbone("resnet18", pretrained=False)
 other.replace_head(2, class_names=["cats", "dogs"])
 freeze(other, other.group_names[:-1])
-check_recipe(other)
+other_preprocess = transforms_for(other, image_size=SIZE)
+check_fixed_recipe(other, other_preprocess)
 
 # %% [markdown]
 # ## Step 4 · Preprocessing the backbone expects
@@ -244,20 +257,26 @@ claim(abs(probe["ImageNet mean/std"] - ok) <= 0.05 and probe["raw 0-255 pixels"]
 
 # %% [markdown]
 #
-# ### Exercise 2: read the normalisation from the model
+# ### Exercise 2: predict the size of the feature cache
 #
-# Which mean and std does `efficientnet_lite0` expect? (Three numbers each.)
+# Step 5 below caches one feature vector per photo. Before running it: how many megabytes
+# (1 MB = 1,000,000 bytes) will the features of the 2,000 training photos take, stored as
+# float32? Compare your number with the size of the photos on disk (about 60 MB of JPEG).
+#
+# Hint: how many numbers does the body output per photo (`model.num_features`), and how
+# many bytes is one float32?
 
 # %%
-from course_checks import check_normalisation
+from course_checks import check_cache_megabytes
 
-mean, std = None, None  # your answer
-check_normalisation(mean, std, model)
+cache_mb = None  # your answer, in MB
+check_cache_megabytes(cache_mb, n_photos=2000, num_features=model.num_features)
 
 # %% solution
 # Solution
-mean, std = model.mean, model.std
-check_normalisation(mean, std, model)
+cache_mb = 2000 * model.num_features * 4 / 1e6
+print(f"{cache_mb:.2f} MB")
+check_cache_megabytes(cache_mb, n_photos=2000, num_features=model.num_features)
 
 # %% [markdown]
 # ## Step 5 · Feature extraction: train the new head on cached features
@@ -317,18 +336,20 @@ claim(history[0]["val_acc"] >= best["val_acc"] - 0.015 and 0.97 <= best["val_acc
 #
 # ### Exercise 3: the head's learning rate
 #
-# Train a head with each of the learning rates 1e-4, 1e-3 and 1e-1 (`epochs=SETTINGS["head_epochs"]`,
-# `seed=0`), and store the best validation accuracy of each in `lr_results`, a dict
-# `{learning_rate: accuracy}`. Which one is best?
+# Before you run anything, decide: of 1e-4, 1e-3 and 1e-1, which learning rate will give
+# the best head, and why? Then train a head with each (`epochs=SETTINGS["head_epochs"]`,
+# `seed=0`) and store the best validation accuracy of each in `lr_results`, a dict
+# `{learning_rate: accuracy}`. Were you right?
+#
+# Hint: the cell that trained the head above shows the call and how to read the best epoch
+# from its history.
 
 # %%
 from course_checks import check_lr_results
 
 LRS = (1e-4, 1e-3, 1e-1)
-reference = {lr: train_head(train_feats, val_feats, epochs=SETTINGS["head_epochs"], lr=lr, seed=0)[1]
-             .best("val_acc")["val_acc"] for lr in LRS}
 lr_results = None  # your code: {1e-4: ..., 1e-3: ..., 1e-1: ...}
-check_lr_results(lr_results, reference)
+check_lr_results(lr_results, train_feats, val_feats, LRS, epochs=SETTINGS["head_epochs"])
 
 # %% solution
 # Solution
@@ -337,7 +358,7 @@ for lr in LRS:
     _, h = train_head(train_feats, val_feats, epochs=SETTINGS["head_epochs"], lr=lr, seed=0)
     lr_results[lr] = h.best("val_acc")["val_acc"]
 print(lr_results)
-check_lr_results(lr_results, reference)
+check_lr_results(lr_results, train_feats, val_feats, LRS, epochs=SETTINGS["head_epochs"])
 
 # %% [markdown]
 # ## Step 6 · Evaluate

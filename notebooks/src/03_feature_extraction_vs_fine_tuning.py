@@ -363,3 +363,86 @@ check_bn_mode(bn_mode)
 # - Keep BatchNorm of frozen groups in eval mode (tlkit's default).
 #
 # **Next:** notebook 04 shrinks the data until models overfit, and shows when transfer hurts.
+
+# %% [markdown]
+# ## Exercises: decide, then check
+#
+# ### Exercise 4: predict a layer-wise rate
+#
+# With every group trainable, `fit(..., lr=(1e-5, 1e-3))` gives the stem 1e-5, the head
+# 1e-3, and the groups between rates spread log-evenly. Which rate will `stage7` get? Work
+# it out (a calculator is fine), then check with `param_groups(model, (1e-5, 1e-3))`.
+#
+# Hint: log-even means each group's rate is its neighbour's times the same factor. How many
+# steps are there from `stem` to `head`?
+
+# %%
+from course_checks import check_layer_rate
+
+stage7_lr = None  # your answer, e.g. 2e-4
+check_layer_rate(stage7_lr, group="stage7", lr=(1e-5, 1e-3))
+
+# %% solution
+# Solution: 10 groups, 9 steps, factor 100 ** (1 / 9); stage7 is 7 steps above the stem
+m = fresh_model()
+freeze_to(m, 0)
+stage7_lr = next(g["lr"] for g in param_groups(m, (1e-5, 1e-3)) if g["name"].startswith("stage7"))
+print(f"stage7: {stage7_lr:.2e} = 1e-5 * 100 ** (7 / 9) = {1e-5 * 100 ** (7 / 9):.2e}")
+check_layer_rate(stage7_lr, group="stage7", lr=(1e-5, 1e-3))
+
+# %% [markdown]
+# ### Exercise 5: find the bug
+#
+# This recipe is meant to fine-tune **the whole network** with layer-wise rates. It runs
+# without an error. Which line defeats its purpose? Answer with the letter.
+#
+# ```python
+# model = load_backbone("efficientnet_lite0", num_classes=2)   # A
+# freeze_to(model, -1)                                          # B
+# model.train()                                                 # C
+# fit(model, train, val, epochs=3, lr=(1e-5, 1e-3))             # D
+# ```
+#
+# Hint: run lines A to C on `fresh_model()` and look at `trainable_summary(model)` before
+# you would call `fit`.
+
+# %%
+from course_checks import check_finetune_bug
+
+bug_line = None  # "A", "B", "C" or "D"
+check_finetune_bug(bug_line)
+
+# %% solution
+# Solution: line B freezes every group except the head
+m = fresh_model()
+freeze_to(m, -1)
+m.train()
+print(format_summary(trainable_summary(m)))
+bug_line = "B"
+check_finetune_bug(bug_line)
+
+# %% [markdown]
+# ### Exercise 6: how many BatchNorm layers will update their statistics?
+#
+# After `freeze_to(model, -3)` and `model.train()` with the default BatchNorm policy, how
+# many BatchNorm layers of `efficientnet_lite0` are in train mode (and so update their
+# running statistics on every batch)? Predict, then count.
+#
+# Hint: which groups still train after `freeze_to(model, -3)`, and what does the default
+# policy do with the BatchNorm of the others? Count with `model.modules()` and
+# `isinstance(module, torch.nn.BatchNorm2d)`.
+
+# %%
+from course_checks import check_bn_train_count
+
+n_bn_train = None  # your answer
+check_bn_train_count(n_bn_train, k=-3)
+
+# %% solution
+# Solution
+m = fresh_model()
+freeze_to(m, -3)
+m.train()
+n_bn_train = sum(isinstance(x, torch.nn.BatchNorm2d) and x.training for x in m.modules())
+print(format_summary(trainable_summary(m)))
+check_bn_train_count(n_bn_train, k=-3)

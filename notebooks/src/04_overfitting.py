@@ -20,8 +20,10 @@
 # - choose a pretrained model on evidence.
 #
 # **Expected results (cpu profile):** with 10 photos per class, transfer reaches about 95%
-# validation accuracy, while a small CNN trained from scratch stays between 55% and 66% up to
-# 1,000 per class. On a task unlike ImageNet, frozen ImageNet features reach about 63%
+# validation accuracy, while a small CNN trained from scratch (with this profile's small
+# budget) stays between 55% and 70% up to 1,000 per class, on the same 1,000 validation photos.
+# Fine-tuning the top of the network on 10 photos per class overfits and ends several
+# points *below* the frozen features, beyond the intervals; augmentation wins points back. On a task unlike ImageNet, frozen ImageNet features reach about 63%
 # against 100% for the small CNN. About 1.5 to 4 minutes on a laptop CPU.
 
 # %% setup
@@ -36,14 +38,17 @@
 # %% profile
 SETTINGS = {
     # sizes: images per class for the data-size dial; scratch_*: the from-scratch model
-    # (image size, training batches per run); remedy_*: the overfitting experiment;
-    # synth_*: images per class and epochs for the synthetic task.
+    # (image size, training batches per run); remedy_*: the overfitting experiment (photos
+    # per class, epochs, validation photos per class); synth_*: images per class and epochs
+    # for the synthetic task.
     "cpu": dict(image_size=160, sizes=(10, 50, 200, 1000), scratch_size=64, scratch_steps=30,
-                remedy_per_class=20, remedy_epochs=30, synth_per_class=150, synth_epochs=4),
+                remedy_per_class=10, remedy_epochs=12, remedy_val_per_class=250, synth_per_class=150,
+                synth_epochs=4),
     "gpu": dict(image_size=224, sizes=(10, 50, 200, 1000), scratch_size=128, scratch_steps=600,
-                remedy_per_class=20, remedy_epochs=40, synth_per_class=500, synth_epochs=8),
+                remedy_per_class=10, remedy_epochs=20, remedy_val_per_class=500, synth_per_class=500,
+                synth_epochs=8),
     "test": dict(image_size=64, sizes=(2, 4, 8), scratch_size=32, scratch_steps=2,
-                 remedy_per_class=4, remedy_epochs=3, synth_per_class=8, synth_epochs=1),
+                 remedy_per_class=4, remedy_epochs=2, remedy_val_per_class=4, synth_per_class=8, synth_epochs=1),
 }[PROFILE]
 SIZE = SETTINGS["image_size"]
 SHOW_PROGRESS = not FAST and os.environ.get("TLKIT_PROGRESS") != "0"
@@ -69,6 +74,10 @@ print(val_all)
 #   such as Lite0 need a lot of data *and* compute to train from zero, so on a CPU we give
 #   a small three-block CNN (at 64 px) the same budget for every size: `scratch_steps`
 #   batches of 32. The gpu profile trains it 20 times longer, at 128 px.
+#
+# Both are scored on the same 1,000 validation photos. The error bars are 95% binomial
+# (Wilson) intervals: with 1,000 photos an accuracy is known to about ±3 points at 50%
+# and ±1.4 points at 95%.
 #
 # Cached features are a tensor with one row per file, so a subset of the photos is a
 # selection of rows; `select` below takes them.
@@ -137,11 +146,21 @@ def small_cnn():
 print(f"small CNN: {sum(p.numel() for p in small_cnn().parameters()):,} parameters")
 
 # %%
+import math
+
 from tlkit.evaluate import predict
 from tlkit.train import fit
 
 SCRATCH = SETTINGS["scratch_size"]
-scratch_val = subset(val_all, 100 if not FAST else 4, seed=0)
+scratch_val = val  # the same validation photos as transfer's
+
+
+def interval(acc, n, z=1.96):
+    """95% Wilson interval (low, high) of an accuracy measured on n photos."""
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
 
 
 def train_from_scratch(net, photos):
@@ -176,9 +195,17 @@ print(f"efficientnet_lite0, random weights, {max(SETTINGS['sizes'])} per class: 
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
-ax.plot([d["per_class"] for d in dial], [d["transfer"] for d in dial], "o-", label="transfer (frozen ImageNet features)")
-ax.plot([d["per_class"] for d in dial], [d["scratch"] for d in dial], "s--", label="from scratch (small CNN)")
-ax.set(xscale="log", xlabel="labelled images per class", ylabel="validation accuracy", ylim=(0.4, 1.0))
+sizes = [d["per_class"] for d in dial]
+for key, style, label in (("transfer", "o-", f"transfer: head on frozen {SIZE} px ImageNet features, 30 epochs"),
+                          ("scratch", "s--", f"from scratch: small CNN, {SETTINGS['scratch_steps']} batches of 32 "
+                                             f"at {SCRATCH} px")):
+    accs = [d[key] for d in dial]
+    bounds = [interval(a, len(val)) for a in accs]
+    ax.errorbar(sizes, accs, yerr=[[a - lo for a, (lo, _) in zip(accs, bounds)],
+                                   [hi - a for a, (_, hi) in zip(accs, bounds)]], fmt=style, capsize=3, label=label)
+ax.set(xscale="log", xlabel="labelled images per class", ylim=(0.4, 1.0),
+       ylabel=f"accuracy on the same {len(val):,} validation photos",
+       title="Transfer vs from scratch (95% intervals)")
 ax.set_xticks([d["per_class"] for d in dial], [str(d["per_class"]) for d in dial])
 ax.axhline(0.5, color="grey", lw=0.8)
 ax.grid(alpha=0.3)
@@ -186,155 +213,230 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% claim
-# Claim check: guards the next paragraph and the expected results at the top; runs when the notebooks are rebuilt
+# Claim check: guards the next paragraph, the summary and the expected results at the top; runs when the notebooks are rebuilt
 scratch_accs = [d["scratch"] for d in dial]
-claim(dial[0]["transfer"] >= 0.93 and 0.5 <= min(scratch_accs) and max(scratch_accs) <= 0.70 and acc <= 0.60,
-      "about 95% with 10 photos per class by transfer; from scratch 55-66% at every size; Lite0 from random "
-      "weights hardly gets off the ground", transfer_10=dial[0]["transfer"], scratch=scratch_accs, lite0_random=acc)
+transfer_10_low = interval(dial[0]["transfer"], len(val))[0]
+scratch_best_high = max(interval(a, len(val))[1] for a in scratch_accs)
+claim(dial[0]["transfer"] >= 0.93 and 0.5 <= min(scratch_accs) and max(scratch_accs) <= 0.70 and acc <= 0.60
+      and transfer_10_low > scratch_best_high,
+      "about 95% with 10 photos per class by transfer, above the from-scratch CNN at every size (intervals apart); "
+      "from scratch 55-70%; Lite0 from random weights hardly gets off the ground",
+      transfer_10=dial[0]["transfer"], scratch=scratch_accs, lite0_random=acc, n_val=len(val))
 
 # %% [markdown]
-# Ten photos per class are enough for transfer. From scratch, accuracy climbs slowly with
-# data and stays far below; the deep Lite0 from random weights hardly gets off the ground
-# with this budget. With much more data *and* compute (the gpu profile) the from-scratch
-# models improve, but not to what ImageNet features give for free.
+# Ten photos per class are enough for transfer: their lower interval bound lies above the
+# upper bound of the from-scratch CNN at *every* size, up to 1,000 photos per class. From
+# scratch, accuracy climbs slowly with data and stays far below; the deep Lite0 from random
+# weights hardly gets off the ground. Read the legend: the budgets are not equal, and cannot
+# be. Transfer reuses what ImageNet training paid for; from scratch gets only this profile's
+# CPU budget (30 batches of 32 in the cpu profile). With much more data *and* compute (the
+# gpu profile) the from-scratch models improve, but not to what ImageNet features give for free.
 #
 # ## Watching a model overfit
 #
-# With few examples, a model can memorise them. Here a head with a 512-unit hidden layer
-# (657,000 parameters) learns from 20 photos per class for many epochs. Watch the two curves:
+# A linear head on frozen features has only 2,562 numbers to fit, and the features already
+# separate cats from dogs: it hardly overfits. To see overfitting cost *accuracy*, give the
+# model more freedom: **fine-tune the top of Lite0** (`stage7`, `stage8` and the head, about
+# a million parameters) on only 10 photos per class, with AdamW at a constant lr 1e-3 and no
+# weight decay, for `remedy_epochs` epochs. (`fit`'s defaults are a one-cycle schedule and
+# weight decay 0.01; both are remedies below, so this baseline turns them off.) The groups below `stage7` stay frozen, so their output (a
+# 192 × 5 × 5 map per photo) is computed once and reused by every run.
+#
+# Every run below is scored on the same validation photos (250 per class in the cpu profile),
+# with a 95% interval: about ±2.6 points at 90% accuracy.
 
 # %%
-from tlkit import viz
+import copy
+
+from torch.utils.data import TensorDataset
+
+from tlkit import count_parameters, viz
+from tlkit.loaders import make_loader
 
 N = SETTINGS["remedy_per_class"]
 small = subset(pool, N, seed=1)
-small_feats = select(train_feats, small)
-_, overfit = train_head(small_feats, val_feats, epochs=SETTINGS["remedy_epochs"], hidden=(512,), lr=1e-3, seed=0)
+remedy_val = subset(val, SETTINGS["remedy_val_per_class"], seed=0)
+TOP = ("stage7", "stage8")  # the groups that are fine-tuned
+
+
+@torch.no_grad()
+def maps_below_top(dataset):
+    """(N, 192, h, w) outputs of the frozen groups below stage7, and the labels."""
+    model.eval()
+    maps, labels = [], []
+    for x, y, _ in make_loader(dataset, batch_size=64, num_workers=0):
+        for name, group in model.groups.items():
+            if name == TOP[0]:
+                break
+            x = group(x)
+        maps.append(x)
+        labels.append(y)
+    return TensorDataset(torch.cat(maps), torch.cat(labels))
+
+
+def lite0_top(dropout=0.0):
+    """stage7, stage8 (ImageNet weights, trainable) and a new 2-class head: a Backbone on the maps."""
+    torch.manual_seed(0)
+    groups = OrderedDict((g, copy.deepcopy(model.groups[g])) for g in TOP)
+    head = make_head(model.num_features, 2, dropout=dropout)
+    return Backbone("lite0-top", groups, head, model.num_features, weights=None)
+
+
+start = time.perf_counter()
+train_maps = maps_below_top(small.with_transform(preprocess))
+val_maps = maps_below_top(remedy_val.with_transform(preprocess))
+print(f"{len(train_maps)} training and {len(val_maps)} validation photos, maps of shape "
+      f"{tuple(val_maps[0][0].shape)} ({time.perf_counter() - start:.0f} s)")
+print(f"fine-tuned: {count_parameters(lite0_top())[0]:,} parameters")
+
+# %%
+def finetune(data=None, dropout=0.0, lr=1e-3, weight_decay=0.0, scheduler=None, **options):
+    """Fine-tunes a fresh lite0_top with one change; every run: same photos, epochs, lr, seed."""
+    return fit(lite0_top(dropout), data or train_maps, val_maps, epochs=SETTINGS["remedy_epochs"], lr=lr,
+               weight_decay=weight_decay, scheduler=scheduler, batch_size=16, seed=0, progress=False,
+               num_workers=0, **options)
+
+
+overfit = finetune()
 first, last = overfit[0], overfit.last()
-low = overfit.best("val_loss", mode="min")
-print(f"epoch {first['epoch']:>3}: train loss {first['train_loss']:.3f}, validation loss {first['val_loss']:.3f}")
-print(f"epoch {low['epoch']:>3}: train loss {low['train_loss']:.3f}, validation loss {low['val_loss']:.3f}  <- lowest")
-print(f"epoch {last['epoch']:>3}: train loss {last['train_loss']:.3f}, validation loss {last['val_loss']:.3f}")
+peak = overfit.best("val_acc")
+for row, note in ((first, ""), (peak, "  <- best validation accuracy"), (last, "")):
+    print(f"epoch {row['epoch']:>3}: train acc {row['train_acc']:.1%}, validation acc {row['val_acc']:.1%}, "
+          f"train loss {row['train_loss']:.3f}, validation loss {row['val_loss']:.3f}{note}")
 viz.plot_history(overfit)
 
+# %% [markdown]
+# The model learns the 20 training photos perfectly, and the validation curves stop
+# following: the validation accuracy slips back from its best epoch by several points
+# while the training accuracy stays at 100%. The
+# control is the same photos with nothing of the body trained: a linear head on the frozen
+# (pooled) features.
+
+# %%
+_, frozen_h = train_head(select(train_feats, small), select(val_feats, remedy_val), epochs=30, seed=0)
+frozen_acc = frozen_h.last()["val_acc"]
+n_val = len(remedy_val)
+for name, a in (("fine-tuned top (last epoch)", last["val_acc"]), ("frozen body, linear head", frozen_acc)):
+    lo, hi = interval(a, n_val)
+    print(f"{name:<28} {a:.1%}  (95% interval {lo:.1%} to {hi:.1%}, {n_val} photos)")
+
 # %% claim
-# Claim check: guards "the training loss keeps falling towards zero; the validation loss turns round and climbs"
-claim(last["train_loss"] < 0.01 and low["epoch"] < last["epoch"] and last["val_loss"] > 1.2 * low["val_loss"],
-      "training loss falls towards zero; validation loss turns round after a few epochs and climbs",
-      final_train_loss=last["train_loss"], lowest_val_epoch=low["epoch"], lowest_val_loss=low["val_loss"],
-      final_val_loss=last["val_loss"])
+# Claim check: guards "learns the training photos perfectly ... ends below the frozen features"; runs when the notebooks are rebuilt
+claim(last["train_acc"] >= 0.99 and peak["val_acc"] - last["val_acc"] >= 0.02
+      and interval(frozen_acc, n_val)[0] > interval(last["val_acc"], n_val)[1],
+      "fine-tuning the top on 10 photos per class fits them perfectly, slips back from its best epoch and ends "
+      "below the frozen features, beyond the intervals", train_acc=last["train_acc"], best=peak["val_acc"],
+      best_epoch=peak["epoch"], finetuned=last["val_acc"], frozen=frozen_acc, n_val=n_val)
 
 # %% [markdown]
-# The training loss keeps falling towards zero; the validation loss turns round after a
-# few epochs and climbs: the curves **diverge**. The model becomes more and more sure of
-# its answers on photos it has memorised, and overconfident on new ones. With frozen
-# features the *accuracy* suffers less than the loss (the features are good), which is
-# exactly why you should watch both curves, not only accuracy.
+# Fine-tuning a million parameters on 20 photos ends *below* the frozen body, and the
+# intervals do not overlap: the extra freedom was spent memorising the training photos.
+# This is overfitting that costs accuracy, the number a learner cares about.
 #
 # ## Remedies
 #
-# Each remedy below changes one thing in that same run (20 photos per class, the 512-unit
-# head, the same epochs and seed). The table reports the model each run ends with: the
-# last epoch's, or for early stopping the epoch it restored. To use `fit`, with its callbacks and schedules, on
-# cached features, the "model" is a Backbone without a body: its input *is* the feature
-# vector.
+# Each remedy below changes one thing in that same run (10 photos per class, the same
+# epochs, learning rate, seed and validation photos), and the table reports the model each
+# run ends with: the last epoch's, or for early stopping the epoch it restored.
+#
+# - **Augmentation:** 8 randomly cropped and flipped views of each photo instead of one.
+# - **Dropout 0.5** before the new head's output layer.
+# - **Weight decay 0.1:** AdamW shrinks every weight by lr × 0.1 per step. (The usual range
+#   is 0.01 to 0.1. A value such as 1.0 is unusual, and for fine-tuning it pulls the
+#   pretrained weights towards zero, not towards where ImageNet left them.)
+# - **Early stopping** on the validation loss (patience 3), restoring the best epoch. It
+#   picks that epoch with the same validation photos it is scored on, which flatters it a
+#   little; in a project, keep a separate split for this.
+# - **LR schedule:** one-cycle (`fit`'s default), a warm-up then a decay, instead of a
+#   constant rate.
+# - **Freeze more:** the frozen-body control above (2,562 trainable parameters).
 
 # %%
-from torch.utils.data import TensorDataset
-
-from tlkit import count_parameters
 from tlkit.callbacks import EarlyStopping
 
-
-def head_on_features(dropout=0.0, hidden=(512,)):
-    """A Backbone with no body: (B, 1280) cached features -> (B, 2) logits."""
-    torch.manual_seed(0)
-    head = make_head(model.num_features, 2, hidden=hidden, dropout=dropout)
-    return Backbone("head-on-features", OrderedDict(), head, model.num_features, weights=None)
-
-
-def as_data(feats):
-    return TensorDataset(feats.features, feats.labels)
-
-
-def remedy(name, data=None, dropout=0.0, weight_decay=0.0, scheduler=None, callbacks=(), hidden=(512,)):
-    """Trains the head with one change and records the final model's numbers in ``remedies``."""
-    net = head_on_features(dropout, hidden)
-    h = fit(net, as_data(data or small_feats), as_data(val_feats),
-            epochs=SETTINGS["remedy_epochs"], lr=1e-3, batch_size=16, weight_decay=weight_decay,
-            scheduler=scheduler, callbacks=list(callbacks), seed=0, progress=False)
-    # Without early stopping the model is what the last epoch left; with it, the restored epoch.
-    row = h.best("val_loss", mode="min") if callbacks else h.last()
-    remedies.append(dict(remedy=name, trainable=count_parameters(net)[0], epoch=row["epoch"],
-                         train_acc=row["train_acc"], val_acc=row["val_acc"], val_loss=row["val_loss"]))
-
-
-remedies = []
-remedy("none (baseline)")
-remedy("dropout 0.5", dropout=0.5)
-remedy("weight decay 1.0", weight_decay=1.0)
-remedy("early stopping", callbacks=[EarlyStopping("val_loss", patience=3)])
-remedy("LR schedule (one-cycle)", scheduler="onecycle")
-remedy("freeze more (linear head)", hidden=())
-
-# %% [markdown]
-# **Data augmentation** makes more training examples from the same photos: random crops,
-# flips (and with `augment="strong"`, colour changes). For cached features that means
-# extracting features of several augmented views of each photo (`cache=False`, since every
-# pass is different):
-
-# %%
 augment = transforms_for(model, train=True, image_size=SIZE)  # random resized crop + flip
-views = [extract_features(model, small.with_transform(augment), cache=False, progress=False) for _ in range(8)]
-augmented = Features(torch.cat([v.features for v in views]), torch.cat([v.labels for v in views]),
-                     sum((v.files for v in views), []), small_feats.classes)
-print(f"{len(small_feats)} photos -> {len(augmented)} augmented training examples")
-remedy("augmentation (8 views)", data=augmented)
+views = [maps_below_top(small.with_transform(augment)) for _ in range(8)]
+augmented = TensorDataset(torch.cat([v.tensors[0] for v in views]), torch.cat([v.tensors[1] for v in views]))
+runs = {
+    "none (baseline)": overfit,
+    "augmentation (8 views)": finetune(data=augmented),
+    "dropout 0.5": finetune(dropout=0.5),
+    "weight decay 0.1": finetune(weight_decay=0.1),
+    "early stopping": finetune(callbacks=[EarlyStopping("val_loss", patience=3)]),
+    "LR schedule (one-cycle)": finetune(scheduler="onecycle"),
+}
+remedies = []
+for name, h in runs.items():
+    row = h.best("val_loss", mode="min") if name == "early stopping" else h.last()
+    remedies.append(dict(remedy=name, trainable=count_parameters(lite0_top())[0], epoch=row["epoch"],
+                         train_acc=row["train_acc"], val_acc=row["val_acc"], val_loss=row["val_loss"]))
+remedies.append(dict(remedy="freeze more (frozen body)", trainable=2562, epoch=frozen_h.last()["epoch"],
+                     train_acc=frozen_h.last()["train_acc"], val_acc=frozen_acc, val_loss=frozen_h.last()["val_loss"]))
 
-print(f"\n{'remedy':<26} {'trainable':>9} {'epoch':>5} {'train acc':>9} {'val acc':>8} {'val loss':>9}")
+base = remedies[0]
+base_lo, base_hi = interval(base["val_acc"], n_val)
+print(f"{'remedy':<26} {'trainable':>9} {'epoch':>5} {'train acc':>9} {'val acc':>8} {'95% interval':>15}  vs baseline")
 for r in remedies:
+    lo, hi = interval(r["val_acc"], n_val)
+    verdict = "-" if r is base else "better" if lo > base_hi else "worse" if hi < base_lo else "tie"
     print(f"{r['remedy']:<26} {r['trainable']:>9,} {r['epoch']:>5} {r['train_acc']:>9.1%} {r['val_acc']:>8.1%} "
-          f"{r['val_loss']:>9.3f}")
+          f"{lo:>7.1%}-{hi:<6.1%}  {verdict}")
+
+fig, ax = plt.subplots(figsize=(6, 3.2))
+names = [r["remedy"] for r in remedies]
+accs = [r["val_acc"] for r in remedies]
+bounds = [interval(a, n_val) for a in accs]
+ax.errorbar(accs, range(len(names)), xerr=[[a - lo for a, (lo, _) in zip(accs, bounds)],
+                                           [hi - a for a, (_, hi) in zip(accs, bounds)]], fmt="o", capsize=3)
+ax.axvspan(base_lo, base_hi, color="grey", alpha=0.2, label="baseline's interval")
+ax.set_yticks(range(len(names)), names)
+ax.invert_yaxis()
+ax.set(xlabel=f"validation accuracy ({n_val} photos, 95% intervals)",
+       title=f"Remedies for fine-tuning on {N} photos per class ({SETTINGS['remedy_epochs']} epochs each)")
+ax.legend(fontsize=8)
+plt.show()
 
 # %% claim
-# Claim check: guards the next paragraph's first two sentences; runs when the notebooks are rebuilt
-base = remedies[0]
-claim(all(r["val_loss"] < base["val_loss"] for r in remedies[1:])
-      and all(abs(r["val_acc"] - base["val_acc"]) <= 0.02 for r in remedies[1:]),
-      "every remedy ends with a lower validation loss than the baseline; accuracy moves by two points at most",
-      **{r["remedy"].split(" (")[0].replace(" ", "_"): (round(r["val_loss"], 3), round(r["val_acc"], 3))
-         for r in remedies})
+# Claim check: guards the next paragraph's first sentence; runs when the notebooks are rebuilt
+by_name = {r["remedy"]: r for r in remedies}
+aug_acc = by_name["augmentation (8 views)"]["val_acc"]
+claim(interval(aug_acc, n_val)[0] > base_hi,
+      "augmentation lifts the fine-tuned model beyond the baseline's interval",
+      **{r["remedy"].split(" (")[0].replace(" ", "_").replace(".", ""): round(r["val_acc"], 3) for r in remedies},
+      baseline_interval=(round(base_lo, 3), round(base_hi, 3)))
 
 # %% [markdown]
-# Read the validation loss first: every remedy keeps the model from becoming as
-# overconfident as the baseline. Accuracy moves by a point or two at most here, because
-# the frozen body already does most of the work. (With 1,000 validation photos one photo is
-# 0.1 points; differences under about 1.5 points are noise.)
-#
-# "Freeze more" here means training fewer parameters: the head without its hidden layer,
-# 2,562 numbers instead of 657,000. On images it means freezing more layer groups; notebook
-# 03's table measured that: with 100 photos, the fully frozen body beat every fine-tuned one.
+# Augmentation attacks the cause: 8 different views of each photo are much harder to
+# memorise than one, and it wins back points that overfitting cost (the last column says
+# "better": its interval lies above the baseline's). Freezing more gets there by
+# training far fewer numbers. For the other remedies, read the last column of this run: a
+# remedy marked "tie" has not been shown to help *here*, on 500 photos; its effect, if
+# any, is smaller than what this validation set can resolve. Dropout and weight decay
+# restrain the new head and the weights' size, not the memorising of 20 photos, and early
+# stopping can only give back what the best epoch had.
 
 # %% [markdown]
-# ### Exercise 1: beat the baseline's validation loss
+# ### Exercise 1: beat the baseline beyond its interval
 #
-# Train `head_on_features(...)` with `fit` on `as_data(small_feats)` (validation:
-# `as_data(val_feats)`, `epochs=SETTINGS["remedy_epochs"]`, `seed=0`), combining remedies as
-# you like, so that the final validation loss is lower than the baseline's.
+# Fine-tune with `finetune(...)` (it takes `data=`, `dropout=` and any `fit` option such as
+# `weight_decay=`, `scheduler=` or `lr=`) so that the final validation accuracy's interval
+# lies entirely above the baseline's, *without* augmentation. Decide first which of the
+# table's levers attacks memorising, then try it; combining is allowed.
+#
+# Hint: the baseline changes a million ImageNet weights at lr 1e-3 on 20 photos. What
+# would make those weights move less?
 
 # %%
-from course_checks import check_val_loss
+from course_checks import check_beats_baseline
 
-baseline_loss = remedies[0]["val_loss"]
-my_history = None  # your code: my_history = fit(...)
-check_val_loss(my_history, baseline_loss)
+my_history = None  # your code: my_history = finetune(...)
+check_beats_baseline(my_history, base["val_acc"], n_val)
 
 # %% solution
-# Solution
-my_history = fit(head_on_features(dropout=0.5), as_data(small_feats), as_data(val_feats),
-                 epochs=SETTINGS["remedy_epochs"], lr=1e-3, batch_size=16, weight_decay=1.0,
-                 scheduler="onecycle", seed=0, progress=False)
-check_val_loss(my_history, baseline_loss)
+# Solution: move the pretrained weights less, the new head as before (layer-wise rates). A
+# single lower rate for everything (lr=1e-4) does not do it: the random head then learns too slowly.
+my_history = finetune(lr={"stage7": 1e-5, "stage8": 1e-5, "head": 1e-3})
+check_beats_baseline(my_history, base["val_acc"], n_val)
 
 # %% [markdown]
 # ## When transfer hurts
@@ -345,7 +447,6 @@ check_val_loss(my_history, baseline_loss)
 # class depends on a 5–20° tilt of thin lines, so the late layers have learned to ignore it.
 
 # %%
-import math
 import random
 from pathlib import Path
 
@@ -389,9 +490,6 @@ viz.show_images(subset(lines_train, 4, seed=0).files, titles=["left"] * 4 + ["ri
 # spatial grid, train a head:
 
 # %%
-from tlkit.loaders import make_loader
-
-
 @torch.no_grad()
 def features_after(model, dataset, stage):
     """Pooled output of the groups from the stem up to ``stage``: Features (N, channels)."""
@@ -469,20 +567,27 @@ claim(negative["small CNN from scratch"] >= 0.97 and 0.55 <= frozen_acc <= 0.72
 # features) recovers.
 # How many layers to cut or retrain is an empirical question: measure, as above.
 #
-# ### Exercise 2: which features?
+# ### Exercise 2: how many validation photos?
 #
-# For the line task, which depth works better: `"stage3"` or `"stage8"`?
+# The remedies above were judged on 500 photos, and several came out as ties. How many
+# validation photos would you need so that the 95% interval around an accuracy of 90% is at
+# most ±1 point wide (half-width 0.01)? Compute it (a whole number of photos), then check it
+# with `interval(0.9, your_n)`.
+#
+# Hint: the half-width of a binomial interval is about z·√(p(1−p)/n) with z = 1.96 for 95%.
+# Solve for n.
 
 # %%
-from course_checks import check_better_layer
+from course_checks import check_val_size
 
-answer = None  # "stage3" or "stage8"
-check_better_layer(answer, {k: depth[k] for k in ("stage3", "stage8")})
+needed = None  # your answer: a number of photos
+check_val_size(needed, accuracy=0.9, half_width=0.01)
 
 # %% solution
 # Solution
-answer = max(("stage3", "stage8"), key=depth.get)
-check_better_layer(answer, {k: depth[k] for k in ("stage3", "stage8")})
+needed = math.ceil(1.96 ** 2 * 0.9 * 0.1 / 0.01 ** 2)
+print(needed, "photos; interval:", [round(b, 4) for b in interval(0.9, needed)])
+check_val_size(needed, accuracy=0.9, half_width=0.01)
 
 # %% [markdown]
 # ## Choosing a pretrained model
@@ -545,28 +650,32 @@ claim(max(speed["resnet50"], speed["convnext_tiny"]) < min(speed[n] for n in sma
 # %% [markdown]
 # ### Exercise 3: pick a backbone for a phone app
 #
-# The app can afford at most 6 million parameters and must be as fast as possible on a CPU.
-# Which backbone does the table above suggest?
+# The app can afford at most 6 million parameters, needs at least 75% ImageNet top-1 (a
+# stand-in for "good enough features"), and must be as fast as possible on this CPU.
+# Which backbone does the table above suggest? Both limits count.
 
 # %%
 from course_checks import check_choice
 
 choice = None  # a name from list_backbones()
-check_choice(choice, table, max_params_m=6.0)
+check_choice(choice, table, max_params_m=6.0, min_top1=75.0)
 
 # %% solution
 # Solution
-choice = max((r for r in table if r["params_M"] <= 6.0), key=lambda r: r["img_per_s"])["backbone"]
-check_choice(choice, table, max_params_m=6.0)
+fits = [r for r in table if r["params_M"] <= 6.0 and (r["top1"] or 0) >= 75.0]
+choice = max(fits, key=lambda r: r["img_per_s"])["backbone"]
+check_choice(choice, table, max_params_m=6.0, min_top1=75.0)
 
 # %% [markdown]
 # ## Summary
 #
-# - Transfer needs far fewer labelled images: ten per class already beat a model from
-#   scratch on hundreds.
-# - Overfitting shows as diverging train and validation curves; watch the loss, not only
-#   the accuracy. Augmentation, dropout, weight decay, early stopping, learning-rate
-#   schedules and freezing more all reduce it; measure which helps on your data.
+# - Transfer needs far fewer labelled images: with ten per class it beat a small CNN
+#   trained from scratch (with this notebook's CPU budget) on up to 1,000 per class,
+#   scored on the same 1,000 validation photos.
+# - Overfitting shows as diverging train and validation curves, and with enough freedom
+#   (fine-tuning on 20 photos) it costs accuracy. Augmentation and freezing more won it
+#   back here; dropout, weight decay, early stopping and schedules are remedies too, but
+#   measure them with an interval: on 500 photos a small gain is a tie.
 # - When the target is unlike the source, late features can be worse than none (negative
 #   transfer); earlier features, or retraining more layers, fix it.
 #

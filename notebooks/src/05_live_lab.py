@@ -304,6 +304,34 @@ probs = predict_panel.predict_file(photo)
 print(Path(photo).name, "->", ", ".join(f"{name} {p:.1%}" for name, p in probs))
 
 # %% [markdown]
+# ### Exercise 3: unfreeze just enough
+#
+# Your training budget calls for at least **one million** trainable parameters (a 2-class
+# head included), unfreezing as few groups as possible, from the top down. Which groups do
+# you unfreeze? Decide from the parameter counts (the freeze panel's table, or
+# `count_parameters` on single groups), then give the list of group names.
+#
+# Hint: add up the groups' sizes starting from the head. Which is the first sum to pass a
+# million?
+
+# %%
+from course_checks import check_unfreeze_budget
+
+unfreeze_groups = None  # e.g. ["stage8", "head"]
+check_unfreeze_budget(unfreeze_groups, min_params=1_000_000)
+
+# %% solution
+# Solution: add groups from the head down until the sum passes a million
+total, unfreeze_groups = 0, []
+for name in reversed(model.group_names):
+    total += sum(p.numel() for p in model.groups[name].parameters())
+    unfreeze_groups.insert(0, name)
+    if total >= 1_000_000:
+        break
+print(unfreeze_groups, f"{total:,}")
+check_unfreeze_budget(unfreeze_groups, min_params=1_000_000)
+
+# %% [markdown]
 # **Try it.** Upload a photo with both a cat and a dog, a cartoon, a fox. Where does the
 # heatmap sit, and does the answer change when you crop the photo?
 
