@@ -31,8 +31,8 @@
 #
 # **Expected results (cpu profile):** on the photos, feature extraction and partial
 # fine-tuning on all 2,000 photos are a tie; on edge sketches of the same photos, full
-# fine-tuning beats feature extraction by more than the interval. About five minutes in all
-# on a two-core CPU.
+# fine-tuning beats feature extraction by more than the interval. A few minutes in all on a
+# two-core CPU; full fine-tuning takes most of them.
 
 # %% setup
 
@@ -52,11 +52,11 @@ SETTINGS = {
     # sketch_per_class / sketch_val_per_class: the same for task 2; epochs: the budget of every
     # strategy in the two tasks; side_epochs: the budget of the learning-rate experiments.
     "cpu": dict(image_size=128, photo_per_class=None, photo_val_per_class=None, sketch_per_class=300,
-                sketch_val_per_class=200, epochs=4, side_epochs=2, batch_size=32),
+                sketch_val_per_class=200, epochs=4, side_epochs=1, batch_size=32),
     "gpu": dict(image_size=224, photo_per_class=None, photo_val_per_class=None, sketch_per_class=None,
                 sketch_val_per_class=None, epochs=5, side_epochs=3, batch_size=64),
     "test": dict(image_size=64, photo_per_class=6, photo_val_per_class=6, sketch_per_class=6,
-                 sketch_val_per_class=6, epochs=1, side_epochs=2, batch_size=8),
+                 sketch_val_per_class=6, epochs=1, side_epochs=1, batch_size=8),
 }[PROFILE]
 SIZE, EPOCHS, BATCH = SETTINGS["image_size"], SETTINGS["epochs"], SETTINGS["batch_size"]
 SIDE_EPOCHS = SETTINGS["side_epochs"]
@@ -168,7 +168,7 @@ def record(task, strategy, history, n_val, seconds, trainable):
     results[task, strategy] = dict(task=task, strategy=strategy, val_acc=acc, ci=(low, high), n_val=n_val,
                                    epochs=len(history), seconds=seconds, trainable=trainable, history=history)
     print(f"{task}, {strategy}: val acc {acc:.3f} (95% interval {low:.3f}-{high:.3f} on {n_val} photos), "
-          f"{len(history)} epochs, {seconds:.0f} s, {trainable:,} trainable parameters")
+          f"{len(history)} epoch{'s' if len(history) != 1 else ''}, {seconds:.0f} s, {trainable:,} trainable parameters")
 
 
 def versus(task, a, b):
@@ -312,7 +312,8 @@ partial_verdict = versus("sketches", "partial fine-tuning", "feature extraction"
 # respond, but with patterns the later groups were never trained to read, so the pooled
 # features separate cats from dogs less well, and no head on top can recover what they lost.
 # Fine-tuning lets the early groups adapt to the new statistics. Partial fine-tuning, which
-# keeps the early groups frozen, does not get that chance.
+# keeps the early groups frozen and adapts only the last two, lands in between: ahead of
+# feature extraction, but not by more than the interval.
 #
 # The sketch task also has fewer training photos than the photo task (600 against 2,000).
 # Less data favours feature extraction, so the size difference cannot explain fine-tuning's
@@ -320,10 +321,12 @@ partial_verdict = versus("sketches", "partial fine-tuning", "feature extraction"
 
 # %% claim
 # Claim check: fine-tuning wins on sketches by more than the interval.
-claim(sketch_verdict == "a" and len(sketch_val) >= 200,
-      "on the sketches, full fine-tuning beats feature extraction by more than the interval",
-      full=results["sketches", "full fine-tuning"]["val_acc"],
-      features=results["sketches", "feature extraction"]["val_acc"], n_val=len(sketch_val))
+sketch_acc = {s: results["sketches", s]["val_acc"] for s in ("feature extraction", "partial fine-tuning",
+                                                               "full fine-tuning")}
+claim(sketch_verdict == "a" and partial_verdict == "tie" and len(sketch_val) >= 200
+      and sketch_acc["feature extraction"] < sketch_acc["partial fine-tuning"] < sketch_acc["full fine-tuning"],
+      "on the sketches, full fine-tuning beats feature extraction by more than the interval; partial lands "
+      "in between, within the interval of feature extraction", **sketch_acc, n_val=len(sketch_val))
 
 # %% [markdown]
 # ## The results, side by side
@@ -351,7 +354,7 @@ viz.plot_history({r["strategy"]: r["history"] for r in results.values() if r["ta
 # In every run above the new head learned at 3e-3 and the body groups at 3e-5 (stem) to
 # 3e-4 (last group): *discriminative*, or layer-wise, learning rates. Two questions, each
 # answered by changing one thing and nothing else (the sketches, the head rate,
-# `SIDE_EPOCHS` epochs for every run):
+# `SIDE_EPOCHS` epochs for every run, one in the cpu profile):
 #
 # 1. Do the layer-wise body rates matter, compared with one rate (3e-4) for the whole body?
 # 2. What happens when the body's rate is much higher (1e-2)?
@@ -394,18 +397,19 @@ layerwise_verdict = versus("rates", "layer-wise body 3e-5 to 3e-4", "one body ra
 high_verdict = versus("rates", "one body rate 3e-4", "one body rate 1e-2")
 
 # %% [markdown]
-# In the earlier version of this notebook, "layer-wise rates" beat a full fine-tune whose
-# *new head* also learned at 1e-4: that only showed that a random head needs a higher rate.
-# With the head's rate held fixed, the layer-wise body rates and one body rate of 3e-4 are
-# **a tie** on these sketches: at these low rates, how the body's rate is spread across the
-# groups matters less than the noise. The body's *size* of step does matter: at 1e-2 the
-# large updates wreck the pretrained features before the head has learned anything useful,
-# and accuracy falls far below the run at 3e-4, by much more than the interval.
+# Why hold the head's rate fixed? Compared with a full fine-tune whose *new head* also learns
+# at a low body rate such as 1e-4, layer-wise rates would look better only because their
+# head learns faster: a random head needs a higher rate. With the head's rate held fixed,
+# the layer-wise body rates and one body rate of 3e-4 are **a tie** on these sketches: at
+# these low rates, how the body's rate is spread across the groups matters less than the
+# noise. The *size* of the body's steps does matter: at 1e-2 the large updates wreck the
+# pretrained features before the head has learned anything useful, and accuracy falls to
+# chance (about 0.5), far below the run at 3e-4.
 
 # %% claim
 # Claim check: layer-wise vs one body rate is a tie; a body rate of 1e-2 loses by more than the interval.
-claim(layerwise_verdict == "tie" and high_verdict == "a",
-      "layer-wise and one body rate are a tie; 1e-2 falls far below 3e-4",
+claim(layerwise_verdict == "tie" and high_verdict == "a" and results["rates", "one body rate 1e-2"]["val_acc"] <= 0.6,
+      "layer-wise and one body rate are a tie; 1e-2 falls to chance, far below 3e-4",
       layerwise=results["rates", "layer-wise body 3e-5 to 3e-4"]["val_acc"],
       one_rate=results["rates", "one body rate 3e-4"]["val_acc"],
       high=results["rates", "one body rate 1e-2"]["val_acc"], n_val=len(sketch_val))
@@ -435,15 +439,23 @@ check_layerwise(groups)
 # Start with the head alone, so that its first, large random gradients do not flow into the
 # body; then unfreeze the rest. `train_strategy(..., unfreeze_at=k)` does it with
 # `GradualUnfreezing`: at the start of epoch `k` the frozen groups join the optimizer, each
-# with its (lower) layer-wise rate. Against the layer-wise run above (same rates, same
-# `SIDE_EPOCHS` epochs, same sketches), gradual unfreezing gives the body one epoch less:
+# with its (lower) layer-wise rate. Here only the mechanism, on 100 photos for two epochs:
+# the first epoch trains the head alone (on cached features: every body group is frozen),
+# the second trains every group. A fair test of whether it helps needs a longer budget than
+# this notebook's CPU profile allows: the head-only epoch is one epoch less for the body.
 
 # %%
-model, history = run_strategy("rates", "finetune", sketch_train, sketch_val, epochs=SIDE_EPOCHS, unfreeze_at=2,
+small_train, small_val = sample(train_all, 50 if not FAST else 6), sample(val_all, 200 if not FAST else 6)
+model, history = run_strategy("small", "finetune", small_train, small_val, epochs=2, unfreeze_at=2,
                               label="gradual unfreezing")
 for row in history.rows:
-    print(f"epoch {row['epoch']}: groups with a learning rate: {len(row['lr'])}, val_acc {row['val_acc']:.3f}")
-gradual_verdict = versus("rates", "gradual unfreezing", "layer-wise body 3e-5 to 3e-4")
+    print(f"epoch {row['epoch']}: {len(row['lr'])} groups with a learning rate, {row['seconds']:.1f} s")
+
+# %% claim
+# Claim check: the head trains alone in epoch 1, every group in epoch 2.
+claim([len(row["lr"]) for row in history.rows] == [1, len(model.group_names)],
+      "the first epoch trains the head alone, the second every group",
+      groups_per_epoch=[len(row["lr"]) for row in history.rows])
 
 # %% [markdown]
 # ## The BatchNorm trap
@@ -469,17 +481,16 @@ def bn_running_means(model):
     return [m.running_mean.clone() for m in model.modules() if isinstance(m, BN_TYPES)]
 
 
-bn_train, bn_val = sample(train_all, 50 if not FAST else 6), sample(val_all, 200 if not FAST else 6)
 for policy in ("eval", "train"):
     model = fresh_model()
     freeze(model, model.group_names[:-1])  # feature extraction: only the head has trainable weights
     set_bn_policy(model, policy)
     before = bn_running_means(model)
     start = time.perf_counter()
-    h = fit(model, bn_train, bn_val, epochs=EPOCHS, lr=HEAD_LR, batch_size=8, augment="none", image_size=SIZE,
+    h = fit(model, small_train, small_val, epochs=EPOCHS, lr=HEAD_LR, batch_size=8, augment="none", image_size=SIZE,
             seed=0, progress=SHOW_PROGRESS)
     drift = max(float((a - b).abs().max()) for a, b in zip(bn_running_means(model), before))
-    record("BN", f"BN policy {policy!r}", h, len(bn_val), time.perf_counter() - start, count_parameters(model)[0])
+    record("BN", f"BN policy {policy!r}", h, len(small_val), time.perf_counter() - start, count_parameters(model)[0])
     results["BN", f"BN policy {policy!r}"]["drift"] = drift
     print(f"   largest change of a running mean: {drift:.3f}")
 bn_verdict = versus("BN", "BN policy 'eval'", "BN policy 'train'")
