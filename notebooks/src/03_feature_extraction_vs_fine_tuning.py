@@ -449,7 +449,7 @@ small_train, small_val = sample(train_all, 50 if not FAST else 6), sample(val_al
 model, history = run_strategy("small", "finetune", small_train, small_val, epochs=2, unfreeze_at=2,
                               label="gradual unfreezing")
 for row in history.rows:
-    print(f"epoch {row['epoch']}: {len(row['lr'])} groups with a learning rate, {row['seconds']:.1f} s")
+    print(f"epoch {row['epoch']}: groups with a learning rate: {len(row['lr'])}, {row['seconds']:.1f} s")
 
 # %% claim
 # Claim check: the head trains alone in epoch 1, every group in epoch 2.
