@@ -120,3 +120,26 @@ def test_evaluate_split_names_both_class_lists(lite0_64, tmp_path):
     lite0_64.class_names = None
     with pytest.raises(ValueError, match="class_names"):
         evaluate_split(lite0_64, root)
+
+
+# ---------------------------------------------------------------- intervals
+
+def test_binomial_interval_wilson_values_and_errors():
+    from tlkit.evaluate import binomial_interval
+    low, high = binomial_interval(0.9, 400)
+    assert (round(low, 3), round(high, 3)) == (0.867, 0.926)
+    assert binomial_interval(1.0, 40)[1] == 1.0 and binomial_interval(1.0, 40)[0] < 0.92  # never zero width
+    assert binomial_interval(0.9, 1000)[1] - binomial_interval(0.9, 1000)[0] < high - low  # more photos: narrower
+    with pytest.raises(ValueError, match="n must"):
+        binomial_interval(0.5, 0)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        binomial_interval(87.5, 40)
+
+
+def test_compare_accuracies_calls_a_tie_a_tie():
+    from tlkit.evaluate import compare_accuracies, difference_interval
+    assert compare_accuracies(0.875, 0.85, 40) == "tie"       # the board's old "best" on 40 photos
+    assert compare_accuracies(0.925, 0.855, 400) == "a"
+    assert compare_accuracies(0.855, 0.925, 400) == "b"
+    low, high = difference_interval(0.925, 0.855, 400)
+    assert low > 0 and math.isclose((low + high) / 2, 0.07)

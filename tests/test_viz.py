@@ -259,3 +259,13 @@ def test_plot_filters_title_says_pretrained_or_random():
     model.name, model.weights = "tiny", "imagenet"
     assert "pretrained (imagenet)" in viz.plot_filters(model).axes[0].get_title()
     assert viz.plot_filters(model, title="mine").axes[0].get_title() == "mine"
+
+
+def test_plot_bar_draws_interval_error_bars():
+    rows = [{"strategy": "feature extraction", "val_acc": 0.9, "ci": (0.85, 0.93)},
+            {"strategy": "full fine-tuning", "val_acc": 0.95, "ci": (0.92, 0.97)}]
+    ax = viz.plot_bar(rows, "strategy", "val_acc", interval="ci").axes[0]
+    caps = [line for line in ax.lines if len(line.get_ydata()) == 2]   # the error bars' cap markers
+    lows_highs = sorted(round(float(v), 3) for line in caps for v in line.get_ydata())
+    assert lows_highs == [0.85, 0.92, 0.93, 0.97]
+    assert [p.get_facecolor()[:3] for p in ax.patches][0] != [p.get_facecolor()[:3] for p in ax.patches][1]

@@ -20,6 +20,7 @@ from browser.tiny import tiny_backbone
 from tlkit.backbones import Backbone
 from tlkit.callbacks import Callback
 from tlkit.data import ImageDataset, image_folder
+from tlkit.evaluate import binomial_interval
 from tlkit.features import Features
 from tlkit.freezing import count_parameters, freeze, set_bn_policy, trainable_summary
 from tlkit.history import History
@@ -579,6 +580,31 @@ def test_strategy_board_widget_compares_three_strategies(data, tmp_path):
         assert label in board.table.value
     assert bytes(board.plot.value).startswith(PNG_MAGIC)
     assert board.status.value.startswith("Done")
+
+
+def test_strategy_board_calls_a_tie_a_tie(data):
+    """The old 05 result: 0.875 against 0.85 on 40 photos is a tie, not a winner; unequal budgets are named."""
+    from widgets.strategy_board import verdict
+
+    train, val = data
+    board = StrategyBoard(train, val, backbone=tiny_backbone, per_class=None, image_size=32)
+    assert {s: w.value for s, w in board.epochs.items()} == {"features": 3, "partial": 3, "finetune": 3}
+    row = dict(trainable_params=10, seconds=1.0, history=History([{"epoch": 1, "val_loss": 0.5, "val_acc": 0.8}]))
+    results = {"features": dict(row, strategy="feature extraction", val_acc=0.875, epochs=15),
+               "partial": dict(row, strategy="partial fine-tuning", val_acc=0.85, epochs=2),
+               "finetune": dict(row, strategy="full fine-tuning", val_acc=0.6, epochs=2)}
+    n = len(board.val_ds)
+    board.render(results)
+    assert "Tie: feature extraction and partial fine-tuning" in board.status.value
+    assert "Best" not in board.status.value and "Budgets differ (15 vs 2 vs 2 epochs)" in board.status.value
+    assert f"95% interval ({n} photos)" in board.table.value
+    lo, hi = binomial_interval(0.875, n)
+    assert f"{lo:.3f}-{hi:.3f}" in board.table.value
+    clear = {k: dict(v, epochs=3) for k, v in results.items()}
+    clear["features"]["val_acc"], clear["partial"]["val_acc"] = 0.95, 0.80
+    assert verdict(clear, 400).startswith("Done. Best: feature extraction (0.950")
+    assert "Same budget: 3 epochs each." in verdict(clear, 400)
+    assert verdict(clear, 10).startswith("Done. Tie: feature extraction and partial fine-tuning")
 
 
 def test_strategy_board_widget_shows_errors(data):

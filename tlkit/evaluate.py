@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,49 @@ class Predictions:
     def accuracy(self) -> float:
         """Fraction of images whose top class is the true one (NaN when there are none)."""
         return float((self.preds == self.labels).float().mean()) if len(self) else float("nan")
+
+
+def binomial_interval(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% for ``z=1.96``) of an accuracy measured on ``n`` images.
+
+    Example:
+        >>> [round(v, 3) for v in binomial_interval(0.9, 400)]
+        [0.867, 0.926]
+    """
+    if n < 1:
+        raise ValueError(f"n must be the number of images the accuracy was measured on (>= 1), got {n}.")
+    if not 0.0 <= acc <= 1.0:
+        raise ValueError(f"acc must be a fraction between 0 and 1, got {acc}.")
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def difference_interval(acc_a: float, acc_b: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of ``acc_a - acc_b``, both measured on ``n`` images (normal approximation).
+
+    Zero inside the interval means a tie: this validation set cannot tell the two apart.
+
+    Example:
+        >>> [round(v, 3) for v in difference_interval(0.925, 0.855, 400)]
+        [0.027, 0.113]
+    """
+    if n < 1:
+        raise ValueError(f"n must be the number of images the accuracies were measured on (>= 1), got {n}.")
+    se = math.sqrt((acc_a * (1 - acc_a) + acc_b * (1 - acc_b)) / n)
+    diff = acc_a - acc_b
+    return diff - z * se, diff + z * se
+
+
+def compare_accuracies(acc_a: float, acc_b: float, n: int) -> str:
+    """``"a"``, ``"b"`` or ``"tie"``: who is ahead by more than the 95% interval on ``n`` images.
+
+    Example:
+        >>> compare_accuracies(0.985, 0.98, 1000)
+        'tie'
+    """
+    low, high = difference_interval(acc_a, acc_b, n)
+    return "a" if low > 0 else "b" if high < 0 else "tie"
 
 
 def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,

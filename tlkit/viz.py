@@ -312,19 +312,27 @@ def top_confusions(cm, k: int = 10) -> list[tuple[int, int, int]]:
     return [(int(i), int(j), int(cm[i, j])) for i, j in zip(*np.unravel_index(flat, cm.shape)) if cm[i, j] > 0]
 
 
-def plot_bar(rows: Sequence[dict], x: str, y: str, title: str = ""):
+def plot_bar(rows: Sequence[dict], x: str, y: str, title: str = "", interval: str | None = None):
     """A bar per row (e.g. one per strategy) with the value written on it.
 
+    ``interval``: the key of a ``(low, high)`` pair per row (e.g. a 95% binomial
+    interval), drawn as an error bar.
+
     Example:
-        >>> plot_bar([{"strategy": "frozen", "val_acc": 0.97}], "strategy", "val_acc")
+        >>> plot_bar([{"strategy": "frozen", "val_acc": 0.97, "ci": (0.96, 0.98)}], "strategy", "val_acc",
+        ...          interval="ci")
     """
     if not rows:
         raise ValueError("rows is empty.")
     fig, axes = _subplots(1, 1, (max(4.0, 1.1 * len(rows)), 3.2))
     ax = axes[0, 0]
     names, values = [str(r[x]) for r in rows], [float(r[y]) for r in rows]
-    bars = ax.bar(names, values, color=[_color(name, i) for i, name in enumerate(names)])
-    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    yerr = None
+    if interval is not None:
+        yerr = [[v - float(r[interval][0]) for v, r in zip(values, rows)],
+                [float(r[interval][1]) - v for v, r in zip(values, rows)]]
+    bars = ax.bar(names, values, color=[_color(name, i) for i, name in enumerate(names)], yerr=yerr, capsize=4)
+    ax.bar_label(bars, fmt="%.3g", fontsize=8, label_type="center" if yerr else "edge")
     ax.set_ylabel(y)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=20 if len(rows) > 4 else 0)

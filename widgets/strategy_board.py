@@ -10,8 +10,12 @@ trained, plus their validation curves.
   (``tlkit.strategy.train_strategy(..., "partial")``).
 * **finetune**: every group trains, earlier groups with lower rates.
 
-The defaults are small (20 images per class at 128 px, few epochs) so a run
-takes about a minute on a laptop CPU; raise them for real numbers.
+Every strategy gets the same number of epochs by default (the budget is
+shown in the table), and each accuracy comes with its 95% binomial interval
+on the validation photos. The verdict names a winner only when it is ahead of
+the runner-up by more than the interval of the difference; otherwise it says
+"tie". The defaults are small (20 images per class at 128 px, 3 epochs) so a
+run takes about a minute on a laptop CPU; raise them for real numbers.
 
 Example:
     >>> board = StrategyBoard(train, val, per_class=20, image_size=128)
@@ -34,12 +38,45 @@ from torch import nn
 from tlkit import viz
 from tlkit.backbones import load_backbone
 from tlkit.data import subset, transforms_for
+from tlkit.evaluate import binomial_interval, compare_accuracies
 from tlkit.features import extract_features, train_head
 from tlkit.freezing import count_parameters
 from tlkit.heads import init_linear_
 from tlkit.strategy import STRATEGIES, train_strategy
 from widgets._base import ThreadedPanel, keep_global_rng
 from widgets._plot import message_png, show_png
+
+
+DEFAULT_EPOCHS = 3
+
+
+def verdict(results: dict[str, dict], n_val: int) -> str:
+    """The board's conclusion: the best strategy only if it beats the runner-up beyond the interval.
+
+    ``results``: ``{strategy: {"strategy": label, "val_acc", "epochs"}}``; ``n_val``: validation photos.
+
+    Example:
+        >>> verdict({"features": {"strategy": "feature extraction", "val_acc": 0.875, "epochs": 3},
+        ...          "partial": {"strategy": "partial fine-tuning", "val_acc": 0.85, "epochs": 3}}, 40)[:4]
+        'Tie:'
+    """
+    ranked = sorted(results.values(), key=lambda r: r["val_acc"], reverse=True)
+    if not ranked:
+        return "No strategy finished."
+    best = ranked[0]
+    budgets = sorted({r["epochs"] for r in ranked})
+    unfair = (f" Budgets differ ({' vs '.join(str(r['epochs']) for r in ranked)} epochs): "
+              "not a fair comparison." if len(budgets) > 1 else f" Same budget: {budgets[0]} epochs each.")
+    if len(ranked) == 1:
+        return f"Done. Only {best['strategy']} finished ({best['val_acc']:.3f}).{unfair}"
+    second = ranked[1]
+    if compare_accuracies(best["val_acc"], second["val_acc"], n_val) == "tie":
+        tied = [r["strategy"] for r in ranked if compare_accuracies(best["val_acc"], r["val_acc"], n_val) == "tie"]
+        return (f"Done. Tie: {' and '.join(tied)} are within the 95% interval of each other on {n_val} "
+                f"validation photos (best {best['val_acc']:.3f}).{unfair}")
+    return (f"Done. Best: {best['strategy']} ({best['val_acc']:.3f} validation accuracy), ahead of "
+            f"{second['strategy']} ({second['val_acc']:.3f}) by more than the 95% interval on {n_val} "
+            f"validation photos.{unfair}")
 
 
 class StrategyBoard(ThreadedPanel):
@@ -52,8 +89,8 @@ class StrategyBoard(ThreadedPanel):
         pretrained: ImageNet weights (for a registered name).
         per_class: images per class taken from each split (None: all of them).
         image_size: input size for every strategy.
-        epochs: ``{strategy: epochs}``; missing ones get the defaults
-            (features 15 head epochs, partial 5, finetune 5).
+        epochs: ``{strategy: epochs}``; missing ones get the default, 3 for each
+            (an unequal budget is named in the verdict).
         lr: body learning rate for fine-tuning (the head gets ``head_lr``).
         head_lr: rate of the new head, also for feature extraction.
         seed: the same seed (weights of the new head, data order) for all three;
@@ -79,7 +116,7 @@ class StrategyBoard(ThreadedPanel):
         self._init_threaded("tlkit-strategies", blocking,
                             status=(f"Ready: {len(self.train_ds)} training and {len(self.val_ds)} validation "
                                     f"images at {self.image_size} px. Press run."))
-        self._build({"features": 15, "partial": 5, "finetune": 5, **(epochs or {})})
+        self._build({**dict.fromkeys(STRATEGIES, DEFAULT_EPOCHS), **(epochs or {})})
 
     def _build(self, epochs: dict[str, int]) -> None:
         style = {"description_width": "initial"}
@@ -165,13 +202,15 @@ class StrategyBoard(ThreadedPanel):
 
     # ---- view ---------------------------------------------------------------
     def _show_table(self, results: dict[str, dict]) -> None:
+        n = len(self.val_ds)
         rows = "".join(
             f"<tr><td>{html.escape(r['strategy'])}</td><td style='text-align:right'>{r['trainable_params']:,}</td>"
-            f"<td style='text-align:right'>{r['val_acc']:.3f}</td><td style='text-align:right'>{r['seconds']:.1f}</td>"
+            f"<td style='text-align:right'>{r['val_acc']:.3f}</td><td style='text-align:right'>{_interval(r, n)}</td>"
+            f"<td style='text-align:right'>{r['seconds']:.1f}</td>"
             f"<td style='text-align:right'>{r['epochs']}</td></tr>" for r in results.values())
         self.table.value = ("<table style='border-collapse:collapse' cellpadding='4'><tr><th>strategy</th>"
-                            "<th>trainable parameters</th><th>best val accuracy</th><th>seconds</th>"
-                            f"<th>epochs</th></tr>{rows}</table>")
+                            f"<th>trainable parameters</th><th>best val accuracy</th><th>95% interval ({n} photos)</th>"
+                            f"<th>seconds</th><th>epochs</th></tr>{rows}</table>")
         runs = {r["strategy"]: r["history"] for r in results.values()}
         if runs:
             show_png(self.plot, viz.figure_to_png(viz.plot_history(runs, metrics=("val_loss", "val_acc"))))
@@ -183,5 +222,12 @@ class StrategyBoard(ThreadedPanel):
             n = len(results)
             self.status.value = f"Stopped after {n} strateg{'y' if n == 1 else 'ies'}."
         else:
-            best = max(results.values(), key=lambda r: r["val_acc"])
-            self.status.value = f"Done. Best: {best['strategy']} ({best['val_acc']:.3f} validation accuracy)."
+            self.status.value = verdict(results, len(self.val_ds))
+
+
+def _interval(result: dict, n: int) -> str:
+    acc = result["val_acc"]
+    if not 0.0 <= acc <= 1.0:  # NaN: no validation epoch finished
+        return "-"
+    low, high = binomial_interval(acc, n)
+    return f"{low:.3f}-{high:.3f}"
