@@ -293,7 +293,7 @@ def test_exif_orientation_is_applied_everywhere_images_are_opened(model, tmp_pat
     """Phone photos carry their rotation as an EXIF tag: every path that opens an image sees it upright."""
     from tlkit.data import ImageDataset
     from tlkit.explain import as_batch
-    from tlkit.viz import _to_array
+    from tlkit.viz.pictures import _to_array
 
     tagged, plain = _sideways_and_upright(tmp_path / "photos", "phone")
     assert Image.open(tagged).size == (60, 30)  # stored sideways
