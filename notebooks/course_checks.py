@@ -43,6 +43,17 @@ def _number(answer) -> float | None:
         return None
 
 
+def _number_answer(answer, what: str, positive: bool = False) -> float | None:
+    """The answer as a number; None (after saying what is wanted) when it is missing or not a number."""
+    if _missing(answer, what):
+        return None
+    n = _number(answer)
+    if n is None or (positive and n <= 0):
+        _not_yet(f"expected {'a positive number' if positive else 'a number'} ({what}), got {answer!r}.")
+        return None
+    return n
+
+
 # --------------------------------------------------------------------------
 # Claim checks: the prose's results, checked when the notebooks are rebuilt
 
@@ -99,11 +110,9 @@ def claim(condition, sentence: str, **numbers) -> None:
 
 def check_trainable_count(answer) -> None:
     """01: trainable parameters of efficientnet_lite0 with a frozen body and a new 2-class head."""
-    if _missing(answer, "a number of parameters"):
-        return
-    n = _number(answer)
+    n = _number_answer(answer, "a number of parameters")
     if n is None:
-        return _not_yet(f"expected a number, got {type(answer).__name__}.")
+        return
     if n == 2562:
         return _ok("1280 x 2 weights + 2 biases = 2,562 trainable parameters.")
     if n == 1_281_000:
@@ -130,11 +139,9 @@ def trainable_after(trainable_groups: Sequence[str], num_classes: int = 2,
 def check_trainable_after(answer, trainable_groups: Sequence[str], num_classes: int = 2,
                           backbone: str = "efficientnet_lite0") -> None:
     """01: trainable parameters when only ``trainable_groups`` (and a ``num_classes`` head) train."""
-    if _missing(answer, "a number of parameters"):
-        return
-    n = _number(answer)
+    n = _number_answer(answer, "a number of parameters")
     if n is None:
-        return _not_yet(f"expected a number, got {type(answer).__name__}.")
+        return
     ref = trainable_after(trainable_groups, num_classes, backbone)
     body = trainable_after([g for g in trainable_groups if g != "head"], num_classes, backbone)
     if n == ref:
@@ -161,11 +168,9 @@ def zero_shot_accuracy(probs, labels) -> float:
 
 def check_zero_shot(answer, probs, labels) -> None:
     """01: accuracy of the untrained ImageNet head used as a dog-vs-cat classifier."""
-    if _missing(answer, "the accuracy (a number between 0 and 1)"):
-        return
-    n = _number(answer)
+    n = _number_answer(answer, "the accuracy (a number between 0 and 1)")
     if n is None:
-        return _not_yet(f"expected a number between 0 and 1, got {type(answer).__name__}.")
+        return
     if n > 1:
         return _not_yet("give the accuracy as a fraction between 0 and 1, not a percentage.")
     ref = zero_shot_accuracy(probs, labels)
@@ -263,11 +268,9 @@ def check_fixed_recipe(model, transform) -> None:
 
 def check_cache_megabytes(answer, n_photos: int = 2000, num_features: int = 1280) -> None:
     """02: size in MB (10^6 bytes) of ``n_photos`` cached feature vectors stored as float32."""
-    if _missing(answer, "a number of megabytes"):
-        return
-    n = _number(answer)
+    n = _number_answer(answer, "a number of megabytes")
     if n is None:
-        return _not_yet(f"expected a number, got {type(answer).__name__}.")
+        return
     ref = n_photos * num_features * 4 / 1e6
     if math.isclose(n, ref, rel_tol=0.02):
         return _ok(f"{n_photos:,} x {num_features} numbers x 4 bytes = {ref:.2f} MB: the photos themselves take "
@@ -383,11 +386,9 @@ def layer_rate(group: str, lr: tuple[float, float], backbone: str = "efficientne
 
 def check_layer_rate(answer, group: str = "stage7", lr: tuple[float, float] = (1e-5, 1e-3)) -> None:
     """03: predict the rate of one group when ``lr=(low, high)`` is spread over all groups."""
-    if _missing(answer, "a learning rate"):
+    n = _number_answer(answer, "a learning rate", positive=True)
+    if n is None:
         return
-    n = _number(answer)
-    if n is None or n <= 0:
-        return _not_yet(f"expected a positive number such as 3e-4, got {answer!r}.")
     ref = layer_rate(group, lr)
     if math.isclose(n, ref, rel_tol=0.02):
         return _ok(f"{group} gets {ref:.2e}: the rates are spread log-evenly, so each group's rate is the "
@@ -414,11 +415,9 @@ def bn_in_train_mode(k: int, backbone: str = "efficientnet_lite0") -> int:
 
 def check_bn_train_count(answer, k: int = -3) -> None:
     """03: predict how many BatchNorm layers update their statistics after freeze_to(model, k) and model.train()."""
-    if _missing(answer, "a number of BatchNorm layers"):
-        return
-    n = _number(answer)
+    n = _number_answer(answer, "a number of BatchNorm layers")
     if n is None:
-        return _not_yet(f"expected a whole number, got {type(answer).__name__}.")
+        return
     ref = bn_in_train_mode(k)
     if n == ref:
         return _ok(f"{ref}: only the BatchNorm layers of the trainable groups follow model.train(); the frozen "
@@ -506,11 +505,9 @@ def check_beats_baseline(history, baseline_acc: float, n_val: int) -> None:
 
 def check_val_size(answer, accuracy: float = 0.9, half_width: float = 0.01) -> None:
     """04: validation photos needed for a 95% interval of +-half_width around ``accuracy``."""
-    if _missing(answer, "a number of photos"):
+    n = _number_answer(answer, "a number of photos", positive=True)
+    if n is None:
         return
-    n = _number(answer)
-    if n is None or n <= 0:
-        return _not_yet(f"expected a positive number of photos, got {answer!r}.")
     ref = math.ceil(1.96 ** 2 * accuracy * (1 - accuracy) / half_width ** 2)
     if abs(n - ref) <= 0.02 * ref:
         return _ok(f"about {ref:,} photos: halving the interval takes four times the photos. That is why "

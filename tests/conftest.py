@@ -18,6 +18,18 @@ from tlkit.backbones import load_backbone
 # engines on every new tiny model. tests/test_ort_features.py unsets this to test the engine choice.
 os.environ.setdefault("TLKIT_ENGINE", "torch")
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a busy shared CPU.
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CLASSES = ("cats", "dogs")
 # Class 0 is reddish, class 1 bluish: a tiny network separates them in a few steps.
 BASE_COLOURS = {"cats": (200, 60, 50), "dogs": (50, 70, 200)}

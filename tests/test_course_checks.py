@@ -7,26 +7,13 @@ real kernel and shows that a false claim fails the build.
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mk = _load("make_notebooks", ROOT / "tools" / "make_notebooks.py")
-checks = _load("course_checks", ROOT / "notebooks" / "course_checks.py")
+from test_notebooks_meta import ROOT, checks, mk  # the generator and course_checks, loaded once
 
 SENTENCE = "the two outputs match within bf16 tolerance"
 

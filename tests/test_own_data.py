@@ -18,12 +18,7 @@ from tlkit.own_model import (NotEnoughPhotosError, check_enough, predict_bytes, 
 from zipgen import make_zip
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest.py
 
 
 def photo(cls: str, i: int, tmp: Path, size: int = 40) -> bytes:

@@ -20,15 +20,8 @@ from widgets._base import PNG_MAGIC
 from widgets._compat import IPYWIDGETS_MAJOR
 from zipgen import make_zip
 
-pytestmark = pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]  # the fixture: conftest.py
 
 
 def photo(cls: str, i: int, tmp) -> bytes:

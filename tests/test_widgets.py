@@ -31,18 +31,12 @@ from widgets._plot import png_width
 from tlkit.viz import format_rate
 from widgets.lr_explorer import lr_verdicts
 
-pytestmark = pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]  # the fixture: conftest.py
 
 FIT = {"image_size": 32, "seed": 0, "num_workers": 0}  # tiny and repeatable
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
