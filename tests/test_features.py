@@ -140,14 +140,16 @@ def test_stale_temporary_cache_file_of_a_killed_run_is_removed(setup):
     model, train, _, cache = setup
     first = extract_features(model, train, cache_dir=cache, progress=False)
     final = next(cache.glob("*.pt"))
-    stale = cache / f"{final.stem}.tmp99991"  # what a run killed while saving leaves behind
-    stale.write_bytes(b"half a cache file")
+    # what a run killed while saving leaves behind: atomic_save's temp file, and an older version's
+    stale = [cache / f".{final.name}.k1ll3d.tmp", cache / f"{final.stem}.tmp99991"]
     old = time.time() - 2 * 3600
-    os.utime(stale, (old, old))
+    for p in stale:
+        p.write_bytes(b"half a cache file")
+        os.utime(p, (old, old))
     final.unlink()
     again = extract_features(model, train, cache_dir=cache, progress=False)
     assert not again.from_cache and torch.equal(again.features, first.features)
-    assert not stale.exists() and [p.name for p in cache.iterdir()] == [final.name]
+    assert not any(p.exists() for p in stale) and [p.name for p in cache.iterdir()] == [final.name]
 
 
 def test_train_head_leaves_the_global_rng_alone_and_is_seeded_locally():

@@ -37,7 +37,7 @@ from tlkit.history import History
 from tlkit.inference import run_inference
 from tlkit.meter import NonFiniteLossError
 from tlkit.modes import eval_mode
-from tlkit.storage import cache_root, safe_load
+from tlkit.storage import atomic_save, cache_root, safe_load
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -188,17 +188,12 @@ def _load_cache(path: Path, key: str):
 
 
 def _save_cache(path: Path, key: str, f: Features) -> None:
-    """Atomic write: a half-written cache file never has the final name."""
+    """Atomic write (:func:`tlkit.storage.atomic_save`): a half-written cache file never has the final name."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(path.parent, f"{path.stem}.tmp")  # left by a process that was killed while saving
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        try:
-            torch.save({"key": key, "features": f.features, "labels": f.labels, "files": f.files}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        for prefix in (f".{path.name}.", f"{path.stem}.tmp"):  # temp files a killed run left (now; before 2026-12)
+            remove_stale(path.parent, prefix)
+        atomic_save({"key": key, "features": f.features, "labels": f.labels, "files": f.files}, path)
     except (OSError, RuntimeError) as exc:  # torch.save says RuntimeError on a full disk or a read-only folder
         warnings.warn(f"Could not write the feature cache {path} ({exc}); continuing without it.", stacklevel=3)
 
