@@ -604,3 +604,88 @@ def check_frozen_except(model, trainable_groups: Sequence[str]) -> None:
     if trainable == list(trainable_groups):
         return _ok(f"trainable: {', '.join(trainable)}; everything else is frozen.")
     return _not_yet(f"trainable now: {trainable}; wanted {list(trainable_groups)}. Use the panel's toggles.")
+
+
+# --------------------------------------------------------------------------
+# 06: when the data shifts
+
+def shifted_accuracy(head, model, dataset) -> float:
+    """Reference: accuracy of ``head`` on the features of ``dataset`` (shift and transform applied) through ``model``."""
+    from tlkit.features import evaluate_head, extract_features
+
+    return evaluate_head(head, extract_features(model, dataset, progress=False))[1]
+
+
+def check_combined_shift(answer, head, model, dataset) -> None:
+    """06: the source head's accuracy on a composed shift (``dataset`` carries the shift and the preprocessing)."""
+    n = _number_answer(answer, "an accuracy between 0 and 1")
+    if n is None:
+        return
+    if n > 1:
+        return _not_yet(f"{n:g} is a percentage; give the accuracy as a fraction between 0 and 1.")
+    ref = shifted_accuracy(head, model, dataset)
+    if abs(n - ref) <= 0.005:
+        return _ok(f"{ref:.3f} on {len(dataset)} photos under {dataset.shift!r}. Compare it with each shift alone.")
+    return _not_yet(f"{n:.3f} is not what the head scores under {dataset.shift!r}. Extract the features of the "
+                    "shifted target photos with the same model and preprocessing, then evaluate the head on them.")
+
+
+def adabn_statistics(model) -> int:
+    """Reference: running means and variances (one of each per channel) over every BatchNorm layer of ``model``."""
+    from tlkit.adapt import batchnorm_layers
+
+    return sum(2 * bn.num_features for bn in batchnorm_layers(model))
+
+
+def check_adabn_numbers(answer, model) -> None:
+    """06: how many numbers AdaBN replaces in ``model``."""
+    n = _number_answer(answer, "a number of statistics", positive=True)
+    if n is None:
+        return
+    from tlkit.adapt import batchnorm_layers
+
+    ref = adabn_statistics(model)
+    layers = batchnorm_layers(model)
+    params = sum(p.numel() for p in model.parameters())
+    if n == ref:
+        return _ok(f"{ref:,} statistics in {len(layers)} BatchNorm layers, {ref / params:.1%} of the "
+                   f"{params:,} parameters, which AdaBN never touches.")
+    if n == ref // 2:
+        return _not_yet("that counts one statistic per channel; each channel has a running mean and a running variance.")
+    if n == params:
+        return _not_yet("that is the number of parameters: AdaBN changes none of them, only the running statistics.")
+    return _not_yet(f"{n:g} is not it. Add up 2 x num_features over batchnorm_layers(model).")
+
+
+def kmeans_purity(features, labels, restarts: int = 5, iters: int = 50, seed: int = 0) -> float:
+    """Reference: purity of 2-means (best of ``restarts`` Lloyd runs) on ``features`` ``(N, D)`` against ``labels``."""
+    import torch
+
+    x = features.float()
+    gen = torch.Generator().manual_seed(seed)
+    best, best_cost = None, float("inf")
+    for _ in range(restarts):
+        centres = x[torch.randperm(len(x), generator=gen)[:2]].clone()
+        for _ in range(iters):
+            ids = torch.cdist(x, centres).argmin(1)
+            centres = torch.stack([x[ids == j].mean(0) if (ids == j).any() else centres[j] for j in range(2)])
+        cost = torch.cdist(x, centres).min(1).values.pow(2).sum().item()
+        if cost < best_cost:
+            best, best_cost = ids, cost
+    agree = (best == labels).float().mean().item()
+    return max(agree, 1 - agree)
+
+
+def check_purity(answer, features, labels) -> None:
+    """06: purity of k-means (k=2) on ``features`` against the true ``labels``."""
+    n = _number_answer(answer, "a purity between 0.5 and 1")
+    if n is None:
+        return
+    if n < 0.5 or n > 1:
+        return _not_yet(f"{n:g} is not a purity: with two clusters and two classes it lies between 0.5 and 1 "
+                        "(the better of the two ways to match clusters to classes).")
+    ref = kmeans_purity(features, labels)
+    if abs(n - ref) <= 0.03:
+        return _ok(f"purity {ref:.3f} on {len(labels)} photos (0.5 is chance).")
+    return _not_yet(f"{n:.3f} is far from the purity of 2-means on these features ({len(labels)} photos). "
+                    "Cluster the features (kmeans), then compare the cluster ids with the labels (purity).")

@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = ["01_what_transfer_learning_is", "02_dog_vs_cat_classifier", "03_feature_extraction_vs_fine_tuning",
-            "04_overfitting", "05_live_lab"]
+            "04_overfitting", "05_live_lab", "06_when_the_data_shifts"]
 
 
 def _load(name: str, path: Path):
@@ -361,7 +361,7 @@ def test_check_better_layer_choice_and_too_high():
 
 def test_readme_concept_map_sections_exist_as_headings():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\|[^|]+\| (0[1-5]) · (.+?) \|$", readme, flags=re.M)
+    rows = re.findall(r"^\|[^|]+\| (0[1-6]) · (.+?) \|$", readme, flags=re.M)
     assert len(rows) >= 15, "the README's concept map has moved or changed format"
     headings = {}
     for name in EXPECTED:
@@ -371,3 +371,33 @@ def test_readme_concept_map_sections_exist_as_headings():
     for number, quoted in rows:
         for section in re.findall(r'"([^"]+)"', quoted):
             assert any(section in h for h in headings[number]), f"README points to {number} · {section!r}"
+
+
+# --------------------------------------------------------------------------
+# notebook 06: the exercise checks
+
+def test_check_adabn_numbers_counts_means_and_variances():
+    from tlkit import load_backbone
+
+    model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2)
+    ref = checks.adabn_statistics(model)
+    assert ref == 42_016  # 49 BatchNorm layers of Lite0, a mean and a variance per channel
+    assert _say(checks.check_adabn_numbers, ref, model).startswith("Correct:")
+    assert "running variance" in _say(checks.check_adabn_numbers, ref // 2, model)
+    params = sum(p.numel() for p in model.parameters())
+    assert "parameters" in _say(checks.check_adabn_numbers, params, model)
+    assert "replace the None" in _say(checks.check_adabn_numbers, None, model)
+
+
+def test_check_purity_recomputes_two_means():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    features = torch.randn(40, 5, generator=gen) + 6.0 * labels[:, None]  # two far-apart blobs
+    assert checks.kmeans_purity(features, labels) == 1.0
+    assert _say(checks.check_purity, 1.0, features, labels).startswith("Correct:")
+    assert "far from" in _say(checks.check_purity, 0.6, features, labels)
+    assert "between 0.5 and 1" in _say(checks.check_purity, 0.2, features, labels)
+    noise = torch.randn(40, 5, generator=gen)
+    assert checks.kmeans_purity(noise, labels) < 0.8  # no structure: near chance
