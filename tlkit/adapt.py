@@ -83,7 +83,7 @@ def require_batchnorm(model: nn.Module) -> list[_BatchNorm]:
 
 
 def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tensor | Iterable",
-                    *, batch_size: int = 64, max_images: int | None = None, progress: bool = True,
+                    *, batch_size: int = 32, max_images: int | None = None, progress: bool = True,
                     device: "str | torch.device | None" = None, image_size: int | None = None) -> Adaptation:
     """Replaces every BatchNorm's running mean and variance with those of ``unlabeled_data``.
 
