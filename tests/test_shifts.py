@@ -7,8 +7,8 @@ from PIL import Image, ImageDraw
 
 from tlkit.data import transforms_for
 from tlkit.features import extract_features
-from tlkit.shifts import (SEVERITIES, SHIFTS, ImageShift, ShiftChain, ShiftedDataset, all_shifts, edge_sketch,
-                          make_shift, shifted)
+from tlkit.shift_kinds import SEVERITIES, SHIFTS, ImageShift, ShiftChain, all_shifts, make_shift
+from tlkit.shifts import ShiftedDataset, edge_sketch, shifted
 
 
 def _square(colour="red", background="blue") -> Image.Image:

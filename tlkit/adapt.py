@@ -66,8 +66,24 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
             and m.running_mean is not None]
 
 
+def require_batchnorm(model: nn.Module) -> list[_BatchNorm]:
+    """:func:`batchnorm_layers`, or ValueError saying the model has none and which backbones have some.
+
+    Example:
+        >>> require_batchnorm(load_backbone("convnext_tiny", pretrained=False))
+        ValueError: convnext_tiny has no BatchNorm layer with running statistics, ...
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise ValueError(f"{getattr(model, 'name', type(model).__name__)} has no BatchNorm layer with running "
+                         "statistics, so there is nothing to adapt (AdaBN re-estimates BatchNorm statistics). "
+                         "Use a backbone with BatchNorm, such as efficientnet_lite0, resnet18 or "
+                         "mobilenet_v3_small; LayerNorm (convnext_tiny) has no running statistics.")
+    return layers
+
+
 def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tensor | Iterable",
-                    *, batch_size: int = 64, max_images: int | None = None, progress: bool = True,
+                    *, batch_size: int = 32, max_images: int | None = None, progress: bool = True,
                     device: "str | torch.device | None" = None, image_size: int | None = None) -> Adaptation:
     """Replaces every BatchNorm's running mean and variance with those of ``unlabeled_data``.
 
@@ -95,12 +111,7 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
         >>> adapt_batchnorm(model, shifted(val, "contrast:4"), max_images=500).images
         500
     """
-    layers = batchnorm_layers(model)
-    if not layers:
-        raise ValueError(f"{getattr(model, 'name', type(model).__name__)} has no BatchNorm layer with running "
-                         "statistics, so there is nothing to adapt (AdaBN re-estimates BatchNorm statistics). "
-                         "Use a backbone with BatchNorm, such as efficientnet_lite0, resnet18 or "
-                         "mobilenet_v3_small; LayerNorm (convnext_tiny) has no running statistics.")
+    layers = require_batchnorm(model)
     _check_count("batch_size", batch_size)
     if max_images is not None:
         _check_count("max_images", max_images)
