@@ -26,7 +26,15 @@
 # adaptation helps and when it harms, decide how many target labels are worth collecting,
 # and read a clustering of frozen features.
 #
-# **Expected results (cpu profile):** EXPECTED_PLACEHOLDER
+# **Expected results (cpu profile):** the source head keeps about 96% on clean and on
+# greyscale photos and loses more than 15 points under heavy blur and JPEG compression.
+# AdaBN costs the usual frozen-feature head 5 to 20 points on dark and low-contrast photos,
+# and lifts a head trained on source-re-estimated statistics from about chance by more
+# than 20 points. With heavy blur, 5 labelled target photos per class are worth far less
+# than the 2,000 source photos; at 100 per class the target alone ties. k-means on frozen
+# features groups cats and dogs with a purity above 0.9; on raw pixels, about chance.
+# About 2 to 3 minutes on a quiet 2-core CPU, most of it in feature passes and AdaBN;
+# several more when other programs keep the cores busy.
 
 # %% setup
 
@@ -43,13 +51,17 @@ SETTINGS = {
     # image_size: pixels; per_class: 02's training photos per class (None = all); target_per_class:
     # validation photos per class that every shift is measured on; severities: of each shift (1..5);
     # bn_per_class: photos per class of the AdaBN experiment; labels: labelled target photos per class;
-    # top_labels: where the top groups are fine-tuned too; top_epochs: their budget.
+    # label_val_per_class: validation photos per class of that experiment; top_labels: where the top
+    # groups are fine-tuned too; top_epochs: their budget; pixels: image side for clustering raw
+    # pixels; lab_per_class: photos per class in the ShiftLab panel.
     "cpu": dict(image_size=160, per_class=None, target_per_class=100, severities=(1, 3, 5), bn_per_class=100,
-                labels=(0, 5, 20, 100), top_labels=(20, 100), top_epochs=4, pixels=32),
+                labels=(0, 5, 20, 100), label_val_per_class=250, top_labels=(20, 100), top_epochs=4, pixels=32,
+                lab_per_class=25),
     "gpu": dict(image_size=224, per_class=None, target_per_class=250, severities=(1, 2, 3, 4, 5), bn_per_class=250,
-                labels=(0, 5, 20, 100), top_labels=(5, 20, 100), top_epochs=6, pixels=32),
-    "test": dict(image_size=64, per_class=10, target_per_class=4, severities=(5,), bn_per_class=4,
-                 labels=(0, 2, 4), top_labels=(4,), top_epochs=1, pixels=8),
+                labels=(0, 5, 20, 100), label_val_per_class=500, top_labels=(5, 20, 100), top_epochs=6, pixels=32,
+                lab_per_class=100),
+    "test": dict(image_size=64, per_class=10, target_per_class=4, severities=(1, 5), bn_per_class=4,
+                 labels=(0, 2, 4), label_val_per_class=4, top_labels=(4,), top_epochs=1, pixels=8, lab_per_class=2),
 }[PROFILE]
 SIZE = SETTINGS["image_size"]
 SEVERITIES = SETTINGS["severities"]
@@ -65,7 +77,6 @@ print(f"profile: {PROFILE}  {SETTINGS}")
 # pick a fixed set of validation photos, `target`, that every shift below is applied to.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 from tlkit import freeze, load_backbone
 from tlkit.data import cats_vs_dogs, subset, transforms_for
 
@@ -129,7 +140,8 @@ show("source head, clean target photos", clean_acc, len(target))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from tlkit.shifts import SHIFTS, make_shift, shifted
+from tlkit.shift_kinds import SHIFTS, make_shift
+from tlkit.shifts import shifted
 
 KINDS = ["greyscale", "blur", "jpeg", "dark", "contrast", "sketch"]
 for name in KINDS:
@@ -211,11 +223,11 @@ for name in KINDS:
 from course_checks import claim
 
 drops = {name: clean_acc - acc for name, acc in worst.items()}
-claim(verdicts["greyscale"] == "tie" and all(verdicts[k] == "a" for k in KINDS if k != "greyscale")
+claim(0.94 <= clean_acc <= 0.98 and verdicts["greyscale"] == "tie" and all(verdicts[k] == "a" for k in KINDS if k != "greyscale")
       and max(drops["dark"], drops["contrast"]) < 0.15 and min(drops["blur"], drops["jpeg"]) > 0.15
       and compare_accuracies(clean_acc, sweep["sketch", 1], len(target)) == "a" and clean_acc - sweep["sketch", 1] > 0.1
       and compare_accuracies(sweep["sketch", 1], worst["sketch"], len(target)) == "tie",
-      "greyscale a tie; dark and contrast cost under 15 points, beyond the interval; blur and JPEG over 15; "
+      "about 96% clean (expected result); greyscale a tie; dark and contrast cost under 15 points, beyond the interval; blur and JPEG over 15; "
       "sketch:1 over 10 points, a tie with sketch:5", clean=clean_acc, **{f"{k}_5": v for k, v in worst.items()},
       sketch_1=sweep["sketch", 1], n=len(target))
 
@@ -252,8 +264,8 @@ check_combined_shift(combo_acc, head, model, shifted(target, "dark:3+blur:3").wi
 # seen in training mode. Lite0's were collected on ImageNet. Notebook 03 showed the trap of
 # letting frozen layers update them during training ("The BatchNorm trap").
 #
-# When the photos get darker, the activations of the first layers get smaller, and the
-# stored means no longer match. **AdaBN** (Li et al., 2016) re-estimates every running mean
+# When the photos get darker, the activations of the first layers change: their means move
+# and their spread shrinks, so the stored statistics no longer match them. **AdaBN** (Li et al., 2016) re-estimates every running mean
 # and variance on the *unlabelled* target photos: no label, no gradient, no weight changes.
 # `tlkit.adapt.adapt_batchnorm(model, unlabeled_data)` does exactly that. Here is the
 # stem's first BatchNorm layer, before and after adapting to dark photos:
@@ -300,7 +312,7 @@ claim(same_weights and var_after < var_before / 10, "the variances shrink to les
 # - **head A** on features computed with the ImageNet statistics (what tlkit's feature
 #   extraction does, and what every head so far in this course was trained on);
 # - **head B** on features computed after re-estimating the statistics on the source photos
-#   (`adapt_batchnorm(model, source_photos)` first). This is what you get from a model whose
+#   (`adapt_batchnorm(model, source_photos)` first). It stands in for a model whose
 #   BatchNorm *learned its training domain*, for example one fine-tuned with BatchNorm in
 #   train mode, the way the PyTorch transfer-learning tutorial does it.
 #
@@ -327,8 +339,8 @@ for spec in ADAPT_SHIFTS:
 n = len(target)
 print(f"{'target photos':<14} {'A keeps ImageNet':>17} {'A + AdaBN':>10} {'B keeps source':>15} {'B + AdaBN':>10}")
 for spec, r in adabn.items():
-    print(f"{spec:<14} {r['a_keep']:>17.3f} {r.get('a_adapt', float('nan')):>10.3f} {r['b_keep']:>15.3f} "
-          f"{r.get('b_adapt', float('nan')):>10.3f}")
+    a_adapt, b_adapt = (f"{r[k]:.3f}" if k in r else "-" for k in ("a_adapt", "b_adapt"))
+    print(f"{spec:<14} {r['a_keep']:>17.3f} {a_adapt:>10} {r['b_keep']:>15.3f} {b_adapt:>10}")
 half = max(binomial_interval(0.8, n)[1] - 0.8, 0.8 - binomial_interval(0.8, n)[0])
 print(f"(each on {n} photos: an accuracy near 0.8 is known to about ±{half:.2f}; "
       f"{len(ADAPT_SHIFTS)} adaptations in {time.perf_counter() - start:.0f} s)")
@@ -376,11 +388,12 @@ repair = adabn_verdicts("b_keep", "b_adapt")
 # Claim check: AdaBN harms head A and repairs head B, each beyond the interval
 specs = ADAPT_SHIFTS
 claim(harm[specs[0]] == "a" and harm[specs[1]] == "a" and harm[specs[2]] in ("a", "tie")
+      and all(0.05 <= adabn[s]["a_keep"] - adabn[s]["a_adapt"] <= 0.2 for s in specs[:2])
       and all(repair[s] == "b" and adabn[s]["b_keep"] <= 0.6 and adabn[s]["b_adapt"] - adabn[s]["b_keep"] > 0.2
               for s in specs)
       and all(compare_accuracies(adabn[s]["a_keep"], adabn[s]["b_adapt"], n) in ("a", "tie") for s in specs)
       and compare_accuracies(adabn["clean"]["a_keep"], adabn["clean"]["b_keep"], n) == "a",
-      "AdaBN harms head A on dark and contrast (sketch: tie at best), repairs head B by 20+ points from 0.6 or "
+      "AdaBN harms head A on dark and contrast by 5 to 20 points (expected results; sketch: tie at best), repairs head B by 20+ points from 0.6 or "
       "less; repaired B never beats A; B starts lower on clean photos",
       harm=[harm[s] for s in specs], repair=[repair[s] for s in specs],
       **{f"{k}_{s}": v for s in adabn for k, v in adabn[s].items()})
@@ -404,7 +417,34 @@ claim(harm[specs[0]] == "a" and harm[specs[1]] == "a" and harm[specs[2]] in ("a"
 # `python -m tlkit evaluate MODEL.pt DIR --adapt-bn` prints the accuracy before and after
 # adapting on DIR's photos, and warns when the model's head was trained on statistics that
 # adaptation would replace.
+
+# %% [markdown]
+# ### Try it: the ShiftLab panel
 #
+# `ShiftLab` runs this experiment for any shift and severity you pick: a grid of shifted
+# photos, and the accuracy of a model (here the source head on the frozen body, head A's
+# kind) before and after AdaBN, with intervals. It works on a copy: your model keeps its
+# statistics. The picture below it is the panel's result from the build, for readers
+# without a kernel.
+
+# %%
+from tlkit.checkpoint import load_head
+from widgets import ShiftLab
+
+lab_model = copy.deepcopy(model)
+load_head(lab_model, head)
+lab = ShiftLab(lab_model, target, per_class=SETTINGS["lab_per_class"], image_size=SIZE, blocking=True)
+lab.shift.value, lab.severity.value = "contrast", 4
+lab.run()
+lab
+
+# %%
+from IPython.display import HTML, Image, display
+
+result = lab.results["contrast:4"]
+display(Image(result["grid"]), HTML(lab.table.value))
+
+# %% [markdown]
 # ### Exercise 2: what AdaBN changes
 #
 # `adapt_batchnorm` leaves every weight alone. How many numbers does it replace in Lite0,
@@ -428,9 +468,10 @@ check_adabn_numbers(n_stats, model)
 # %% [markdown]
 # ## 3 · A few target labels
 #
-# AdaBN uses no label. How far do a few labelled *target* photos go? We take the strongest
-# style change, `LABEL_SHIFT_PLACEHOLDER`, label 0, 5, 20 or 100 shifted training photos per class,
-# and score on the same shifted target photos as above:
+# AdaBN uses no label. How far do a few labelled *target* photos go? We take heavy blur,
+# `blur:5` (a camera out of focus: the shift that cost the most above), label 0, 5, 20 or 100
+# blurred training photos per class, and score on 500 blurred validation photos (more
+# than above, for finer intervals):
 #
 # - **source + target, head:** a head on the 2,000 source photos plus the labelled target photos;
 # - **target only, head:** a head on the labelled target photos alone (the body is still
@@ -439,11 +480,13 @@ check_adabn_numbers(n_stats, model)
 #   `SETTINGS["top_epochs"]` epochs), as in notebook 03.
 
 # %%
-LABEL_SHIFT = "sketch:5"
+LABEL_SHIFT = "blur:5"
 LABELS = SETTINGS["labels"]
 pool = subset(train, max(LABELS), seed=2)  # the labelled target photos are drawn from here (nested)
+label_target = subset(val, SETTINGS["label_val_per_class"], seed=0)  # more photos: finer intervals
 pool_feats = features_of(model, shifted(pool, LABEL_SHIFT))
-shift_val = features_of(model, shifted(target, LABEL_SHIFT))
+shift_val = features_of(model, shifted(label_target, LABEL_SHIFT))
+n3 = len(label_target)
 
 
 def first_per_class(feats, k):
@@ -471,7 +514,7 @@ for k in LABELS:
 from tlkit.strategy import train_strategy
 
 start = time.perf_counter()
-shift_target = shifted(target, LABEL_SHIFT)
+shift_target = shifted(label_target, LABEL_SHIFT)
 for k in SETTINGS["top_labels"]:
     picked = subset(pool, k, seed=3)
     torch.manual_seed(0)
@@ -489,28 +532,62 @@ methods = ["source + target, head", "target only, head", "target only, top group
 for m in methods:
     ks = [k for k in LABELS if (k, m) in few]
     accs = [few[k, m] for k in ks]
-    bounds = [binomial_interval(a, n) for a in accs]
+    bounds = [binomial_interval(a, n3) for a in accs]
     ax.errorbar([max(k, 0.5) for k in ks], accs, yerr=[[a - lo for a, (lo, _) in zip(accs, bounds)],
                                                        [hi - a for a, (_, hi) in zip(accs, bounds)]],
                 fmt="o-", capsize=3, label=m)
 ax.set(xscale="log", xlabel="labelled target photos per class (0 drawn at 0.5)", ylim=(0.4, 1.0),
-       ylabel=f"accuracy on {n} {LABEL_SHIFT} photos", title=f"A few target labels ({LABEL_SHIFT}; 95% intervals)")
+       ylabel=f"accuracy on {n3} {LABEL_SHIFT} photos", title=f"A few target labels ({LABEL_SHIFT}; 95% intervals)")
 ax.axhline(0.5, color="grey", lw=0.8)
 ax.grid(alpha=0.3)
 ax.legend(fontsize=8)
 plt.show()
+
+
+def versus(k, a, b, k_b=None):
+    """Prints few[k, a] - few[k_b, b] with its 95% interval; returns 'a', 'b' or 'tie'."""
+    k_b = k if k_b is None else k_b
+    acc_a, acc_b = few[k, a], few[k_b, b]
+    low, high = difference_interval(acc_a, acc_b, n3)
+    verdict = compare_accuracies(acc_a, acc_b, n3)
+    print(f"{k:>3} per class, {a} - {b}{'' if k_b == k else f' ({k_b} per class)'} = {acc_a - acc_b:+.3f} "
+          f"(95% interval {low:+.3f} to {high:+.3f}): {dict(a='first ahead', b='second ahead', tie='a tie')[verdict]}")
+    return verdict
+
+
 most = max(LABELS)
-for a, b in (("target only, head", "source + target, head"), ("target only, top groups", "target only, head")):
-    if (most, a) in few and (most, b) in few:
-        low, high = difference_interval(few[most, a], few[most, b], n)
-        print(f"{most} per class: {a} - {b} = {few[most, a] - few[most, b]:+.3f} (95% interval {low:+.3f} to {high:+.3f})")
+side = {k: versus(k, "target only, head", "source + target, head") for k in LABELS if k}
+gain = versus(most, "source + target, head", "source + target, head", k_b=0)
+top = {k: versus(k, "target only, top groups", "target only, head") for k in SETTINGS["top_labels"]}
 
 # %% [markdown]
-# FEW_PLACEHOLDER
+# What a few labels buy, and what the source photos are worth:
+#
+# - **With few target labels, the source photos carry the model.** At 5 and 20 labelled
+#   blurred photos per class, the head trained on the target alone is far behind the head
+#   that also saw the 2,000 clean photos, beyond the interval.
+# - **At 100 per class, the target alone does as well** (a tie): the 2,000 source photos
+#   no longer add anything measurable. Past this point, more source data is dead weight,
+#   and a source that differs more from the target can pull the model the wrong way:
+#   negative transfer, seen from the target's side. (Notebook 04 showed it from the
+#   features' side.)
+# - **The labels themselves help only a little here:** 100 labelled blurred photos per
+#   class lift the source + target head by a few points (between 3 and 10), at the edge of
+#   what 500 photos can resolve. A heavily blurred photo has lost detail that no head can
+#   recover.
+# - **Fine-tuning the top groups** on the target alone is never worse than the head on
+#   the same photos, and at 100 per class it is a tie: within this budget (a few epochs,
+#   the early groups frozen), training more of the body does not undo the blur either.
 
 # %% claim
 # Claim check: guards the sentences above
-claim(True, "few", **{f"{k}_{m.replace(' ', '_').replace(',', '').replace('+', 'and')}": v for (k, m), v in few.items()})
+small = [k for k in LABELS if 0 < k < most]
+gain_points = few[most, "source + target, head"] - few[0, "source + target, head"]
+claim(all(side[k] == "b" for k in small) and side[most] == "tie" and 0.03 <= gain_points <= 0.10
+      and all(v in ("a", "tie") for v in top.values()) and top.get(most, "tie") == "tie",
+      "target only far behind at 5 and 20 per class, a tie at 100; labels add 3 to 10 points; top groups never "
+      "worse than the head, a tie at 100", side=list(side.values()), top=list(top.values()), gain=gain_points,
+      **{f"{k}_{m.replace(' ', '_').replace(',', '').replace('+', 'and')}": v for (k, m), v in few.items()})
 
 # %% [markdown]
 # ## 4 · No labels at all: clustering
@@ -580,26 +657,27 @@ claim(clusters["frozen features"] > 0.9 and clusters["raw pixels"] <= 0.6
       features=clusters["frozen features"], pixels=clusters["raw pixels"], n=len(val))
 
 # %% [markdown]
-# ### Exercise 3: clustering the sketches
+# ### Exercise 3: clustering the blurred photos
 #
-# The frozen features cluster the photos well. Do they still cluster the *sketches*
-# (`LABEL_SHIFT`)? Run `kmeans` on the features of the shifted target photos (`shift_val`,
-# computed above) and store the purity in `sketch_purity`. Before you run it, decide:
-# above or below the source head's accuracy on the same photos (`few[0, "source + target, head"]`)?
+# The frozen features cluster the clean photos well. Do they still cluster the *blurred*
+# ones (`LABEL_SHIFT`)? Run `kmeans` on the features of the blurred validation photos
+# (`shift_val`, computed in section 3) and store the purity in `blur_purity`. Before you
+# run it, decide: above or below the source head's accuracy on the same photos
+# (`few[0, "source + target, head"]`), which had labels to learn from?
 #
 # Hint: `purity(ids, labels)` needs the cluster ids and `shift_val.labels`.
 
 # %%
 from course_checks import check_purity
 
-sketch_purity = None  # your code
-check_purity(sketch_purity, shift_val.features, shift_val.labels)
+blur_purity = None  # your code
+check_purity(blur_purity, shift_val.features, shift_val.labels)
 
 # %% solution
 # Solution
-sketch_purity = purity(kmeans(shift_val.features), shift_val.labels)
-print(f"purity on {LABEL_SHIFT}: {sketch_purity:.3f}; source head: {few[0, 'source + target, head']:.3f}")
-check_purity(sketch_purity, shift_val.features, shift_val.labels)
+blur_purity = purity(kmeans(shift_val.features), shift_val.labels)
+print(f"purity on {LABEL_SHIFT}: {blur_purity:.3f}; source head: {few[0, 'source + target, head']:.3f}")
+check_purity(blur_purity, shift_val.features, shift_val.labels)
 
 # %% [markdown]
 # ## 5 · The kinds of transfer, and where this course shows each
