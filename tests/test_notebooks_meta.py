@@ -401,3 +401,21 @@ def test_check_purity_recomputes_two_means():
     assert "between 0.5 and 1" in _say(checks.check_purity, 0.2, features, labels)
     noise = torch.randn(40, 5, generator=gen)
     assert checks.kmeans_purity(noise, labels) < 0.8  # no structure: near chance
+
+
+def test_check_combined_shift_recomputes_the_accuracy(tiny_datasets, lite0_64, tmp_path, one_torch_thread):
+    from tlkit.data import transforms_for
+    from tlkit.features import extract_features, train_head
+    from tlkit.shifts import shifted
+
+    train, val = tiny_datasets
+    tf = transforms_for(lite0_64)
+    head, _ = train_head(extract_features(lite0_64, train.with_transform(tf), cache_dir=tmp_path, progress=False),
+                         None, epochs=2, seed=0)
+    data = shifted(val, "dark:3+blur:3").with_transform(tf)
+    ref = checks.shifted_accuracy(head, lite0_64, data)
+    assert 0.0 <= ref <= 1.0
+    assert _say(checks.check_combined_shift, ref, head, lite0_64, data).startswith("Correct:")
+    wrong = ref - 0.2 if ref >= 0.2 else ref + 0.2
+    assert "is not what the head scores" in _say(checks.check_combined_shift, wrong, head, lite0_64, data)
+    assert "percentage" in _say(checks.check_combined_shift, 80, head, lite0_64, data)
