@@ -403,7 +403,9 @@ def test_check_purity_recomputes_two_means():
     assert checks.kmeans_purity(noise, labels) < 0.8  # no structure: near chance
 
 
-def test_check_combined_shift_recomputes_the_accuracy(tiny_datasets, lite0_64, tmp_path, one_torch_thread):
+def test_check_combined_shift_recomputes_the_accuracy(tiny_datasets, lite0_64, tmp_path, one_torch_thread,
+                                                     monkeypatch):
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path))  # the check's feature pass caches there
     from tlkit.data import transforms_for
     from tlkit.features import extract_features, train_head
     from tlkit.shifts import shifted
