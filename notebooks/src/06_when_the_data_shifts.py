@@ -211,12 +211,12 @@ for name in KINDS:
 #   interval.
 # - **Heavy blur and heavy JPEG compression cost more than 15 points**: both wipe out the
 #   fine texture (fur, whiskers, edges) the ImageNet features rely on.
-# - **Sketches cost more than 10 points already at severity 1**, a faint edge map over the
-#   photo, about as much as a pure sketch at severity 5 (a tie). A severity is a dial on the
-#   image, not on how hard the photo is for the model.
+# - **Sketches cost nothing measurable at severity 1** (a faint edge map over the photo, a
+#   tie with the clean photos) **and more than 15 points as a pure sketch** at severity 5:
+#   the further the style moves from a photograph, the more it costs.
 #
-# The head never complains: it outputs a confident class for every shifted photo. Only a
-# measurement on the new domain tells you what the shift costs.
+# The head never complains: it outputs a class for every shifted photo, whatever the
+# shift. Only a measurement on the new domain tells you what the shift costs.
 
 # %% claim
 # Claim check: guards the sentences above; runs when the notebooks are rebuilt
@@ -225,10 +225,9 @@ from course_checks import claim
 drops = {name: clean_acc - acc for name, acc in worst.items()}
 claim(0.94 <= clean_acc <= 0.98 and verdicts["greyscale"] == "tie" and all(verdicts[k] == "a" for k in KINDS if k != "greyscale")
       and max(drops["dark"], drops["contrast"]) < 0.15 and min(drops["blur"], drops["jpeg"]) > 0.15
-      and compare_accuracies(clean_acc, sweep["sketch", 1], len(target)) == "a" and clean_acc - sweep["sketch", 1] > 0.1
-      and compare_accuracies(sweep["sketch", 1], worst["sketch"], len(target)) == "tie",
+      and compare_accuracies(clean_acc, sweep["sketch", 1], len(target)) == "tie" and drops["sketch"] > 0.15,
       "about 96% clean (expected result); greyscale a tie; dark and contrast cost under 15 points, beyond the interval; blur and JPEG over 15; "
-      "sketch:1 over 10 points, a tie with sketch:5", clean=clean_acc, **{f"{k}_5": v for k, v in worst.items()},
+      "sketch:1 a tie with clean, sketch:5 over 15 points", clean=clean_acc, **{f"{k}_5": v for k, v in worst.items()},
       sketch_1=sweep["sketch", 1], n=len(target))
 
 # %% [markdown]
