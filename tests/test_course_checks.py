@@ -70,6 +70,12 @@ def test_kernel_env_enforces_claims_and_lists_earlier_notebooks(monkeypatch):
     assert mk.kernel_env(fast=True)["TLKIT_FAST"] == "1"
 
 
+def test_kernel_env_drops_a_non_inline_matplotlib_backend(monkeypatch):
+    # MPLBACKEND=Agg in the build's shell reached the kernel and left notebook 06 without figures.
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    assert "MPLBACKEND" not in mk.kernel_env(fast=False)
+
+
 def test_claim_marker_makes_a_collapsed_tagged_cell(tmp_path):
     src = tmp_path / "99_tiny.py"
     src.write_text("# %% [markdown]\n# Two is more than one.\n\n# %% claim\n"

@@ -153,7 +153,7 @@ from tlkit.images import open_image
 
 photo = open_image(target.files[-1])
 cells = [photo] + [make_shift(f"{k}:{s}")(photo) for k in KINDS for s in (1, 3, 5)]
-viz.show_images(cells, titles=["clean"] + [f"{k}:{s}" for k in KINDS for s in (1, 3, 5)], ncols=7);
+viz.show_images(cells, titles=["clean"] + [f"{k}:{s}" for k in KINDS for s in (1, 3, 5)], ncols=7)
 
 # %% [markdown]
 # Now the source head, unchanged, on the target photos under every shift and severity. Each
@@ -634,10 +634,12 @@ for label, p in clusters.items():
     show(f"k-means on {label}: purity", p, len(val))
 
 # %%
+from IPython.display import display
+
 for label, ids in (("frozen features", feature_ids), ("raw pixels", pixel_ids)):
     picks = [i for j in (0, 1) for i in torch.nonzero(ids == j).flatten()[:5].tolist()]
-    viz.show_images([val.files[i] for i in picks], ncols=5,
-                    titles=[f"{label}: cluster {int(ids[i])}" for i in picks]);
+    display(viz.show_images([val.files[i] for i in picks], ncols=5,
+                            titles=[f"{label}: cluster {int(ids[i])}" for i in picks]))
 
 # %% [markdown]
 # **The frozen features find cats and dogs without a single label:** k-means on them
