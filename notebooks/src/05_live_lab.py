@@ -218,10 +218,12 @@ print(explorer.status.value)
 explorer.snapshot("find")
 
 # %%
+from tlkit.viz import format_rate  # 1.7e-03, as the plot's legend writes it
+
 explorer.compare(blocking=True)   # what pressing "compare" does
 print(explorer.status.value)
 for lr, (verdict, why) in sorted(explorer.verdicts.items()):
-    print(f"lr {lr:.0e}: {verdict:<8} ({why})")
+    print(f"lr {format_rate(lr)}: {verdict:<8} ({why})")
 
 # %% [markdown]
 # For readers without a kernel: the panel as it ended (`explorer.snapshot()`, the
@@ -248,7 +250,7 @@ explorer_ft
 explorer_ft.finetune_test(blocking=True)  # what pressing "fine-tune test" does
 print(explorer_ft.status.value)
 for lr, h in sorted(explorer_ft.runs.items()):  # epoch 0: before fine-tuning
-    print(f"lr {lr:.0e}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
+    print(f"lr {format_rate(lr)}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
 
 # %% [markdown]
 # For readers without a kernel: the panel as it ended (`explorer_ft.snapshot()`).
