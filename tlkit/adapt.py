@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -129,6 +130,24 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
     took = time.perf_counter() - start
     log.info("BatchNorm statistics of %d layers re-estimated on %d images in %.1f s", len(layers), seen, took)
     return Adaptation(len(layers), seen, took)
+
+
+def adapted_copy(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tensor | Iterable",
+                 **options) -> nn.Module:
+    """A deep copy of ``model`` whose BatchNorm statistics are re-estimated on ``unlabeled_data``.
+
+    ``model`` itself is not changed. ``options`` go to :func:`adapt_batchnorm`.
+    This is how to train a head on *source-re-estimated* statistics: adapt on
+    the training photos, extract features with the copy, train the head on them.
+
+    Example:
+        >>> source = adapted_copy(model, train.with_transform(tf), progress=False)
+        >>> head, _ = train_head(extract_features(source, train.with_transform(tf)),
+        ...                      extract_features(source, val.with_transform(tf)))
+    """
+    copied = copy.deepcopy(model)
+    adapt_batchnorm(copied, unlabeled_data, **options)
+    return copied
 
 
 def _check_count(name: str, value) -> None:
