@@ -94,8 +94,15 @@ def test_rejects_bad_data(lite0_64):
         adapt_batchnorm(lite0_64, 3, progress=False)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         adapt_batchnorm(lite0_64, torch.rand(3, 32, 32), progress=False)
-    with pytest.raises(ValueError, match="no image"):
+    with pytest.raises(ValueError, match="no batch of at least 2 images"):
         adapt_batchnorm(lite0_64, [], progress=False)
+    with pytest.raises(ValueError, match="no batch of at least 2 images"):
+        adapt_batchnorm(lite0_64, torch.rand(3, 3, 32, 32), batch_size=1, progress=False)
+
+
+def test_a_trailing_batch_of_one_image_is_left_out(lite0_64):
+    report = adapt_batchnorm(lite0_64, torch.rand(5, 3, 32, 32), batch_size=2, progress=False)
+    assert report.images == 4 and all(int(bn.num_batches_tracked) == 2 for bn in batchnorm_layers(lite0_64))
 
 
 @pytest.mark.parametrize("name", [n for n in list_backbones() if n != "convnext_tiny"])

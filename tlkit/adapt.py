@@ -92,7 +92,8 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
     during the pass), so every image counts the same. Labels are ignored and no
     gradient is computed; parameters stay bit-identical, the momenta and every
     module's train/eval mode come back afterwards, and on an error (or Ctrl-C)
-    the old statistics come back too. Dropout is off during the pass.
+    the old statistics come back too. Dropout is off during the pass. A batch
+    of a single image (e.g. the last one) is left out: it has no variance.
 
     Args:
         model: a network with BatchNorm, e.g. a tlkit Backbone.
@@ -121,12 +122,14 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
     with _adapting(model, layers), torch.no_grad():
         model.to(dev, memory_format=memory_format(dev))
         for x in _batches(model, unlabeled_data, batch_size, max_images, progress, image_size):
-            if len(x) < 2 and seen == 0 and layers[0].training:  # a batch of one has no variance
-                raise ValueError("adapt_batchnorm needs at least 2 images per batch; give more images.")
+            if len(x) < 2:  # one image has no batch variance (and fails at a 1x1 BatchNorm): left out
+                log.info("adapt_batchnorm: a batch of one image left out")
+                continue
             model(to_device(x, dev))
             seen += len(x)
         if seen == 0:
-            raise ValueError("adapt_batchnorm read no image from unlabeled_data; give it images.")
+            raise ValueError("adapt_batchnorm read no batch of at least 2 images from unlabeled_data; give it "
+                             "images (a batch of one image has no variance to estimate).")
     took = time.perf_counter() - start
     log.info("BatchNorm statistics of %d layers re-estimated on %d images in %.1f s", len(layers), seen, took)
     return Adaptation(len(layers), seen, took)
