@@ -103,7 +103,7 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
         batch_size: images per forward pass (larger batches give steadier variances).
         max_images: use at most this many images (the first ones), None for all.
         progress: show a progress bar.
-        device: where to run (None: :func:`tlkit.device.pick_device`); the model stays there.
+        device: where to run (None: where the model's parameters are); the model stays there.
         image_size: input size for an ImageDataset without a transform (None: the backbone's).
 
     Raises:
@@ -117,7 +117,8 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
     _check_count("batch_size", batch_size)
     if max_images is not None:
         _check_count("max_images", max_images)
-    dev = pick_device(device)
+    param = next(model.parameters(), None)
+    dev = pick_device(device) if device is not None or param is None else param.device
     start, seen = time.perf_counter(), 0
     with _adapting(model, layers), torch.no_grad():
         model.to(dev, memory_format=memory_format(dev))
