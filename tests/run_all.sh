@@ -21,7 +21,7 @@ echo "== 1/3 pytest: package, widgets (ipywidgets 8), faults, browser =="
 
 echo "== 2/3 widgets under ipywidgets 7.7.1 (Colab) =="
 bash tools/ipyw7_env.sh "$(dirname "$(dirname "$PY")")" .venv-ipyw7
-TLKIT_EXPECT_IPYWIDGETS=7 .venv-ipyw7/bin/python -m pytest -q -rs -p no:cacheprovider tests/test_widgets.py tests/test_own_data_panel.py tests/faults/test_faults_widgets.py
+TLKIT_EXPECT_IPYWIDGETS=7 .venv-ipyw7/bin/python -m pytest -q -rs -p no:cacheprovider tests/test_widgets.py tests/test_own_data_panel.py tests/test_shift_lab.py tests/faults/test_faults_widgets.py
 
 echo "== 3/3 notebooks (nbval, TLKIT_FAST=1) =="
 # What the notebooks save (models, generated images) goes to a temporary runs/ folder, not

@@ -6,6 +6,7 @@
     python -m tlkit evaluate runs/mine/model.pt DATA_DIR/val --json
     python -m tlkit export runs/mine/model.pt --format onnx --int8   # -> model.onnx, model.int8.onnx
     python -m tlkit evaluate runs/mine/model.int8.onnx DATA_DIR/val  # ONNX Runtime, same output
+    python -m tlkit evaluate runs/mine/model.pt DATA_DIR/val --shift dark:4 --adapt-bn  # AdaBN before/after
 
 Every failure the user can cause or fix (a bad argument or environment variable, a
 missing folder, a wrong layout, a bad model file, a full disk, an unwritable folder,
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as JSON (includes 'accuracy')")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--debug", action="store_true", help="show the traceback of every error")
+    from tlkit.cli_adapt import add_adapt_arguments  # --shift NAME:SEVERITY, --adapt-bn
+
+    add_adapt_arguments(e)
     from tlkit.cli_export import add_export_parser  # argparse only; onnx loads when the command runs
 
     add_export_parser(sub)
@@ -177,7 +181,8 @@ def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dic
         "world_size": ctx.world_size, "history": history.rows,
     }
     if ctx.is_main and len(history):  # an interrupted or diverged run without a finished epoch writes nothing
-        write_run(out, metrics, lambda path: save_model(model, path, image_size=image_size, dataset=dataset_name),
+        write_run(out, metrics, lambda path: save_model(model, path, image_size=image_size, dataset=dataset_name,
+                                                     bn_statistics="imagenet"),  # BN kept (eval_all): tlkit.adapt
                   lambda path: _save_confusion(result["confusion"], train.classes, path))
     return metrics
 
@@ -236,8 +241,11 @@ def _save_confusion(cm: list, classes: list[str], path: Path) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     from tlkit.checkpoint import load_model
+    from tlkit.cli_adapt import evaluate_adapted, wants_adaptation
     from tlkit.evaluate import evaluate_split
 
+    if wants_adaptation(args):  # --shift, --adapt-bn: tlkit.cli_adapt
+        return evaluate_adapted(args)
     if Path(args.model).suffix.lower() == ".onnx":  # an exported file: ONNX Runtime, its metadata's preprocessing
         from tlkit.cli_export import evaluate_onnx
 
@@ -254,6 +262,11 @@ def _report(command: str, result: dict, as_json: bool) -> None:
         from tlkit.cli_export import report_export
 
         report_export(result)
+        return
+    if command == "evaluate" and "shift" in result:  # --shift or --adapt-bn
+        from tlkit.cli_adapt import report_adapted
+
+        report_adapted(result)
         return
     if command == "evaluate":
         print(f"accuracy {result['accuracy']:.4f} on {result['n']} images")
