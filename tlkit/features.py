@@ -33,6 +33,7 @@ from tlkit.engine import ORT_TAG, plan_engine
 from tlkit.env import env_folder
 from tlkit.guard import NON_FINITE_LOSS, NON_FINITE_WEIGHTS, first_non_finite
 from tlkit.heads import make_head
+from tlkit.images import DECODE_VERSION
 from tlkit.history import History
 from tlkit.inference import run_inference
 from tlkit.meter import NonFiniteLossError
@@ -76,9 +77,10 @@ def body_fingerprint(model: nn.Module) -> str:
 
 
 def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") -> str:
-    """Key over backbone weights, precision, transform, and each file's path, size and mtime."""
+    """Key over backbone weights, precision, decoder version, transform, and each file's path, size and mtime."""
     h = hashlib.sha256()
-    h.update(f"v{CACHE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|{precision}|".encode())
+    h.update(f"v{CACHE_VERSION}|d{DECODE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|"
+             f"{precision}|".encode())
     h.update(repr(dataset.transform).encode())
     for f, t in zip(dataset.files, dataset.targets):
         try:
