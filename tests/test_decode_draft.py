@@ -117,3 +117,23 @@ def test_the_decoder_version_is_part_of_the_cache_keys(monkeypatch, tiny_dataset
     act = boundary_cache.activation_key(resnet18_2, train, "stage4")
     monkeypatch.setattr(boundary_cache, "DECODE_VERSION", 1)
     assert boundary_cache.activation_key(resnet18_2, train, "stage4") != act
+
+
+def test_feature_pass_reports_where_the_time_goes(monkeypatch, tiny_datasets, resnet18_2):
+    import time
+
+    import tlkit.data as data_mod
+    from tlkit.features import extract_features
+
+    real = data_mod.open_image
+
+    def slow(path, min_side=None):  # a decoder that takes 20 ms an image
+        time.sleep(0.02)
+        return real(path, min_side=min_side)
+
+    monkeypatch.setattr(data_mod, "open_image", slow)
+    val = tiny_datasets[1].with_transform(transforms_for(resnet18_2, image_size=64))
+    f = extract_features(resnet18_2, val, cache=False, engine="torch", num_workers=0, progress=False)
+    assert f.load_seconds >= 24 * 0.02  # every decode happens while the loop waits for a batch
+    assert f.forward_seconds > 0
+    assert f.load_seconds + f.forward_seconds == pytest.approx(f.seconds, abs=0.25)
