@@ -72,6 +72,20 @@ def test_missing_onnxruntime_web_is_a_clear_error(tmp_path, monkeypatch):
         find_ort_web()
 
 
+def test_export_web_without_onnxruntime_web_stops_before_exporting(tmp_path):
+    from tlkit.backbones import load_backbone
+    from tlkit.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(load_backbone("resnet18", pretrained=False, num_classes=2, class_names=["cats", "dogs"]),
+               tmp_path / "model.pt", image_size=32)
+    res = tlkit("export", tmp_path / "model.pt", "--web", tmp_path / "site", "--ort-web-dir", tmp_path / "none",
+                "--quiet")
+    assert res.returncode == 2 and res.stderr.startswith("error: ONNX Runtime Web's files"), res.stderr
+    assert "npm ci" in res.stderr and "make web-deps" in res.stderr
+    assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "site").exists()
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="setup incomplete: node is not installed")
 def test_preprocess_js_matches_the_eval_transform_pixel_for_pixel(cats_dogs_dir, tmp_path):
     """preprocess.js (Pillow's bilinear resize, centre crop, mean/std) against torchvision, under node."""
