@@ -31,7 +31,7 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from browser.jupyter_lab import CHROMIUM, CHROMIUM_ARGS, REPO  # noqa: E402
+from browser.jupyter_lab import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from test_browser_widgets import SKIP_NO_CHROMIUM, _artifacts_dir  # noqa: E402
 from test_cli import tlkit  # noqa: E402
 from tlkit.data import eval_resize, transforms_for  # noqa: E402
@@ -57,7 +57,7 @@ def _ort_installed() -> bool:
 
 
 def test_page_files_reference_no_internet_url():
-    for name in (*PAGE_FILES,):
+    for name in PAGE_FILES:
         text = (PAGE_DIR / name).read_text()
         assert not re.search(r"https?://", text), f"{name} references the internet"
         assert "//cdn" not in text and "src=\"//" not in text
