@@ -190,6 +190,7 @@ def test_web_page_classifies_a_cat_and_a_dog_like_pytorch(trained, cats_dogs_dir
                 assert page.inner_text("#label").startswith(truth)
                 diff = (torch.tensor(shown["probabilities"]) - expected).abs().max().item()
                 assert diff <= PARITY_ATOL, (name, diff)
+                print(f"{name}: page {shown['probabilities']}, max |p_page - p_torch| {diff:.1e}")
                 page.screenshot(path=str(shots / f"web_page_{truth}.png"))
             browser.close()
     finally:
