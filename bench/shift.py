@@ -20,7 +20,6 @@ differ from run to run of the machine's load, not from run to run of the seed.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tlkit.adapt import adapt_batchnorm  # noqa: E402
+from tlkit.adapt import adapted_copy  # noqa: E402
 from tlkit.backbones import load_backbone  # noqa: E402
 from tlkit.data import cats_vs_dogs, subset, transforms_for  # noqa: E402
 from tlkit.evaluate import binomial_interval, predictions_from_features  # noqa: E402
@@ -61,8 +60,7 @@ def main(argv=None) -> int:
     def feats(m, data):
         return extract_features(m, data.with_transform(tf), progress=False, engine="torch")
 
-    source = copy.deepcopy(model)
-    adapt_batchnorm(source, train.with_transform(tf), progress=False)  # statistics of the training photos
+    source = adapted_copy(model, train.with_transform(tf), progress=False)  # statistics of the training photos
     heads = {}
     for name, body in (("imagenet", model), ("source", source)):
         head, _ = train_head(feats(body, train), feats(body, val), epochs=30, seed=0)
@@ -78,8 +76,7 @@ def main(argv=None) -> int:
         row = {"shift": repr(shift)}
         for h, (body, head) in heads.items():
             row[f"{h}_before"] = acc(head, feats(body, data))
-        adapted = copy.deepcopy(model)
-        adapt_batchnorm(adapted, data.with_transform(tf), progress=False)
+        adapted = adapted_copy(model, data.with_transform(tf), progress=False)
         after = feats(adapted, data)
         for h, (_, head) in heads.items():
             row[f"{h}_after"] = acc(head, after)

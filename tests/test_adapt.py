@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tlkit.adapt import adapt_batchnorm, batchnorm_layers
+from tlkit.adapt import adapt_batchnorm, adapted_copy, batchnorm_layers
 from tlkit.backbones import list_backbones, load_backbone
 from tlkit.data import transforms_for
 from tlkit.features import body_fingerprint, extract_features
@@ -94,8 +94,15 @@ def test_rejects_bad_data(lite0_64):
         adapt_batchnorm(lite0_64, 3, progress=False)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         adapt_batchnorm(lite0_64, torch.rand(3, 32, 32), progress=False)
-    with pytest.raises(ValueError, match="no image"):
+    with pytest.raises(ValueError, match="no batch of at least 2 images"):
         adapt_batchnorm(lite0_64, [], progress=False)
+    with pytest.raises(ValueError, match="no batch of at least 2 images"):
+        adapt_batchnorm(lite0_64, torch.rand(3, 3, 32, 32), batch_size=1, progress=False)
+
+
+def test_a_trailing_batch_of_one_image_is_left_out(lite0_64):
+    report = adapt_batchnorm(lite0_64, torch.rand(5, 3, 32, 32), batch_size=2, progress=False)
+    assert report.images == 4 and all(int(bn.num_batches_tracked) == 2 for bn in batchnorm_layers(lite0_64))
 
 
 @pytest.mark.parametrize("name", [n for n in list_backbones() if n != "convnext_tiny"])
@@ -124,3 +131,20 @@ def test_dataset_input_max_images_and_a_new_feature_cache_key(tiny_datasets, lit
     assert not after.from_cache and not torch.allclose(before.features, after.features)
     again = extract_features(lite0_64, val.with_transform(tf), cache_dir=tmp_path, progress=False)
     assert again.from_cache and torch.equal(again.features, after.features)
+
+
+def test_adapted_copy_leaves_the_model_alone_and_trains_a_head_on_source_statistics(tiny_datasets, lite0_64,
+                                                                                    tmp_path):
+    from tlkit.features import train_head
+    train, val = tiny_datasets
+    tf = transforms_for(lite0_64, image_size=32)
+    before = _snapshot(lite0_64)
+    source = adapted_copy(lite0_64, train.with_transform(tf), batch_size=8, progress=False)
+    assert all(torch.equal(v, lite0_64.state_dict()[k]) for k, v in before.items())
+    assert body_fingerprint(source) != body_fingerprint(lite0_64)
+    imagenet_feats = extract_features(lite0_64, train.with_transform(tf), cache_dir=tmp_path, progress=False)
+    source_feats = extract_features(source, train.with_transform(tf), cache_dir=tmp_path, progress=False)
+    assert not source_feats.from_cache and not torch.allclose(imagenet_feats.features, source_feats.features)
+    head, history = train_head(source_feats, extract_features(source, val.with_transform(tf), cache_dir=tmp_path,
+                                                              progress=False), epochs=3)
+    assert len(history) == 3 and head(source_feats.features).shape == (len(train), 2)

@@ -421,3 +421,32 @@ def test_check_combined_shift_recomputes_the_accuracy(tiny_datasets, lite0_64, t
     wrong = ref - 0.2 if ref >= 0.2 else ref + 0.2
     assert "is not what the head scores" in _say(checks.check_combined_shift, wrong, head, lite0_64, data)
     assert "percentage" in _say(checks.check_combined_shift, 80, head, lite0_64, data)
+
+
+# ---------------------------------------------------------------- issue 15: panels visible without a kernel
+SNAPSHOTS_05 = {"freeze_state", "training_curves", "lr_find", "lr_compare", "lr_finetune", "strategy_curves",
+                "grad_cam"}  # what each panel's snapshot() is named (widgets/_snapshot.py, key tlkit_snapshot)
+
+
+def test_committed_05_shows_every_panel_as_a_static_image():
+    # GitHub draws no ipywidgets: after each panel's run, 05 displays panel.snapshot(), an image/png
+    # output whose metadata names it. The LR range test, a Grad-CAM heatmap and the freeze state at least.
+    import base64
+
+    cells = _committed("05_live_lab").cells
+    shown = {}
+    for i, cell in enumerate(cells):
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("tlkit_snapshot")
+            if name is None:
+                continue
+            png = base64.b64decode(out["data"]["image/png"])
+            width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+            assert png.startswith(b"\x89PNG\r\n\x1a\n") and width >= 300 and height >= 150 and len(png) > 3_000, name
+            assert cells[i - 1].cell_type == "markdown" and "readers without a kernel" in cells[i - 1].source, name
+            shown[name] = out["data"]["text/plain"]
+    assert set(shown) == SNAPSHOTS_05, f"missing: {SNAPSHOTS_05 - set(shown)}; run tools/make_notebooks.py --only 05"
+    freeze = shown["freeze_state"].splitlines()  # the state after the run: stage7, stage8 and head train
+    assert freeze[0].startswith("trainable: ") and len(freeze) == 11
+    assert [ln.split(":")[1].split(",")[0].strip() for ln in freeze[1:]] == ["frozen"] * 7 + ["trainable"] * 3
+    assert "Suggested learning rate" in shown["lr_find"] and "dogs" in shown["grad_cam"]

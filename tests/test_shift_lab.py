@@ -66,7 +66,7 @@ def test_stop_when_idle_and_errors_are_shown(lab, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("no more memory")
 
-    monkeypatch.setattr("widgets.shift_lab.adapt_batchnorm", broken)
+    monkeypatch.setattr("widgets.shift_lab.adapted_copy", broken)
     with pytest.raises(RuntimeError):
         lab.run()
     assert "no more memory" in lab.error_box.value and not lab.run_button.disabled

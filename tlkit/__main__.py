@@ -208,7 +208,11 @@ def _train_features(model, train, val, args, image_size: int) -> dict:
     return {"val_accuracy": round(preds.accuracy, 4), "confusion": cm.tolist(), "history": history,
             "num_train": len(ftr), "num_val": len(fva),
             "timings": {"features_seconds": round(t1 - t0, 2), "head_seconds": round(t2 - t1, 3),
-                        "features_cached": ftr.from_cache and fva.from_cache}}
+                        "features_cached": ftr.from_cache and fva.from_cache, "engine": fva.engine,
+                        "features_precision": fva.precision,
+                        # where the feature pass's time went: decoding (waiting for images) and the forward pass
+                        "decode_seconds": round(ftr.load_seconds + fva.load_seconds, 2),
+                        "forward_seconds": round(ftr.forward_seconds + fva.forward_seconds, 2)}}
 
 
 def _train_finetune(model, train, val, args, image_size: int) -> dict:

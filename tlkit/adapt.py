@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
     during the pass), so every image counts the same. Labels are ignored and no
     gradient is computed; parameters stay bit-identical, the momenta and every
     module's train/eval mode come back afterwards, and on an error (or Ctrl-C)
-    the old statistics come back too. Dropout is off during the pass.
+    the old statistics come back too. Dropout is off during the pass. A batch
+    of a single image (e.g. the last one) is left out: it has no variance.
 
     Args:
         model: a network with BatchNorm, e.g. a tlkit Backbone.
@@ -101,7 +103,7 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
         batch_size: images per forward pass (larger batches give steadier variances).
         max_images: use at most this many images (the first ones), None for all.
         progress: show a progress bar.
-        device: where to run (None: :func:`tlkit.device.pick_device`); the model stays there.
+        device: where to run (None: where the model's parameters are); the model stays there.
         image_size: input size for an ImageDataset without a transform (None: the backbone's).
 
     Raises:
@@ -115,20 +117,41 @@ def adapt_batchnorm(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tens
     _check_count("batch_size", batch_size)
     if max_images is not None:
         _check_count("max_images", max_images)
-    dev = pick_device(device)
+    param = next(model.parameters(), None)
+    dev = pick_device(device) if device is not None or param is None else param.device
     start, seen = time.perf_counter(), 0
     with _adapting(model, layers), torch.no_grad():
         model.to(dev, memory_format=memory_format(dev))
         for x in _batches(model, unlabeled_data, batch_size, max_images, progress, image_size):
-            if len(x) < 2 and seen == 0 and layers[0].training:  # a batch of one has no variance
-                raise ValueError("adapt_batchnorm needs at least 2 images per batch; give more images.")
+            if len(x) < 2:  # one image has no batch variance (and fails at a 1x1 BatchNorm): left out
+                log.info("adapt_batchnorm: a batch of one image left out")
+                continue
             model(to_device(x, dev))
             seen += len(x)
         if seen == 0:
-            raise ValueError("adapt_batchnorm read no image from unlabeled_data; give it images.")
+            raise ValueError("adapt_batchnorm read no batch of at least 2 images from unlabeled_data; give it "
+                             "images (a batch of one image has no variance to estimate).")
     took = time.perf_counter() - start
     log.info("BatchNorm statistics of %d layers re-estimated on %d images in %.1f s", len(layers), seen, took)
     return Adaptation(len(layers), seen, took)
+
+
+def adapted_copy(model: nn.Module, unlabeled_data: "ImageDataset | torch.Tensor | Iterable",
+                 **options) -> nn.Module:
+    """A deep copy of ``model`` whose BatchNorm statistics are re-estimated on ``unlabeled_data``.
+
+    ``model`` itself is not changed. ``options`` go to :func:`adapt_batchnorm`.
+    This is how to train a head on *source-re-estimated* statistics: adapt on
+    the training photos, extract features with the copy, train the head on them.
+
+    Example:
+        >>> source = adapted_copy(model, train.with_transform(tf), progress=False)
+        >>> head, _ = train_head(extract_features(source, train.with_transform(tf)),
+        ...                      extract_features(source, val.with_transform(tf)))
+    """
+    copied = copy.deepcopy(model)
+    adapt_batchnorm(copied, unlabeled_data, **options)
+    return copied
 
 
 def _check_count(name: str, value) -> None:

@@ -36,7 +36,8 @@ from torch.utils.data import Dataset
 
 from tlkit.env import env_folder
 from tlkit.errors import DatasetLayoutError, ImageReadError
-from tlkit.images import IMAGE_EXTENSIONS, check_image_size, header_problem, is_image_file, open_image, warn_skipped
+from tlkit.images import (IMAGE_EXTENSIONS, check_image_size, draft_side, header_problem, is_image_file, open_image,
+                          warn_skipped)
 from tlkit.outputs import OUTPUT_MARKER
 from tlkit.storage import cache_root
 
@@ -52,7 +53,9 @@ class ImageDataset(Dataset):
 
     An image that fails to decode yields ``(None, path)``; the loaders of
     tlkit drop it and report the path. ``files``, ``targets`` and ``classes`` are
-    plain lists so that subsets and caches can use them.
+    plain lists so that subsets and caches can use them. With an evaluation
+    transform (a resize of the shorter side first), large JPEGs decode at a
+    reduced scale (:func:`tlkit.images.draft_side`).
     """
 
     def __init__(self, files: list[str], targets: list[int], classes: list[str],
@@ -68,7 +71,8 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            img = open_image(self.files[i])
+            # an evaluation transform: large JPEGs decode at reduced scale; random crops get every pixel
+            img = open_image(self.files[i], min_side=draft_side(self.transform))
         except ImageReadError:
             return None, self.files[i]
         return (self.transform(img) if self.transform else img), self.targets[i]

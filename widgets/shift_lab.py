@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tlkit.adapt import adapt_batchnorm, batchnorm_layers, require_batchnorm
+from tlkit.adapt import adapted_copy, batchnorm_layers, require_batchnorm
 from tlkit.data import subset, transforms_for
 from tlkit.evaluate import binomial_interval, compare_accuracies, predictions_from_features
 from tlkit.features import extract_features
@@ -145,12 +145,13 @@ class ShiftLab(ThreadedPanel):
         self._check_stop()
         before = self._accuracy(self.model, data)
         self._check_stop()
-        adapted = copy.deepcopy(self.model)  # the user's model keeps its statistics
-        if spec in self._stats:
+        if spec in self._stats:  # seen before: the adapted statistics, without another pass
+            adapted = copy.deepcopy(self.model)
             adapted.load_state_dict(self._stats[spec], strict=False)
         else:
-            with keep_global_rng():
-                adapt_batchnorm(adapted, data.with_transform(self._tf), batch_size=self.batch_size, progress=False)
+            with keep_global_rng():  # a copy: the user's model keeps its statistics
+                adapted = adapted_copy(self.model, data.with_transform(self._tf), batch_size=self.batch_size,
+                                       progress=False)
             names = {id(m) for m in batchnorm_layers(adapted)}
             self._stats[spec] = {f"{n}.{b}": t.clone() for n, m in adapted.named_modules() if id(m) in names
                                  for b, t in m.named_buffers(recurse=False)}
