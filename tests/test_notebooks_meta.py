@@ -59,6 +59,44 @@ def test_notebook_is_up_to_date_with_its_source(name):
         f"notebooks/{name}.ipynb is stale: run `make notebooks` (or tools/make_notebooks.py --only {name[:2]})")
 
 
+def _shows_a_figure(source: str) -> bool:
+    """Whether a cell ends with an expression that is a figure: ``viz.plot_*(...)``, ``viz.show_*(...)`` or ``fig``."""
+    import ast
+
+    try:
+        body = ast.parse("\n".join(l for l in source.splitlines() if not l.lstrip().startswith(("%", "!")))).body
+    except SyntaxError:
+        return False
+    if not body or not isinstance(body[-1], ast.Expr) or source.rstrip().endswith(";"):
+        return False
+    value = body[-1].value
+    if isinstance(value, ast.Name):
+        return value.id in {"fig", "figure"}
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
+        owner = value.func.value
+        return (isinstance(owner, ast.Name) and owner.id == "viz"
+                and value.func.attr.startswith(("plot_", "show_")))
+    return False
+
+
+def test_shows_a_figure_reads_the_last_expression():
+    assert _shows_a_figure("x = 1\nviz.plot_bar(rows, 'a', 'b')")
+    assert _shows_a_figure("fig = viz.plot_bar(rows)\nfig")
+    assert not _shows_a_figure("viz.show_images(items);")      # the semicolon hides the figure
+    assert not _shows_a_figure("fig = viz.plot_bar(rows)")
+    assert not _shows_a_figure("print(viz.plot_bar)")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_every_figure_cell_has_its_picture_committed(name):
+    """A cell that ends with a figure shows it: the build must not run with a non-inline backend."""
+    cells = [c for c in _code(_committed(name))
+             if _shows_a_figure(c.source) and "solution" not in c.metadata.get("tags", [])]
+    missing = [c.source.splitlines()[-1][:60] for c in cells
+               if not any({"image/png", "image/jpeg"} & set(o.get("data", {})) for o in c.outputs)]
+    assert not missing, f"{name}: figure cells without a picture: {missing}"
+
+
 @pytest.mark.parametrize("name", EXPECTED)
 def test_opens_with_badges_pointing_at_itself_objectives_and_run_time(name):
     first = _committed(name).cells[0]
