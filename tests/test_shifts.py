@@ -47,7 +47,7 @@ def test_shifted_dataset_applies_shift_before_any_transform(tiny_datasets, lite0
     assert img.tobytes() == edge_sketch(train[0][0]).tobytes()
     tf = transforms_for(lite0_64, image_size=32)
     with_tf = sketches.with_transform(tf)
-    assert isinstance(with_tf, ShiftedDataset) and repr(with_tf.transform).startswith("edge_sketch -> ")
+    assert isinstance(with_tf, ShiftedDataset) and repr(with_tf.transform).startswith("tlkit.shifts.EdgeSketch[edge_sketch] -> ")
     x, _ = with_tf[0]
     assert torch.equal(x, tf(edge_sketch(train[0][0])))
     assert not torch.equal(x, train.with_transform(tf)[0][0])
@@ -156,3 +156,21 @@ def test_shifted_by_name_is_deterministic_across_subsets_and_keys_the_cache(tiny
     again = extract_features(lite0_64, shifted(train, "noise:2", seed=3).with_transform(tf), cache_dir=tmp_path,
                              progress=False)
     assert not other.from_cache and again.from_cache and torch.equal(one.features, again.features)
+
+
+def test_cache_key_names_the_shift_class_so_a_lookalike_never_reuses_its_features():
+    """A user's callable whose repr reads like a built-in shift keys differently (it broke a build once)."""
+    from tlkit.shift_kinds import make_shift
+    from tlkit.shifts import Then
+
+    class Lookalike:
+        def __call__(self, img):
+            return img
+
+        def __repr__(self):
+            return "sketch:1"
+
+    builtin, fake = repr(Then(make_shift("sketch:1"), None)), repr(Then(Lookalike(), None))
+    assert "sketch:1" in builtin and "sketch:1" in fake
+    assert builtin != fake
+    assert "ImageShift/v1" in builtin

@@ -119,6 +119,8 @@ class ImageShift:
         True
     """
 
+    version = 1  # part of the cache key (tlkit.shifts.Then): raise it when a shift's pixels change
+
     def __init__(self, name: str, severity: int, seed: int = 0):
         if name not in SHIFTS:
             raise ValueError(f"Unknown shift {name!r}. Choose one of: {', '.join(SHIFTS)} "
@@ -153,6 +155,8 @@ class ImageShift:
 
 class ShiftChain:
     """Shifts applied one after another (``make_shift("dark:2+noise:3")``); repr joins them with ``+``."""
+
+    version = 1
 
     def __init__(self, shifts: list[Callable[[Image.Image], Image.Image]]):
         if not shifts or not all(callable(s) for s in shifts):

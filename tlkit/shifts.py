@@ -63,7 +63,13 @@ class Then:
         return self.transform(self.shift(img))
 
     def __repr__(self) -> str:
-        return f"{self.shift!r} -> {self.transform!r}"
+        # The caches key on this text: the shift's class (and its ``version``, if it has one) is part
+        # of it, so a user's callable whose repr happens to read "sketch:1" never reuses the cached
+        # features of the built-in shift, and a changed built-in does not reuse stale ones.
+        kind = type(self.shift)
+        version = getattr(self.shift, "version", None)
+        tag = f"{kind.__module__}.{kind.__qualname__}" + (f"/v{version}" if version is not None else "")
+        return f"{tag}[{self.shift!r}] -> {self.transform!r}"
 
 
 class ShiftedDataset(ImageDataset):
