@@ -289,6 +289,32 @@ def test_cached_features_follow_data_and_tokenizer_settings(model, data, tmp_pat
     assert len(hist) == 5
 
 
+# ------------------------------------------------------------------ the widgets, headless
+
+@pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning")
+def test_freeze_panel_dashboard_and_lr_explorer_on_text(model):
+    pytest.importorskip("ipywidgets")
+    from tlkit.freezing import count_parameters
+    from widgets import FreezePanel, LRExplorer, TrainingDashboard
+
+    train, val = TextDataset(*sentences(48, seed=0), ["neg", "pos"]), TextDataset(*sentences(8, 1), ["neg", "pos"])
+    panel = FreezePanel(model)
+    panel.toggles["embeddings"].value = False  # a click in the browser
+    emb = sum(p.numel() for p in model.groups["embeddings"].parameters())
+    assert "embeddings" in model.frozen_groups and count_parameters(model)[0] == count_parameters(model)[1] - emb
+    assert panel.bn_labels["embeddings"].value.endswith("none")  # no BatchNorm to keep
+    dash = TrainingDashboard(model, train, val, epochs=2, batch_size=8, lr=1e-2, blocking=True, seed=0,
+                             num_workers=0, callbacks=[panel.callback])
+    dash.start_button.click()
+    assert dash.error is None and len(dash.history) == 2 and dash.status.value.startswith("Done: 2 epoch(s)")
+    assert all(not p.requires_grad for p in model.groups["embeddings"].parameters())
+    explorer = LRExplorer(model=model, train_data=train, val_data=val, mode="finetune", per_class=6,
+                          image_size=16, finetune_epochs=1, lr=1.0, low_lr=1e-3, blocking=True)
+    explorer.finetune_button.click()
+    assert explorer.error is None, explorer.error_box.value
+    assert sorted(explorer.runs) == [1e-3, 1.0] and all(h["epoch"] == [0, 1] for h in explorer.runs.values())
+
+
 # ------------------------------------------------------------------ the command line
 
 def tlkit_cli(*args, cache: Path):

@@ -288,7 +288,8 @@ def _report(command: str, result: dict, as_json: bool) -> None:
         for cls, acc in result.get("per_class", {}).items():
             print(f"  {cls:<12} {acc:.4f}")
         return
-    print(f"{result['dataset']}: {result['num_train']} train / {result['num_val']} val images, "
+    unit = "sentences" if "max_length" in result else "images"
+    print(f"{result['dataset']}: {result['num_train']} train / {result['num_val']} val {unit}, "
           f"backbone {result['backbone']}, strategy {result['strategy']}, "
           + (f"{result['max_length']} tokens" if "max_length" in result else f"{result['image_size']} px"))
     print(f"validation accuracy {result['val_accuracy']:.4f}")

@@ -256,6 +256,8 @@ def subset(dataset: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset
         idx = [i for i, t in enumerate(dataset.targets) if t == label]
         keep += sorted(rng.sample(idx, min(per_class, len(idx))))
     keep.sort()
+    if hasattr(dataset, "take"):  # a dataset that subsets itself (tlkit.text.TextDataset)
+        return dataset.take(keep, f"{dataset.name}[{per_class}/class]")
     return ImageDataset([dataset.files[i] for i in keep], [dataset.targets[i] for i in keep],
                         dataset.classes, dataset.transform, f"{dataset.name}[{per_class}/class]")
 
