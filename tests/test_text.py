@@ -275,6 +275,7 @@ def test_cached_features_follow_data_and_tokenizer_settings(model, data, tmp_pat
     first = extract_features(model, train.with_transform(tok), **opts)
     again = extract_features(model, train.with_transform(tok), **opts)
     assert not first.from_cache and again.from_cache and torch.equal(first.features, again.features)
+    assert [p.parent for p in tmp_path.glob("**/*.pt")] == [tmp_path]  # "hf:/a/b" makes no sub-folders
     assert first.features.shape == (48, 16) and first.files == train.sentences
     with torch.no_grad():
         fresh = model.eval().forward_pooled(tok.encode(train.sentences[:4]))

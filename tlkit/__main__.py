@@ -102,9 +102,14 @@ def _common(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) ->
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
+    from tlkit.backbones import is_text_backbone
     from tlkit.outputs import check_out
 
     args.strategy, args.unfreeze_at = "features", None
+    args.backbone = args.backbone or "efficientnet_lite0"
+    if is_text_backbone(args.backbone):
+        raise ValueError(f"demo trains on dog and cat photos; --backbone {args.backbone} reads text. Use an image "
+                         "backbone (see tlkit.list_backbones()), or `train DATA --backbone minilm` for text.")
     check_out(Path(args.out))
     train, val = _dataset_once()
     return run_training(args, train, val, "cats_and_dogs_filtered")

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -137,7 +138,8 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     tag = ORT_TAG if runner is not None else precision  # the key says which engine computed the rows
     if cache:
         key = cache_key(model, dataset, tag)
-        path = folder / f"{model.name}-{key[:24]}.pt"
+        # one file name, whatever the model is called ("hf:org/model" names a text encoder)
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model.name)[-60:]}-{key[:24]}.pt"
         hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit == "unusable":  # damaged and cannot be removed (read-only folder): compute without the cache
             path = None
