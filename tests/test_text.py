@@ -201,6 +201,17 @@ def test_bad_text_layouts_name_the_valid_ones(tmp_path):
         read_table(tmp_path / "val.tsv", classes=["neg", "pos"])
 
 
+def test_a_dataset_is_tokenized_once_also_for_dataloader_workers(model):
+    import pickle
+
+    ds = TextDataset(["great film", "dull"], [1, 0], ["neg", "pos"], model.tokenizer(16))
+    worker_copy = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives
+    x0, y0 = worker_copy[0]
+    assert x0.shape == (2, 16) and y0 == 1 and torch.equal(ds[1][0], model.tokenizer(16).encode(["dull"])[0])
+    assert worker_copy.transform._tok is None  # the worker never loaded a tokenizer: it got the tensor
+    assert ds._encoded is not None  # tokenized in the main process, once, and kept there too
+
+
 # ------------------------------------------------------------------ the Backbone contract
 
 def test_groups_cover_every_parameter_and_freeze_without_batchnorm(model):

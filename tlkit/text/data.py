@@ -86,12 +86,20 @@ class TextDataset(Dataset):
     def __getitem__(self, i: int):
         if self.transform is None:
             return self.sentences[i], self.targets[i]
-        if self._encoded is None:
-            encode = getattr(self.transform, "encode", None)
-            if encode is None:  # a plain callable: one sentence at a time
-                return self.transform(self.sentences[i]), self.targets[i]
-            self._encoded = encode(self.sentences)  # (N, 2, L): tokenized once
+        if self._encode() is None:  # a plain callable: one sentence at a time
+            return self.transform(self.sentences[i]), self.targets[i]
         return self._encoded[i], self.targets[i]
+
+    def _encode(self) -> torch.Tensor | None:
+        """``(N, 2, L)``: every sentence tokenized once, when the transform can do batches (``encode``)."""
+        if self._encoded is None and hasattr(self.transform, "encode"):
+            self._encoded = self.transform.encode(self.sentences)
+        return self._encoded
+
+    def __getstate__(self) -> dict:
+        """DataLoader workers get the tokenized tensor, so no worker tokenizes the data again each epoch."""
+        self._encode()
+        return self.__dict__.copy()
 
     def with_transform(self, transform: Callable | None) -> "TextDataset":
         """The same sentences and labels with another tokenizer."""
