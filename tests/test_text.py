@@ -240,8 +240,14 @@ def test_groups_cover_every_parameter_and_freeze_without_batchnorm(model):
 def test_padding_does_not_change_the_sentence_vector(model):
     model.eval()
     short, long = model.tokenizer(8).encode(["great film"]), model.tokenizer(32).encode(["great film"])
+    batch = model.tokenizer(32).encode(["great film", "the plot is dull and the acting is very bland"])
     with torch.no_grad():
         assert torch.allclose(model.forward_pooled(short), model.forward_pooled(long), atol=1e-5)
+        # in a batch with a longer review, "great film" carries padding up to that length: masked out
+        assert torch.allclose(model.forward_pooled(batch)[0], model.forward_pooled(short)[0], atol=1e-5)
+        hidden = model.groups["embeddings"](batch)  # (B, L', H + 1): columns that are padding in every row dropped
+        n = int(batch[1, 1].sum())  # the longer review's tokens
+        assert hidden.shape[1] == n < 32 and torch.equal(hidden[..., -1], batch[:, 1, :n].float())
 
 
 def test_per_group_rates_and_head_swap(model):
