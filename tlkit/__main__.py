@@ -34,6 +34,8 @@ from tlkit.cliargs import Parser, image_size, learning_rate, positive_int
 
 # Text fine-tuning (--strategy partial|finetune on text): AdamW, the top body group at 4e-5 (lower groups
 # spread down to 4e-6), the head at TEXT_HEAD_LR, batch 32, 64 tokens, one epoch, one-cycle schedule.
+# Measured on rt-polaritydata (7,730 train / 1,932 val, seed 0), 2 shared cores: 0.812 validation accuracy,
+# 373 CPU-seconds (8.7 min wall at a 71% share under load 5); frozen features + head: 0.776.
 TEXT_FINETUNE_LR = 4e-5
 TEXT_HEAD_LR = 1e-3
 
