@@ -73,6 +73,9 @@ def evaluate_adapted(args: argparse.Namespace) -> dict:
         raise ValueError("--shift and --adapt-bn need the model.pt: an exported .onnx file has its BatchNorm "
                          "folded into the convolutions, so there are no statistics to adapt. Pass model.pt.")
     model = load_model(args.model)
+    if args.shift and getattr(model, "input_kind", "image") != "image":
+        raise ValueError(f"--shift applies image shifts; {args.model} is a {model.input_kind} model. "
+                         "Drop --shift.")
     if args.adapt_bn:
         require_batchnorm(model)  # before any slow pass
     data = split_dataset(model, args.split_dir)

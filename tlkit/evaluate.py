@@ -213,6 +213,10 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
                    device: str | torch.device | None = None, progress: bool = False) -> dict:
     """Accuracy of a trained model on a folder of class folders (what ``tlkit evaluate`` prints).
 
+    For a text model ``split_dir`` is a ``.tsv``/``.csv`` file (columns ``sentence`` or
+    ``text``, and ``label``), a folder holding ``val.tsv``/``dev.tsv``, or ``<class>/*.txt``
+    (:func:`tlkit.text.load_text_split`).
+
     Returns ``{"accuracy", "n", "per_class": {class: accuracy}, "confusion":
     [[...]], "classes"}``, all JSON-ready. The folder's classes must be the
     model's ``class_names``.
@@ -228,6 +232,8 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
 def split_dataset(model: nn.Module, split_dir: str | os.PathLike) -> ImageDataset:
     """The images of ``split_dir/<class>/``, checked against the model's ``class_names`` (no transform).
 
+    For a text model, the sentences of a ``.tsv``/``.csv`` file or folder (:func:`tlkit.text.load_text_split`).
+
     Example:
         >>> split_dataset(model, "data/val").classes
         ['cats', 'dogs']
@@ -236,6 +242,10 @@ def split_dataset(model: nn.Module, split_dir: str | os.PathLike) -> ImageDatase
     if not classes:
         raise ValueError("The model has no class_names, so its outputs cannot be matched to folders. "
                          "Give them when replacing the head: model.replace_head(2, class_names=[...]).")
+    if getattr(model, "input_kind", "image") == "text":  # a .tsv/.csv, or a folder of <class>/*.txt
+        from tlkit.text.folders import load_text_split
+
+        return load_text_split(split_dir, classes=list(classes))
     root = Path(split_dir)
     found = class_folders(root)
     if sorted(classes) != found:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -81,11 +82,17 @@ def body_fingerprint(model: nn.Module) -> str:
 
 
 def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") -> str:
-    """Key over backbone weights, precision, decoder version, transform, and each file's path, size and mtime."""
+    """Key over backbone weights, precision, decoder version, transform, and each file's path, size and mtime.
+
+    A dataset with a ``fingerprint()`` method (:class:`tlkit.text.TextDataset`) is keyed by it instead.
+    """
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|d{DECODE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|"
              f"{precision}|".encode())
-    h.update(repr(dataset.transform).encode())
+    h.update(repr(dataset.transform).encode())  # text: the tokenizer's name and max_length
+    if hasattr(dataset, "fingerprint"):  # a dataset that hashes its own content (text: sentences and labels)
+        h.update(f"|content|{dataset.fingerprint()}".encode())
+        return h.hexdigest()
     for f, t in zip(dataset.files, dataset.targets):
         try:
             st = os.stat(f)
@@ -139,7 +146,8 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     shown = "int8" if tag.startswith("onnxruntime-int8") else "fp32" if tag == ORT_TAG else precision  # what ran
     if cache:
         key = cache_key(model, dataset, tag)
-        path = folder / f"{model.name}-{key[:24]}.pt"
+        # one file name, whatever the model is called ("hf:org/model" names a text encoder)
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model.name)[-60:]}-{key[:24]}.pt"
         hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit == "unusable":  # damaged and cannot be removed (read-only folder): compute without the cache
             path = None
