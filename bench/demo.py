@@ -5,7 +5,7 @@
 Runs the demo cold then warm with the frozen pass in PyTorch
 (``TLKIT_ENGINE=torch``), in ONNX Runtime fp32 (``TLKIT_ENGINE=onnxruntime``;
 the cold run includes the one-time export and parity check), and in int8:
-first :func:`tlkit.engine_int8.check_int8` trains the course's head on fp32 and
+first :func:`tlkit.int8_check.check_int8` trains the course's head on fp32 and
 on int8 features (calibrated on training photos) and records whether int8
 lands in fp32's 95% interval on the validation photos; only then do the int8
 rows run, with ``TLKIT_ENGINE=auto`` picking int8 from that record (their cold
@@ -50,10 +50,10 @@ def run_demo(out: Path, cache: Path, engine: str) -> tuple[float, dict, float]:
 
 
 def int8_check(cache: Path) -> dict:
-    """:func:`tlkit.engine_int8.check_int8` on the demo's backbone, photos and head recipe; stored in ``cache``."""
+    """:func:`tlkit.int8_check.check_int8` on the demo's backbone, photos and head recipe; stored in ``cache``."""
     from tlkit.backbones import load_backbone
     from tlkit.data import cats_vs_dogs, transforms_for
-    from tlkit.engine_int8 import check_int8
+    from tlkit.int8_check import check_int8
 
     train, val = cats_vs_dogs(download=False)
     model = load_backbone("efficientnet_lite0", num_classes=len(train.classes), class_names=train.classes)

@@ -10,6 +10,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import tlkit.engine_int8 as int8_mod  # noqa: E402
+from tlkit.int8_check import check_int8  # noqa: E402
 from tlkit.backbones import load_backbone  # noqa: E402
 from tlkit.data import ImageDataset, transforms_for  # noqa: E402
 from tlkit.features import body_fingerprint, cache_key, extract_features  # noqa: E402
@@ -79,19 +80,12 @@ def test_int8_needs_calibration_images_and_onnx_runtime(tiny_datasets, tmp_path)
                          engine="torch", progress=False)
 
 
-def test_wilson_interval_numbers():
-    lo, hi = int8_mod.wilson_interval(980, 1000)
-    assert lo == pytest.approx(0.9692, abs=1e-3) and hi == pytest.approx(0.9870, abs=1e-3)
-    assert int8_mod.wilson_interval(0, 0) == (0.0, 1.0)
-    assert int8_mod.wilson_interval(10, 10)[1] == pytest.approx(1.0)
-
-
 def test_auto_uses_int8_only_after_a_passing_check(tiny_datasets, tmp_path, monkeypatch):
     model = _model()
     train, val = _splits(tiny_datasets, model)
     assert extract_features(model, val, cache=False, cache_dir=tmp_path, engine="auto",
                             progress=False).precision != "int8"  # no verdict yet: fp32/bf16
-    verdict = int8_mod.check_int8(model, train, val, cache_dir=tmp_path, epochs=3)
+    verdict = check_int8(model, train, val, cache_dir=tmp_path, epochs=3)
     lo, hi = verdict["interval"]
     assert 0 <= lo <= verdict["acc_fp32"] <= hi <= 1 and verdict["n_val"] == 24
     assert verdict["ok"] == (verdict["acc_int8"] >= lo)

@@ -9,14 +9,14 @@ report accuracy on). The int8 graph is cached beside the fp32 one, named by
 weights and calibration files; its features carry the tag
 ``"onnxruntime-int8-<calibration>"`` in the cache key.
 
-``precision="auto"`` uses int8 only where :func:`check_int8` has shown, on
+``precision="auto"`` uses int8 only where :func:`tlkit.int8_check.check_int8` has shown, on
 this backbone and class set, that the course's head on int8 features lands
 within the 95% interval of the same head on fp32 features on the validation
 set. The verdict is kept in ``int8-choice.json`` in the cache folder; without
 one, "auto" stays fp32.
 
 Example:
-    >>> check_int8(model, train_tf, val_tf)["ok"]
+    >>> tlkit.int8_check.check_int8(model, train_tf, val_tf)["ok"]
     True
     >>> extract_features(model, val_tf).precision      # "auto" now picks int8 here
     'int8'
@@ -24,9 +24,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import os
 import warnings
 from pathlib import Path
@@ -35,14 +33,13 @@ import torch
 from torch import nn
 
 from tlkit.data import ImageDataset
-from tlkit.engine import (ENGINES, OrtRunner, _read_json, _Sample, atomic_write_text, frozen_graph, ort_available,
-                          resolve_engine, sample_images)
+from tlkit.engine import (ENGINES, OrtRunner, _read_json, _Sample, frozen_graph, ort_available, resolve_engine,
+                          sample_images)
 from tlkit.env import env_choice
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 64
 INT8_DECISIONS = "int8-choice.json"
-Z95 = 1.959964  # two-sided 95% normal quantile, for the Wilson interval
 
 
 def calibration_id(calibration: ImageDataset, n: int = CALIBRATION_IMAGES) -> str:
@@ -128,55 +125,3 @@ def int8_key(model: nn.Module, fingerprint: str, dataset: ImageDataset) -> str:
     """Backbone, weights, input size (from the transform's repr) and class set: what the verdict applies to."""
     return f"{model.name}|{fingerprint[:16]}|{hashlib.sha1(repr(dataset.transform).encode()).hexdigest()[:8]}|" \
            f"{','.join(dataset.classes)}"
-
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy ``correct / n``.
-
-    Example:
-        >>> wilson_interval(980, 1000)
-        (0.9695, 0.9870)
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def check_int8(model: nn.Module, train: ImageDataset, val: ImageDataset, cache_dir: str | os.PathLike | None = None,
-               epochs: int = 30, seed: int = 0) -> dict:
-    """Trains the course's head on fp32 and on int8 features; int8 is ``ok`` if its val accuracy is in fp32's interval.
-
-    Both with ONNX Runtime, the same head recipe and seed; calibration on
-    ``train``. The verdict (accuracies, interval, ``ok``) is stored in
-    ``int8-choice.json`` for ``precision="auto"``, and returned.
-
-    Example:
-        >>> check_int8(model, train_tf, val_tf)
-        {'ok': True, 'acc_fp32': 0.978, 'interval': [0.968, 0.985], 'acc_int8': 0.976, ...}
-    """
-    from tlkit.features import body_fingerprint, default_cache_dir, evaluate_head, extract_features, train_head
-
-    folder = Path(cache_dir or default_cache_dir())
-    accs, seconds = {}, {}
-    for precision in ("fp32", "int8"):
-        kw = {"precision": precision, "calibration": train} if precision == "int8" else {"precision": "fp32"}
-        ftr, fva = (extract_features(model, ds, cache=False, cache_dir=folder, engine="onnxruntime",
-                                     progress=False, **kw) for ds in (train, val))
-        head, _ = train_head(ftr, fva, epochs=epochs, seed=seed)
-        accs[precision] = round(evaluate_head(head, fva)[1], 4)
-        seconds[precision] = round(ftr.seconds + fva.seconds, 1)
-    n = len(val)
-    lo, hi = wilson_interval(round(accs["fp32"] * n), n)
-    verdict = {"ok": accs["int8"] >= lo, "acc_fp32": accs["fp32"], "interval": [round(lo, 4), round(hi, 4)],
-               "acc_int8": accs["int8"], "n_val": n, "seconds": seconds,
-               "calibration": calibration_id(train), "calibration_files": list(train.files[:CALIBRATION_IMAGES])}
-    store = folder / INT8_DECISIONS
-    known = _read_json(store)
-    known[int8_key(model, body_fingerprint(model), val)] = verdict
-    atomic_write_text(store, json.dumps(known, indent=1))
-    log.info("int8 check for %s: %s", model.name, {k: v for k, v in verdict.items() if k != "calibration_files"})
-    return verdict
-

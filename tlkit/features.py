@@ -123,7 +123,7 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     includes the engine, so the two engines' features never mix. Under torchrun: PyTorch.
     ``precision="int8"`` runs a static int8 copy of the ONNX graph, calibrated on
     ``calibration`` (training images; :mod:`tlkit.engine_int8`); ``"auto"`` picks
-    int8 only where :func:`tlkit.engine_int8.check_int8` showed it keeps the head's
+    int8 only where :func:`tlkit.int8_check.check_int8` showed it keeps the head's
     validation accuracy within fp32's interval. Its key differs from fp32's.
     With ``cache=True`` the result is stored under
     ``cache_dir`` and reused while the backbone, transform and files are
