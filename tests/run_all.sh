@@ -16,6 +16,16 @@ if [ -z "${TLKIT_DATA_DIR:-}" ] && [ -d ../shared/data/cats_and_dogs_filtered ];
     export TLKIT_DATA_DIR="$(cd ../shared/data && pwd)"
 fi
 
+# ONNX Runtime Web for the page `export --web` writes (package-lock.json pins it); without npm
+# the web page's browser test skips and says so.
+if [ ! -f node_modules/onnxruntime-web/dist/ort.wasm.bundle.min.mjs ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    if command -v npm >/dev/null; then
+        npm ci --no-audit --no-fund --loglevel=error
+    else
+        echo "note: npm not found, so the web page test will skip (Debian/Ubuntu: sudo apt-get install -y npm)"
+    fi
+fi
+
 echo "== 1/3 pytest: package, widgets (ipywidgets 8), faults, browser =="
 "$PY" -m pytest -q -rs -p no:cacheprovider tests
 
