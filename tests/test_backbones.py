@@ -7,8 +7,8 @@ from tlkit import list_backbones, load_backbone
 from tlkit.data import transforms_for
 from tlkit.images import open_image
 
-REGISTERED = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small",
-              "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"]
+REGISTERED = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet34", "resnet50",
+              "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"]
 
 
 def test_registry_lists_every_required_backbone():

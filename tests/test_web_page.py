@@ -31,7 +31,7 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from browser.jupyter_lab import CHROMIUM, CHROMIUM_ARGS, REPO  # noqa: E402
+from browser.jupyter_lab import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from test_browser_widgets import SKIP_NO_CHROMIUM, _artifacts_dir  # noqa: E402
 from test_cli import tlkit  # noqa: E402
 from tlkit.data import eval_resize, transforms_for  # noqa: E402
@@ -57,7 +57,7 @@ def _ort_installed() -> bool:
 
 
 def test_page_files_reference_no_internet_url():
-    for name in (*PAGE_FILES,):
+    for name in PAGE_FILES:
         text = (PAGE_DIR / name).read_text()
         assert not re.search(r"https?://", text), f"{name} references the internet"
         assert "//cdn" not in text and "src=\"//" not in text
@@ -70,6 +70,20 @@ def test_missing_onnxruntime_web_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TLKIT_ORT_WEB_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"--ort-web-dir .*TLKIT_ORT_WEB_DIR"):
         find_ort_web()
+
+
+def test_export_web_without_onnxruntime_web_stops_before_exporting(tmp_path):
+    from tlkit.backbones import load_backbone
+    from tlkit.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(load_backbone("resnet18", pretrained=False, num_classes=2, class_names=["cats", "dogs"]),
+               tmp_path / "model.pt", image_size=32)
+    res = tlkit("export", tmp_path / "model.pt", "--web", tmp_path / "site", "--ort-web-dir", tmp_path / "none",
+                "--quiet")
+    assert res.returncode == 2 and res.stderr.startswith("error: ONNX Runtime Web's files"), res.stderr
+    assert "npm ci" in res.stderr and "make web-deps" in res.stderr
+    assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "site").exists()
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="setup incomplete: node is not installed")
