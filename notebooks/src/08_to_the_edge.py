@@ -35,8 +35,8 @@
 #
 # **cpu** compares the three models on a subset, to fit a few minutes on two cores: 40
 # training and 100 validation photos per class, each model at the resolution its weights were
-# trained for (224, 240 and 260 px). Lite2 at 260 px costs about three times what Lite0 costs
-# at 224 px per photo, so all 3,000 photos would take several minutes for Lite2 alone.
+# trained for (224, 240 and 260 px). Per photo they need about 0.4, 0.6 and 0.9 billion
+# multiply-adds (the published figures), so all 3,000 photos would take minutes for Lite2 alone.
 # **gpu** uses more photos. **test** (`TLKIT_FAST=1`) is a dry run at 64 px; its numbers mean
 # nothing, and it skips the browser.
 
