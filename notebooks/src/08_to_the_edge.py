@@ -46,7 +46,7 @@ SETTINGS = {
     # resolution; batch: the batch of the throughput column; repeats: timed runs per latency;
     # calibration: training photos per class for int8; student_size: the distilled student's
     # resolution; seeds: training seeds per distillation arm.
-    "cpu": dict(pick_train=40, pick_val=100, image_size=None, batch=32, repeats=5, calibration=16,
+    "cpu": dict(pick_train=40, pick_val=100, image_size=None, batch=32, repeats=5, calibration=8,
                 student_size=128, seeds=3, distill_epochs=30),
     "gpu": dict(pick_train=300, pick_val=500, image_size=None, batch=32, repeats=10, calibration=50,
                 student_size=128, seeds=5, distill_epochs=30),
@@ -65,6 +65,11 @@ from pathlib import Path
 from tlkit.data import cats_vs_dogs, subset
 
 train_all, val_all = cats_vs_dogs()
+print(train_all)
+print(val_all)
+
+# %%
+# This profile's subset (the same photos for every model), and the folder for the exported files.
 train = subset(train_all, SETTINGS["pick_train"], seed=0)
 val = subset(val_all, SETTINGS["pick_val"], seed=0)
 OUT = Path(RUNS) / "08_to_the_edge"
@@ -109,7 +114,8 @@ for name in CANDIDATES:
     model.replace_head(2, class_names=train.classes)
     load_head(model, head)
     model.input_size = size
-    exported = export_onnx(model, OUT / f"{name}.onnx", image_size=size, parity_images=subset(val, min(4, SETTINGS["pick_val"]), seed=1))
+    parity_photos = subset(val, min(4, SETTINGS["pick_val"]), seed=1)
+    exported = export_onnx(model, OUT / f"{name}.onnx", image_size=size, parity_images=parity_photos)
     row = measure_latency(exported.path, batch=SETTINGS["batch"], warmup=1, repeats=SETTINGS["repeats"])
     acc = history.last()["val_acc"]
     models[name] = model
@@ -131,7 +137,8 @@ import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(5.5, 3.4))
 for r in table:
     lo, hi = r["interval"]
-    ax.errorbar(r["ms"], r["accuracy"], yerr=[[max(0, r["accuracy"] - lo)], [max(0, hi - r["accuracy"])]], fmt="o", capsize=3)
+    below, above = max(0, r["accuracy"] - lo), max(0, hi - r["accuracy"])
+    ax.errorbar(r["ms"], r["accuracy"], yerr=[[below], [above]], fmt="o", capsize=3)
     ax.annotate(f"{r['model'].replace('efficientnet_', '')} ({r['mb']:.0f} MB)", (r["ms"], r["accuracy"]),
                 textcoords="offset points", xytext=(6, -12), fontsize=8)
 ax.set(xlabel="ms per photo at batch 1 (ONNX Runtime, this CPU)",
@@ -227,7 +234,7 @@ meta = read_metadata(export.path)
 print({k: meta[k] for k in ("backbone", "image_size", "mean", "std", "class_names", "resize")})
 
 # %% claim
-# Claim check: guards "agrees with PyTorch on every checked photo" (expected results); runs when the notebooks are rebuilt
+# Claim check: guards "agrees with PyTorch on every checked photo" (expected results)
 claim(export.parity.agreement == 1.0 and export.parity.max_abs_diff < 1e-3,
       "the ONNX file agrees with PyTorch on every checked photo", max_abs_diff=export.parity.max_abs_diff,
       agreement=export.parity.agreement, n=export.parity.n)
@@ -334,7 +341,7 @@ for label, (one, many) in verdicts.items():
     print(f"{label} measurement: int8 is {one} fp32 at batch 1, and {many} fp32 at batch {SETTINGS['batch']}")
 
 # %% claim
-# Claim check: guards the printed verdict (it must come out the same in both measurements); runs when the notebooks are rebuilt
+# Claim check: guards the printed verdict (it must come out the same in both measurements)
 claim(verdicts["first"] == verdicts["second"], "the int8-vs-fp32 speed verdict holds in a second measurement",
       **verdicts)
 
@@ -413,8 +420,8 @@ for label, accs in arms.items():
     print(f"student Lite0 at {S} px, {label:<34} {mean:.1%} ({lo:.1%}-{hi:.1%}), "
           f"seeds {min(accs):.1%} to {max(accs):.1%}")
 (hard_label, hard), (soft_label, soft) = [(k, sum(v) / len(v)) for k, v in arms.items()]
-print("verdict (difference beyond its 95% interval?):",
-      {"a": "labels only is better", "b": "the teacher helps", "tie": "a tie"}[compare_accuracies(hard, soft, len(val))])
+words = {"a": "labels only is better", "b": "the teacher helps", "tie": "a tie"}
+print("verdict (difference beyond its 95% interval?):", words[compare_accuracies(hard, soft, len(val))])
 
 # %% claim
 # Claim check: guards the next paragraph and the expected results at the top; runs when the notebooks are rebuilt
@@ -431,7 +438,8 @@ claim(compare_accuracies(hard, soft, len(val)) != "b" and teacher_acc > max(hard
 # copy what the teacher sees in *its* features, and the hard labels already say all a linear
 # head can use. Distillation pays off when the student can change what it sees: when its body
 # trains too, on many photos (labelled or not, since the teacher labels them), for many
-# epochs. That is a GPU job (the gpu profile's territory), not a few CPU minutes. The lesson
+# epochs: `distill(..., train_body=True)` trains the groups you unfroze with `freeze_to`. That is a
+# GPU job, not a few CPU minutes. The lesson
 # for the device stands: measure a compressed model against the same model trained without the
 # trick, with the same budget, before believing the trick.
 #
