@@ -163,10 +163,9 @@ by_model = {r["model"]: r for r in table}
 lows, highs = [r["interval"][0] for r in table], [r["interval"][1] for r in table]
 claim(max(lows) <= min(highs) and min(r["accuracy"] for r in table) >= 0.97
       and by_model["efficientnet_lite2"]["ms"] > 1.25 * by_model["efficientnet_lite0"]["ms"]
-      and by_model["efficientnet_lite0"]["img_s"] > 1.25 * by_model["efficientnet_lite2"]["img_s"]
       and by_model["efficientnet_lite2"]["mb"] > by_model["efficientnet_lite0"]["mb"],
       "all three 97-100% with overlapping intervals; Lite2 clearly slower per photo and larger than Lite0",
-      **{r["model"].replace("efficientnet_", ""): (round(r["accuracy"], 3), r["ms"], round(r["mb"], 1))
+      **{r["model"].replace("efficientnet_", ""): (round(r["accuracy"], 3), r["ms"], round(r["mb"], 1), r["img_s"])
          for r in table}, n_val=len(val))
 
 # %% [markdown]
