@@ -498,9 +498,10 @@ def screenshot(folder, photo, out_png):
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             tab = browser.new_page(viewport={"width": 640, "height": 720})
             tab.goto(f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            tab.wait_for_selector("body[data-ready='true']", timeout=120_000)  # the model is loaded
             tab.set_input_files("#file", str(photo))
-            tab.wait_for_function("document.querySelector('#label').textContent.trim().length > 0", timeout=60_000)
-            label = tab.inner_text("#label")
+            tab.wait_for_selector("body[data-result]", timeout=120_000)  # classified, or an error
+            label = tab.inner_text("#label") or tab.inner_text("#status")
             tab.screenshot(path=str(out_png), full_page=True)
             browser.close()
     finally:
