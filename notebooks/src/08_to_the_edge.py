@@ -150,7 +150,7 @@ plt.show()
 # On cats and dogs, the three models are equally accurate within the intervals: the task is
 # easy for ImageNet features. What differs is the cost: Lite2 is clearly slower than Lite0
 # (more channels, more layers and a larger input) at batch 1, in batches, or both, and its file
-# is larger. Why "or both"? Each latency is the median of a few runs, and on a busy machine
+# is larger. Why not "in both"? Each latency is the median of a few runs, and on a busy machine
 # other programs can drown one column's difference in noise; the published compute (0.9
 # against 0.4 billion multiply-adds per photo) says where the truth lies. For this
 # task the smallest model is the right choice; a harder task (more classes, finer
