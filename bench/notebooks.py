@@ -24,11 +24,9 @@ import importlib.util
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS, TARGET_MIB = 300, 2048
@@ -39,50 +37,6 @@ def _generator():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _pss(p: psutil.Process) -> int:
-    """Proportional set size where the OS reports it (Linux), else RSS."""
-    try:
-        return p.memory_full_info().pss
-    except (AttributeError, psutil.AccessDenied):
-        return p.memory_info().rss
-
-
-class PeakMemory:
-    """Samples a process and its descendants in a thread.
-
-    ``peak``: the largest PSS summed over the tree; ``peak_rss``: the largest
-    RSS of the process itself. Both in bytes.
-    """
-
-    def __init__(self, pid: int, interval: float = 0.2):
-        self.process, self.interval, self.peak, self.peak_rss = psutil.Process(pid), interval, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
-                total = 0
-                for p in [self.process, *self.process.children(recursive=True)]:
-                    try:
-                        total += _pss(p)
-                    except psutil.Error:  # a worker that just exited
-                        pass
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                return
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def run_notebook(mk, src: Path, fast: bool, cache_dir: str) -> tuple[float, int, int]:
@@ -98,7 +52,7 @@ def run_notebook(mk, src: Path, fast: bool, cache_dir: str) -> tuple[float, int,
                                 resources={"metadata": {"path": str(mk.NOTEBOOKS)}})
         start = time.perf_counter()
         with client.setup_kernel():
-            with PeakMemory(client.km.provisioner.pid) as sampler:
+            with mk.PeakMemory(client.km.provisioner.pid) as sampler:
                 for index, cell in enumerate(nb.cells):
                     client.execute_cell(cell, index)
         return time.perf_counter() - start, sampler.peak, sampler.peak_rss

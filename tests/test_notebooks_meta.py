@@ -488,3 +488,22 @@ def test_committed_05_shows_every_panel_as_a_static_image():
     assert freeze[0].startswith("trainable: ") and len(freeze) == 11
     assert [ln.split(":")[1].split(",")[0].strip() for ln in freeze[1:]] == ["frozen"] * 7 + ["trainable"] * 3
     assert "Suggested learning rate" in shown["lr_find"] and "dogs" in shown["grad_cam"]
+
+
+def test_peak_memory_follows_a_process_found_late_and_its_children():
+    """The build's memory figure: a pid that appears later is picked up, a child's memory counts."""
+    import subprocess
+    import time as _time
+
+    code = ("import subprocess, sys, time; b = bytearray(150 * 2**20); "
+            "c = subprocess.Popen([sys.executable, '-c', 'b = bytearray(100 * 2**20); import time; time.sleep(1.5)']); "
+            "time.sleep(1.5); c.wait()")
+    box = {}
+    with mk.PeakMemory(lambda: box.get("pid"), interval=0.05) as memory:
+        _time.sleep(0.2)  # the "kernel" is not started yet: the sampler waits for its pid
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        box["pid"] = proc.pid
+        proc.wait()
+    assert memory.peak_rss >= 150 * 2**20            # the process itself
+    assert memory.peak >= 230 * 2**20                # with its child's 100 MiB
+    assert memory.peak < 1024 * 2**20

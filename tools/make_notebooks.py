@@ -395,9 +395,84 @@ class ClaimFailed(RuntimeError):
     """A claim check (or any cell) failed while a notebook ran in the build."""
 
 
+def _pss(p) -> int:
+    """Proportional set size where the OS reports it (Linux), else RSS."""
+    import psutil
+
+    try:
+        return p.memory_full_info().pss
+    except (AttributeError, psutil.AccessDenied):
+        return p.memory_info().rss
+
+
+class PeakMemory:
+    """Samples a kernel and its descendants (DataLoader workers) in a thread, every ``interval`` seconds.
+
+    ``pid`` is a process id, or a callable that returns it once the kernel has started (None
+    before). ``peak``: the largest PSS summed over the tree (pages shared with forked workers count
+    once: what a container's memory limit sees); ``peak_rss``: the largest RSS of the kernel itself.
+    Both in bytes. Used by the build (each notebook's line) and by ``bench/notebooks.py``.
+    """
+
+    def __init__(self, pid, interval: float = 0.2):
+        import threading
+
+        self.pid, self.interval, self.peak, self.peak_rss = pid, interval, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _process(self):
+        import psutil
+
+        while not self._stop.is_set():
+            pid = self.pid() if callable(self.pid) else self.pid
+            if pid:
+                return psutil.Process(pid)
+            self._stop.wait(self.interval)
+        return None
+
+    def _run(self) -> None:
+        import psutil
+
+        try:
+            process = self._process()
+        except (psutil.Error, AttributeError):
+            return
+        while process is not None and not self._stop.is_set():
+            try:
+                self.peak_rss = max(self.peak_rss, process.memory_info().rss)
+                total = 0
+                for p in [process, *process.children(recursive=True)]:
+                    try:
+                        total += _pss(p)
+                    except psutil.Error:  # a worker that just exited
+                        pass
+                self.peak = max(self.peak, total)
+            except psutil.Error:
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _kernel_pid(client):
+    """The kernel's process id once nbclient has started it, else None."""
+    km = getattr(client, "km", None)
+    return getattr(getattr(km, "provisioner", None), "pid", None)
+
+
 def execute(nb: nbformat.NotebookNode, fast: bool = False, cache_dir: str | None = None,
-            timeout: int = 900, runs_dir: str | None = None, ran: list[str] | None = None) -> float:
+            timeout: int = 900, runs_dir: str | None = None, ran: list[str] | None = None,
+            memory: "PeakMemory | None" = None) -> float:
     """Runs every cell in a fresh kernel started in notebooks/; returns the seconds taken.
+
+    ``memory``, when given, is filled with the kernel tree's peak memory (its ``pid`` is set here).
 
     The widgets' final state goes into ``nb.metadata.widgets``. Raises ClaimFailed naming the
     cell and the error (for a claim check: the sentence and the numbers) when a cell raises.
@@ -413,8 +488,11 @@ def execute(nb: nbformat.NotebookNode, fast: bool = False, cache_dir: str | None
                                 store_widget_state=True, record_timing=False,
                                 resources={"metadata": {"path": str(NOTEBOOKS)}})
         start = time.perf_counter()
+        sampler = memory or PeakMemory(None)
+        sampler.pid = lambda: _kernel_pid(client)
         try:
-            client.execute()
+            with sampler:
+                client.execute()
         except CellExecutionError as exc:
             raise ClaimFailed(_failure(nb, exc)) from None
         return time.perf_counter() - start
@@ -435,8 +513,9 @@ def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None, runs_di
          ran: list[str] | None = None) -> None:
     """Builds one notebook, runs it, checks and writes it (not in test mode)."""
     nb = build_notebook(src)
+    memory = PeakMemory(None)
     try:
-        seconds = execute(nb, fast=fast, cache_dir=cache_dir, runs_dir=runs_dir, ran=ran) if run else 0.0
+        seconds = execute(nb, fast=fast, cache_dir=cache_dir, runs_dir=runs_dir, ran=ran, memory=memory) if run else 0.0
     except ClaimFailed as exc:
         raise SystemExit(f"{src.name}: {exc}\nNothing was written for this notebook.") from None
     wrong = failing_solutions(nb) if run and not fast else []  # test mode's tiny data: like the claims, not judged
@@ -452,10 +531,11 @@ def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None, runs_di
                          + "\n  ".join(leaks[:10]))
     target = NOTEBOOKS / f"{src.stem}.ipynb"
     if fast:
-        print(f"{src.stem}: ran in test mode in {seconds:.0f} s (not written)")
+        print(f"{src.stem}: ran in test mode in {seconds:.0f} s, peak memory {memory.peak / 2**20:.0f} MiB (not written)")
         return
     nbformat.write(nb, target)
-    how = f"executed in {seconds:.0f} s" if run else "sources only"
+    how = (f"executed in {seconds:.0f} s, peak memory {memory.peak / 2**20:.0f} MiB (kernel and workers, PSS; "
+           f"load average {os.getloadavg()[0]:.1f})") if run else "sources only"
     print(f"{src.stem}: {how} -> notebooks/{target.name}")
 
 
