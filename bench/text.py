@@ -121,12 +121,12 @@ def run_tlkit(train: list, val: list, epochs: int) -> dict:
     """Cold (empty cache: feature pass + head) and warm (filled cache: head only) with tlkit's defaults."""
     from tlkit.backbones import load_backbone
     from tlkit.features import extract_features, train_head
-    from tlkit.text import TextDataset
+    from tlkit.text import TextDataset  # tokenized by the model's own tokenizer (64 tokens)
 
     classes = ["neg", "pos"]
-    sets = [TextDataset([s for s, _ in d], [y for _, y in d], classes, name=f"bench-{name}")
-            for d, name in ((train, "train"), (val, "val"))]
     model = load_backbone("minilm", num_classes=2, class_names=classes)
+    sets = [TextDataset([s for s, _ in d], [y for _, y in d], classes, model.tokenizer(), name=f"bench-{name}")
+            for d, name in ((train, "train"), (val, "val"))]
     out = {}
     with tempfile.TemporaryDirectory() as cache:
         for label in ("cold", "warm"):

@@ -688,7 +688,7 @@ def classify_text(model, sentences: Sequence[str], max_length: int | None = None
     return [sorted(zip(names, map(float, p)), key=lambda pair: -pair[1]) for p in probs]
 
 
-def check_fooled(model, review, true_label) -> None:
+def check_fooled(model, review, true_label, max_length: int | None = None) -> None:
     """07: a review with its true label ("neg" or "pos") that the model classifies wrongly."""
     if _missing(review, "a review (a string)") or _missing(true_label, "its true label, 'neg' or 'pos'"):
         return
@@ -697,7 +697,7 @@ def check_fooled(model, review, true_label) -> None:
         return _not_yet("the review must be a non-empty string.")
     if true_label not in names:
         return _not_yet(f"the label must be one of {names}, got {true_label!r}.")
-    (predicted, p), *_ = classify_text(model, [review])[0]
+    (predicted, p), *_ = classify_text(model, [review], max_length)[0]
     if predicted != true_label:
         return _ok(f"the model says {predicted!r} with p={p:.2f}, but it is {true_label!r}. Its errors are "
                    "instructive: which words pulled it the wrong way?")

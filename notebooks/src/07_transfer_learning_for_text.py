@@ -108,13 +108,13 @@ from tlkit import count_parameters, load_backbone
 
 
 def fresh_model():
-    """all-MiniLM-L6-v2 with a new 2-class head (same init every time), reading MAX_LENGTH tokens."""
+    """all-MiniLM-L6-v2 with a new 2-class head (same init every time)."""
     torch.manual_seed(0)
-    return load_backbone("minilm", num_classes=2, class_names=train.classes, max_length=MAX_LENGTH)
+    return load_backbone("minilm", num_classes=2, class_names=train.classes)
 
 
 model = fresh_model()
-tokenizer = model.tokenizer()
+tokenizer = model.tokenizer(MAX_LENGTH)  # pads and cuts every sentence to MAX_LENGTH tokens
 review = "an unflinching, beautifully acted portrait of grief"
 print(tokenizer)
 print("word pieces:", tokenizer.tokens(review))
@@ -411,14 +411,34 @@ def run(strategy, label, epochs=FT_EPOCHS, **options):
     model = fresh_model()
     start = time.perf_counter()
     history = train_strategy(model, strategy, ft_train, val, epochs=epochs, lr=BODY_LR, head_lr=HEAD_LR,
+                             image_size=MAX_LENGTH,  # for a text model: tokens per sentence
                              batch_size=BATCH, seed=0, progress=SHOW_PROGRESS, **options)
     record(label, history[-1]["val_acc"], time.perf_counter() - start, count_parameters(model)[0])
     return model, history
 
 
-_, _ = run("partial", "top layers")
+
+# %% [markdown]
+# Top layers: `train_strategy(..., "partial")` freezes everything below `layer4`. The frozen
+# layers still run forward for every sentence (with no backward pass), so this costs about
+# half of fine-tuning everything.
+
+# %%
+run("partial", "top layers");
+
+# %% [markdown]
+# All layers, each body group at its own rate (embeddings slowest):
+
+# %%
 finetuned, _ = run("finetune", "all layers")
+
+# %% [markdown]
+# Gradual unfreezing: the head alone for one epoch, then every group joins with its rate.
+
+# %%
 _, gradual_history = run("finetune", "gradual unfreezing", epochs=FT_EPOCHS + 1, unfreeze_at=2)
+for row in gradual_history.rows:
+    print(f"epoch {row['epoch']}: groups with a learning rate: {len(row['lr'])}, {row['seconds']:.0f} s")
 
 # %%
 verdict_all = versus("all layers", "feature extraction")
@@ -479,7 +499,7 @@ MY_REVIEW = "a gorgeous, heartfelt film that overstays its welcome by twenty min
 
 from course_checks import classify_text
 
-for name, p in classify_text(finetuned, [MY_REVIEW])[0]:
+for name, p in classify_text(finetuned, [MY_REVIEW], MAX_LENGTH)[0]:
     print(f"{name}: {p:.1%}")
 
 # %% [markdown]
@@ -495,7 +515,7 @@ for name, p in classify_text(finetuned, [MY_REVIEW])[0]:
 from course_checks import check_fooled
 
 tricky_review, true_label = None, None  # your review and its label
-check_fooled(finetuned, tricky_review, true_label)
+check_fooled(finetuned, tricky_review, true_label, MAX_LENGTH)
 
 # %% solution
 # Solution: try a few candidates, keep the first the model gets wrong
@@ -505,11 +525,11 @@ candidates = [("if you like watching paint dry, this is the film for you", "neg"
               ("i expected to hate it", "pos"),
               ("a brilliant idea, brilliantly wasted", "neg")]
 for tricky_review, true_label in candidates:
-    predicted = classify_text(finetuned, [tricky_review])[0][0][0]
+    predicted = classify_text(finetuned, [tricky_review], MAX_LENGTH)[0][0][0]
     print(f"true {true_label}, predicted {predicted}: {tricky_review}")
     if predicted != true_label:
         break
-check_fooled(finetuned, tricky_review, true_label)
+check_fooled(finetuned, tricky_review, true_label, MAX_LENGTH)
 
 # %% [markdown]
 # ## What carries over from images
