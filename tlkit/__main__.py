@@ -6,6 +6,9 @@
     python -m tlkit evaluate runs/mine/model.pt DATA_DIR/val --json
     python -m tlkit export runs/mine/model.pt --format onnx --int8   # -> model.onnx, model.int8.onnx
     python -m tlkit evaluate runs/mine/model.int8.onnx DATA_DIR/val  # ONNX Runtime, same output
+    python -m tlkit train rt-polaritydata --backbone minilm         # text: sentences, frozen MiniLM features
+    python -m tlkit train rt-polaritydata --backbone minilm --strategy finetune   # 1 epoch, 4e-5 / 1e-3 head
+    python -m tlkit evaluate runs/finetune/model.pt dev.tsv           # columns: sentence (or text), label
 
 Every failure the user can cause or fix (a bad argument or environment variable, a
 missing folder, a wrong layout, a bad model file, a full disk, an unwritable folder,
@@ -29,6 +32,11 @@ from pathlib import Path
 
 from tlkit.cliargs import Parser, image_size, learning_rate, positive_int
 
+# Text fine-tuning (--strategy partial|finetune on text): AdamW, the top body group at 4e-5 (lower groups
+# spread down to 4e-6), the head at TEXT_HEAD_LR, batch 32, 64 tokens, one epoch, one-cycle schedule.
+TEXT_FINETUNE_LR = 4e-5
+TEXT_HEAD_LR = 1e-3
+
 
 def build_parser() -> argparse.ArgumentParser:
     from tlkit.strategy import STRATEGIES
@@ -47,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     _common(d, epochs=30, lr=1e-3)
 
-    t = sub.add_parser("train", help="train on any class-folder dataset (train/ + val/ or validation/)",
-                       description="Train a classifier on DATA_DIR/train/<class>/ and DATA_DIR/val/<class>/.")
-    t.add_argument("data_dir", help="folder holding train/ and val/ (or validation/)")
+    t = sub.add_parser("train", help="train on any class-folder dataset (train/ + val/ or validation/), or text",
+                       description="Train a classifier on DATA_DIR/train/<class>/ and DATA_DIR/val/<class>/ "
+                                   "(images), or on a text dataset: train.tsv + val.tsv (columns sentence or "
+                                   "text, and label), <class>/*.txt folders, or rt-polaritydata as shipped.")
+    t.add_argument("data_dir", help="folder holding train/ and val/ (or validation/), or a text dataset")
     t.add_argument("--out", default=None,
                    help="output folder for model.pt, metrics.json and confusion_matrix.png "
                         "(default: runs/<strategy>)")
@@ -59,12 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--unfreeze-at", type=positive_int, default=None, metavar="K",
                    help="gradual unfreezing: start with the head only and unfreeze the whole body at epoch K")
     t.add_argument("--batch-size", type=positive_int, default=32, help="images per step for partial/finetune (default 32)")
+    t.add_argument("--max-length", type=positive_int, default=None, metavar="TOKENS",
+                   help="text: tokens kept per sentence, 4 to 512 (default 64)")
     _common(t, epochs=None, lr=None)
 
-    e = sub.add_parser("evaluate", help="accuracy of a saved model on a folder of class folders",
-                       description="Evaluate MODEL.pt on SPLIT_DIR/<class>/ images (same class names).")
+    e = sub.add_parser("evaluate", help="accuracy of a saved model on a folder of class folders (or a text table)",
+                       description="Evaluate MODEL.pt on SPLIT_DIR/<class>/ images (same class names); a text "
+                                   "model on a .tsv/.csv file with sentence (or text) and label columns.")
     e.add_argument("model", help="a model.pt written by `train` or `demo`, or a .onnx written by `export`")
-    e.add_argument("split_dir", help="folder with one sub-folder per class")
+    e.add_argument("split_dir", help="folder with one sub-folder per class; for a text model a .tsv/.csv file")
     e.add_argument("--json", action="store_true", help="print the result as JSON (includes 'accuracy')")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--debug", action="store_true", help="show the traceback of every error")
@@ -75,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
-    p.add_argument("--backbone", default="efficientnet_lite0", help="see tlkit.list_backbones()")
+    p.add_argument("--backbone", default=None,
+                   help="see tlkit.list_backbones() (default efficientnet_lite0; minilm for text data; "
+                        "hf:NAME for a Hugging Face BERT-family encoder)")
     p.add_argument("--epochs", type=positive_int, default=epochs,
                    help="head epochs for features (default 30); epochs for partial/finetune (default 2)")
     p.add_argument("--lr", type=learning_rate, default=lr, help="learning rate (default: 1e-3 features, 3e-4 fine-tuning)")
@@ -118,15 +133,23 @@ def _dataset_once():
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
+    from tlkit.backbones import is_text_backbone
     from tlkit.data import image_folder
     from tlkit.outputs import check_out
+    from tlkit.text.folders import is_text_folder, load_text_folder
 
+    text = is_text_folder(args.data_dir)
+    args.backbone = args.backbone or ("minilm" if text else "efficientnet_lite0")
+    if text != is_text_backbone(args.backbone):
+        raise ValueError(f"{args.data_dir} holds {'text' if text else 'images'} but --backbone {args.backbone} "
+                         f"reads {'text' if not text else 'images'}. Use --backbone "
+                         f"{'minilm (or hf:NAME)' if text else 'efficientnet_lite0 (see tlkit.list_backbones())'}.")
     if args.out is None:
         args.out = f"runs/{args.strategy}"
-    if args.epochs is None:
-        args.epochs = 30 if args.strategy == "features" else 2
+    if args.epochs is None:  # text fine-tuning: one epoch (a second added nothing on the movie reviews)
+        args.epochs = 30 if args.strategy == "features" else (1 if text else 2)
     if args.lr is None:
-        args.lr = 1e-3 if args.strategy == "features" else 3e-4
+        args.lr = 1e-3 if args.strategy == "features" else (TEXT_FINETUNE_LR if text else 3e-4)
     if args.unfreeze_at is not None and args.strategy == "features":
         raise ValueError("--unfreeze-at needs --strategy partial or finetune: with features the backbone never "
                          "trains, so there is nothing to unfreeze. Drop --unfreeze-at or change --strategy.")
@@ -134,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
         raise ValueError(f"--unfreeze-at must be an epoch between 2 and --epochs={args.epochs}, "
                          f"got {args.unfreeze_at}.")
     check_out(Path(args.out))  # before the slow scan; again with the data folder in run_training
-    train, val = image_folder(args.data_dir)
+    train, val = load_text_folder(args.data_dir) if text else image_folder(args.data_dir)
     return run_training(args, train, val, Path(args.data_dir).name)
 
 
@@ -154,9 +177,11 @@ def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dic
     out = Path(args.out)
     check_out(out, data_root(train, val))
     model = load_backbone(args.backbone, num_classes=len(train.classes), class_names=train.classes)
-    image_size = args.image_size or model.input_size
+    text = getattr(model, "input_kind", "image") == "text"  # for text, image_size is the number of tokens
+    image_size = (getattr(args, "max_length", None) if text else args.image_size) or model.input_size
     log = logging.getLogger("tlkit")
-    log.info("%s: %d train / %d val images, %d classes", dataset_name, len(train), len(val), len(train.classes))
+    log.info("%s: %d train / %d val %s, %d classes", dataset_name, len(train), len(val),
+             "sentences" if text else "images", len(train.classes))
     with warnings.catch_warnings():  # a diverged run is reported as the error line instead
         warnings.filterwarnings("ignore", r"(Head t|T)raining stopped in epoch", RuntimeWarning)
         train_fn = _train_features if args.strategy == "features" else _train_finetune
@@ -168,7 +193,8 @@ def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dic
     ctx = distributed.context()  # under torchrun every rank trains; rank 0 alone writes
     metrics = {
         "dataset": dataset_name, "backbone": args.backbone, "strategy": args.strategy,
-        "image_size": image_size, "epochs": len(history), "epochs_requested": args.epochs,
+        "image_size": image_size, **({"max_length": image_size} if text else {}),
+        "epochs": len(history), "epochs_requested": args.epochs,
         "stop_reason": stop_reason, "lr": args.lr, "seed": args.seed,
         "num_train": result["num_train"], "num_train_skipped": len(train) - result["num_train"],
         "num_val": result["num_val"], "num_val_skipped": len(val) - result["num_val"], "classes": train.classes,
@@ -212,8 +238,10 @@ def _train_finetune(model, train, val, args, image_size: int) -> dict:
     from tlkit.strategy import train_strategy
 
     t0 = time.perf_counter()
+    text = getattr(model, "input_kind", "image") == "text"
     history = train_strategy(model, args.strategy, train, val, epochs=args.epochs, lr=args.lr,
-                             unfreeze_at=args.unfreeze_at, image_size=image_size, batch_size=args.batch_size,
+                             head_lr=TEXT_HEAD_LR if text else None, unfreeze_at=args.unfreeze_at,
+                             image_size=image_size, batch_size=args.batch_size,
                              seed=args.seed, progress=not args.quiet)
     t1 = time.perf_counter()
     preds = predict(model, val.with_transform(transforms_for(model, image_size=image_size)),
@@ -261,7 +289,8 @@ def _report(command: str, result: dict, as_json: bool) -> None:
             print(f"  {cls:<12} {acc:.4f}")
         return
     print(f"{result['dataset']}: {result['num_train']} train / {result['num_val']} val images, "
-          f"backbone {result['backbone']}, strategy {result['strategy']}, {result['image_size']} px")
+          f"backbone {result['backbone']}, strategy {result['strategy']}, "
+          + (f"{result['max_length']} tokens" if "max_length" in result else f"{result['image_size']} px"))
     print(f"validation accuracy {result['val_accuracy']:.4f}")
     timing = ", ".join(f"{k} {v}" for k, v in result.items() if k.endswith("seconds"))
     print(f"time: {timing}" + (" (features from cache)" if result.get("features_cached") else ""))

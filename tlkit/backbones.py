@@ -56,7 +56,13 @@ class Backbone(nn.Module):
         input_size, mean, std: preprocessing the weights expect.
         weights: a label for the weights (``"imagenet"`` or ``None``), part of
             the feature-cache key.
+
+    ``input_kind`` says what the model reads: ``"image"`` here, ``"text"`` for
+    :class:`tlkit.text.backbone.TextBackbone`. The image-only speed-ups (the ONNX
+    Runtime frozen pass, the boundary activation cache) run for images only.
     """
+
+    input_kind = "image"
 
     def __init__(self, name: str, groups: "OrderedDict[str, nn.Module]", head: nn.Module,
                  num_features: int, input_size: int = 224,
@@ -268,14 +274,30 @@ _REGISTRY: dict[str, _Spec] = {
 }
 
 
-def list_backbones() -> list[str]:
-    """Names accepted by :func:`load_backbone`.
+# Text encoders (tlkit.text.backbone; transformers loads only when one is built). "hf:NAME" takes any
+# BERT-family encoder from the Hugging Face Hub or a local folder.
+TEXT_BACKBONES = {"minilm": "all-MiniLM-L6-v2, 22.7M params; weights install with pip (offline)"}
+BACKBONE_KINDS = ("image", "text", "all")
+
+
+def list_backbones(kind: str = "image") -> list[str]:
+    """Registered names accepted by :func:`load_backbone`: image backbones, text encoders, or all.
+
+    ``load_backbone`` also takes ``"hf:NAME"`` (any BERT-family Hugging Face encoder).
 
     Example:
-        >>> "efficientnet_lite0" in list_backbones()
-        True
+        >>> "efficientnet_lite0" in list_backbones(), list_backbones("text")
+        (True, ['minilm'])
     """
-    return list(_REGISTRY)
+    if kind not in BACKBONE_KINDS:
+        raise ValueError(f"kind must be one of {BACKBONE_KINDS}, got {kind!r}.")
+    return {"image": list(_REGISTRY), "text": list(TEXT_BACKBONES),
+            "all": [*_REGISTRY, *TEXT_BACKBONES]}[kind]
+
+
+def is_text_backbone(name: str) -> bool:
+    """True for ``"minilm"`` and ``"hf:..."`` names (text encoders)."""
+    return name in TEXT_BACKBONES or name.startswith("hf:")
 
 
 def load_backbone(name: str, pretrained: bool = True, num_classes: int | None = None,
@@ -283,7 +305,8 @@ def load_backbone(name: str, pretrained: bool = True, num_classes: int | None = 
     """Builds a registered backbone, optionally with a fresh ``num_classes`` head.
 
     Args:
-        name: one of :func:`list_backbones`.
+        name: one of :func:`list_backbones` (``"image"`` or ``"text"``), or
+            ``"hf:NAME"`` for a BERT-family Hugging Face encoder.
         pretrained: load ImageNet weights. Raises WeightsUnavailableError when
             they cannot be had; never returns random weights instead.
         num_classes: if given, replace the 1000-way ImageNet head.
@@ -294,9 +317,15 @@ def load_backbone(name: str, pretrained: bool = True, num_classes: int | None = 
         >>> model(torch.zeros(1, 3, 224, 224)).shape
         torch.Size([1, 2])
     """
-    if name not in _REGISTRY:
-        raise KeyError(f"Unknown backbone {name!r}. Choose one of: {', '.join(_REGISTRY)}.")
-    model = _REGISTRY[name].build(pretrained)
+    if is_text_backbone(name):
+        from tlkit.text.backbone import load_text_backbone  # transformers, only for text
+
+        model = load_text_backbone(name, pretrained)
+    elif name not in _REGISTRY:
+        raise KeyError(f"Unknown backbone {name!r}. Choose one of: {', '.join(list_backbones('all'))}, "
+                       "or 'hf:<Hugging Face encoder>'.")
+    else:
+        model = _REGISTRY[name].build(pretrained)
     if num_classes is not None:
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names given.")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlkit.backbones import Backbone, list_backbones, load_backbone
+from tlkit.backbones import Backbone, is_text_backbone, list_backbones, load_backbone
 from tlkit.errors import CheckpointError
 from tlkit.images import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from tlkit.storage import atomic_save, safe_load
@@ -45,6 +45,8 @@ def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None 
     """Writes the model, its backbone name, class names and image size to ``path``.
 
     ``extra`` values (numbers, strings, lists, dicts of those) are stored too.
+    A text model also stores ``text = {"tokenizer": name, "max_length": tokens}``
+    (``image_size`` then means tokens); :func:`load_model` rebuilds its tokenizer from them.
 
     Example:
         >>> save_model(model, "model.pt", image_size=224)
@@ -68,6 +70,8 @@ def save_model(model: Backbone, path: str | os.PathLike, image_size: int | None 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra,
     }
+    if model.input_kind == "text":  # what rebuilds the tokenizer: names and numbers, never a pickled object
+        blob["text"] = {"tokenizer": model.name, "max_length": int(image_size or model.input_size)}
     return atomic_save(blob, path)
 
 
@@ -129,7 +133,13 @@ def _check_fields(blob: dict, path: Path) -> None:
     if bad:
         raise CheckpointError(f"{path} is a damaged or hand-made model file: {', '.join(bad)} "
                               "has the wrong type. Save the model again with tlkit.save_model.")
-    if not MIN_IMAGE_SIZE <= blob["image_size"] <= MAX_IMAGE_SIZE:
+    text = blob.get("text")
+    if text is not None:  # a text model: image_size holds max_length (tokens)
+        if not (isinstance(text, dict) and text.get("tokenizer") == blob["backbone"]
+                and isinstance(text.get("max_length"), int) and 4 <= text["max_length"] <= 512):
+            raise CheckpointError(f"{path} is a damaged or hand-made text model file: its 'text' settings "
+                                  "(tokenizer name, max_length 4..512) are wrong. Save the model again.")
+    elif not MIN_IMAGE_SIZE <= blob["image_size"] <= MAX_IMAGE_SIZE:
         raise CheckpointError(f"{path} declares image_size {blob['image_size']}, outside the valid range "
                               f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels: the file is damaged or hand-made. "
                               "Save the model again with tlkit.save_model.")
@@ -157,16 +167,16 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", expe
     if expect_classes is not None and list(expect_classes) != list(classes):
         raise CheckpointError(f"{path} predicts classes {classes} ({len(classes)}), but the data has "
                               f"{list(expect_classes)} ({len(expect_classes)}).")
-    if name not in list_backbones():
+    if name not in list_backbones("all") and not is_text_backbone(name):
         raise CheckpointError(f"{path} uses backbone {name!r}, which this tlkit does not know "
-                              f"({', '.join(list_backbones())}).")
+                              f"({', '.join(list_backbones('all'))}).")
     model = load_backbone(name, pretrained=False)
     cfg = blob.get("head_config")
     if cfg:
         model.replace_head(cfg["num_classes"], hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"],
                            class_names=classes or None)
     apply_state_dict(model, blob["state_dict"], path)
-    model.input_size = blob["image_size"]
+    model.input_size = blob["text"]["max_length"] if "text" in blob else blob["image_size"]
     model.weights = "finetuned"
     return model.to(device).eval()
 

@@ -269,12 +269,16 @@ def transforms_for(model, train: bool = False, image_size: int | None = None,
                    augment: str = "standard") -> Callable:
     """Preprocessing matched to the backbone's weights: size, mean and std.
 
-    ``train=True`` adds augmentation (random resized crop and horizontal flip;
+    For a text encoder (:class:`tlkit.text.backbone.TextBackbone`) this is its
+    tokenizer, with ``image_size`` as the maximum number of tokens; text gets no
+    augmentation. ``train=True`` adds augmentation (random resized crop and horizontal flip;
     ``augment="none"`` turns it off, ``"strong"`` adds colour jitter).
 
     Example:
         >>> transforms_for(model, train=False, image_size=160)
     """
+    if getattr(model, "input_kind", "image") == "text":  # a text encoder: its tokenizer, image_size = max tokens
+        return model.tokenizer(image_size)
     from torchvision import transforms as T
 
     size = check_image_size(image_size if image_size is not None else int(model.input_size))

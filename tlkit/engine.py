@@ -168,7 +168,8 @@ def plan_engine(engine: str, model: nn.Module, upto: str, dataset: ImageDataset,
         ('onnxruntime', <tlkit.engine.OrtRunner ...>)
     """
     engine = resolve_engine(engine, device)
-    if engine == "torch" or not (hasattr(model, "forward_pooled") or hasattr(model, "groups")):
+    if engine == "torch" or not (hasattr(model, "forward_pooled") or hasattr(model, "groups")) \
+            or getattr(model, "input_kind", "image") != "image":  # the graph is exported for image batches
         return "torch", None
     sample = _Sample(dataset)
     size = sample.size()

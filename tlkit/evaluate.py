@@ -213,6 +213,10 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
                    device: str | torch.device | None = None, progress: bool = False) -> dict:
     """Accuracy of a trained model on a folder of class folders (what ``tlkit evaluate`` prints).
 
+    For a text model ``split_dir`` is a ``.tsv``/``.csv`` file (columns ``sentence`` or
+    ``text``, and ``label``), a folder holding ``val.tsv``/``dev.tsv``, or ``<class>/*.txt``
+    (:func:`tlkit.text.load_text_split`).
+
     Returns ``{"accuracy", "n", "per_class": {class: accuracy}, "confusion":
     [[...]], "classes"}``, all JSON-ready. The folder's classes must be the
     model's ``class_names``.
@@ -225,6 +229,12 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
     if not classes:
         raise ValueError("The model has no class_names, so its outputs cannot be matched to folders. "
                          "Give them when replacing the head: model.replace_head(2, class_names=[...]).")
+    if getattr(model, "input_kind", "image") == "text":  # a .tsv/.csv, or a folder of <class>/*.txt
+        from tlkit.text.folders import load_text_split
+
+        data = load_text_split(split_dir, classes=list(classes))
+        preds = predict(model, data, batch_size=batch_size, device=device, progress=progress)
+        return _split_result(preds, list(classes))
     root = Path(split_dir)
     found = class_folders(root)
     if sorted(classes) != found:
@@ -232,6 +242,11 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
                                  f"{list(classes)}. Point it at a folder with exactly those class folders.")
     preds = predict(model, scan_class_folders(root, classes=list(classes)), batch_size=batch_size,
                     device=device, progress=progress)
+    return _split_result(preds, list(classes))
+
+
+def _split_result(preds: Predictions, classes: list[str]) -> dict:
+    """The JSON-ready summary :func:`evaluate_split` returns."""
     cm = confusion_matrix(preds.labels, preds.preds, len(classes))
     per_class = {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan")
                  for i, c in enumerate(classes)}

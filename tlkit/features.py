@@ -76,10 +76,16 @@ def body_fingerprint(model: nn.Module) -> str:
 
 
 def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") -> str:
-    """Key over backbone weights, precision, transform, and each file's path, size and mtime."""
+    """Key over backbone weights, precision, transform, and each file's path, size and mtime.
+
+    A dataset with a ``fingerprint()`` method (:class:`tlkit.text.TextDataset`) is keyed by it instead.
+    """
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|{precision}|".encode())
-    h.update(repr(dataset.transform).encode())
+    h.update(repr(dataset.transform).encode())  # text: the tokenizer's name and max_length
+    if hasattr(dataset, "fingerprint"):  # a dataset that hashes its own content (text: sentences and labels)
+        h.update(f"|content|{dataset.fingerprint()}".encode())
+        return h.hexdigest()
     for f, t in zip(dataset.files, dataset.targets):
         try:
             st = os.stat(f)

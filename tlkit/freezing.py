@@ -211,11 +211,12 @@ def _summary_row(model: nn.Module, name: str, lrs: dict[int, float]) -> dict:
 
 def format_summary(rows: list[dict]) -> str:
     """The rows of :func:`trainable_summary` as an aligned text table."""
-    lines = [f"{'group':<8} {'state':<9} {'params':>11} {'BN':<5} {'lr':>8}"]
+    w = max([8, *(len(r["group"]) for r in rows)])  # text models have a group called "embeddings"
+    lines = [f"{'group':<{w}} {'state':<9} {'params':>11} {'BN':<5} {'lr':>8}"]
     for r in rows:
         lr = f"{r['lr']:.0e}" if r["lr"] else "-"
         state = "trainable" if r["trainable"] else "frozen"
-        lines.append(f"{r['group']:<8} {state:<9} {r['params']:>11,} {r['bn_mode']:<5} {lr:>8}")
+        lines.append(f"{r['group']:<{w}} {state:<9} {r['params']:>11,} {r['bn_mode']:<5} {lr:>8}")
     total = sum(r["params"] for r in rows)
     train = sum(r["trainable_params"] for r in rows)
     lines.append(f"trainable {train:,} of {total:,} parameters ({100 * train / max(total, 1):.1f}%)")

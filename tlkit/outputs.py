@@ -50,8 +50,12 @@ def check_out(out: Path, data_root: Path | None = None) -> None:
 
 
 def data_root(*datasets) -> Path | None:
-    """The deepest folder holding every file of ``datasets`` (ImageDatasets), or None without files."""
-    files = [f for d in datasets for f in getattr(d, "files", [])]
+    """The deepest folder holding every file of ``datasets`` (ImageDatasets), or None without files.
+
+    A dataset whose rows are not files (text: ``files`` are the sentences) names the files it was
+    read from in ``source_files``.
+    """
+    files = [f for d in datasets for f in (d.source_files if hasattr(d, "source_files") else getattr(d, "files", []))]
     return Path(os.path.commonpath([os.path.abspath(f) for f in files])) if files else None
 
 

@@ -121,7 +121,8 @@ def plan(model: nn.Module, train_data, val_data=None, mode: bool | str | dict = 
             ``num_workers``, ``progress`` of :func:`extract_activations`.
 
     Returns None when ``mode`` is False, nothing trainable sits above a frozen
-    bottom (:func:`boundary_for`), or the data are not an ``ImageDataset``.
+    bottom (:func:`boundary_for`), the data are not an ``ImageDataset``, or the
+    model is not an image model (``model.input_kind``).
 
     Example:
         >>> freeze_to(model, -3)
@@ -136,6 +137,8 @@ def plan(model: nn.Module, train_data, val_data=None, mode: bool | str | dict = 
         raise ValueError(f"cache_boundary must be True, False, 'auto' or a dict of options, got {mode!r}.")
     boundary = boundary_for(model)
     if not mode or boundary is None or not all(hasattr(d, "files") for d in (train_data, val_data) if d is not None):
+        return None
+    if getattr(model, "input_kind", "image") != "image":  # sized and augmented for image batches
         return None
     k = int(views or 0)
     if mode == "auto" and (epochs or 0) < max(k, 2):
