@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"text_cold_sentences_per_s = {cold_rate:.1f}")
     print(f"text_ratio_throughput = {cold_rate / naive_rate:.1f}")
     print(f"text_ratio_cold = {naive['seconds'] / tl['cold']['seconds']:.1f}")
-    print(f"text_warm_head_seconds = {tl['warm']['seconds']:.2f}")
+    print(f"text_warm_head_seconds = {tl['warm']['seconds']:.2f}  (cache load {tl['warm']['features_s']:.2f} s "
+          f"+ head {tl['warm']['head_s']:.2f} s)")
     print(f"load average after: {'/'.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
