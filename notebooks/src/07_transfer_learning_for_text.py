@@ -25,9 +25,10 @@
 #
 # **Expected results (cpu profile):** with 10 to 200 labelled sentences per class the frozen
 # encoder is 8 to 11 points ahead of a TF-IDF baseline; with all 3,865 per class the two are a
-# tie. On the same 3,000 sentences and one
-# epoch, fine-tuning beats the frozen encoder by more than the interval. About 5 minutes on a
-# quiet two-core CPU, most of it fine-tuning.
+# tie. On the same 3,000 sentences and one epoch, fine-tuning all layers beats the frozen
+# encoder by more than the interval. Fine-tuning a transformer on a CPU is slow: expect about
+# 10 minutes on a quiet two-core CPU (three fine-tuning runs take most of it), and longer on a
+# busy one.
 
 # %% setup
 
@@ -387,12 +388,15 @@ claim(by_size[10]["tfidf"] < 0.6 and all(by_size[k]["verdict"] == "a" for k in (
 # the BatchNorm trap of notebook 03 does not exist here; frozen groups still run in eval
 # mode, so their dropout is off.
 #
-# Gradual unfreezing needs one epoch more than the others (its first epoch trains only the
-# head, on the cached features: a few seconds). Feature extraction trains its head for 30
-# epochs on the cached features, which costs less than a second; it gets the longer budget
-# because one epoch is not enough for a fresh head, and it is still the cheapest.
+# Gradual unfreezing needs one epoch more than the others: its first epoch trains only the
+# head, while the frozen encoder still runs forward over every sentence (no backward pass).
+# Feature extraction trains its head for 30 epochs on the cached features, which takes a few
+# seconds; it gets the longer budget because one epoch is not enough for a fresh head, and
+# it is still by far the cheapest.
 
 # %%
+import gc
+
 from tlkit.features import train_head
 from tlkit.strategy import train_strategy
 
@@ -430,14 +434,19 @@ record("feature extraction", history[-1]["val_acc"], time.perf_counter() - start
        sum(p.numel() for p in head.parameters()))
 
 
-def run(strategy, label, epochs=FT_EPOCHS, **options):
+def run(strategy, label, epochs=FT_EPOCHS, keep=False, **options):
+    """One strategy on ft_train, scored on val; returns (model if keep else None, history)."""
+    gc.collect()  # the previous run's model and optimizer state: memory stays under 2 GB
     model = fresh_model()
     start = time.perf_counter()
     history = train_strategy(model, strategy, ft_train, val, epochs=epochs, lr=BODY_LR, head_lr=HEAD_LR,
                              image_size=MAX_LENGTH,  # for a text model: tokens per sentence
                              batch_size=BATCH, seed=0, progress=SHOW_PROGRESS, **options)
     record(label, history[-1]["val_acc"], time.perf_counter() - start, count_parameters(model)[0])
-    return model, history
+    return (model if keep else None), history
+
+
+del model  # the encoder of the feature pass: each run below loads its own
 
 
 
@@ -453,7 +462,7 @@ run("partial", "top layers");
 # All layers, each body group at its own rate (embeddings slowest):
 
 # %%
-finetuned, _ = run("finetune", "all layers")
+finetuned, _ = run("finetune", "all layers", keep=True)
 
 # %% [markdown]
 # Gradual unfreezing: the head alone for one epoch, then every group joins with its rate.
@@ -473,16 +482,31 @@ fig = viz.plot_bar(rows, "strategy", "val_acc", interval="ci",
 fig.axes[0].set_ylim(0.5, 1.0)
 
 # %% [markdown]
-# Fine-tuning all layers beats the frozen encoder by more than the interval: the encoder was
-# pretrained to tell whether two sentences mean the same thing, not whether a critic liked
-# the film, and one epoch is enough to bend its vectors towards sentiment.
-# (TODO: text after the numbers)
+# **Fine-tuning all layers beats the frozen encoder by more than the interval.** MiniLM was
+# pretrained to tell whether two sentences mean the same thing, not whether a critic liked the
+# film; one epoch on 3,000 labelled sentences is enough to bend its vectors towards sentiment.
+# Training only the top two layers lands in between. This is the opposite of notebook 03's
+# photos, where the pretraining task (ImageNet classes) already contained the target task and
+# fine-tuning bought nothing: what decides is how close the source task is to yours.
+#
+# Gradual unfreezing gave the head an epoch of its own before the body joined; `versus`
+# above prints whether that warm-up made a difference this validation set can resolve. It
+# cost an extra epoch of forward passes.
 
 # %% claim
-# Claim check: fine-tuning all layers beats feature extraction beyond the interval.
-claim(verdict_all == "a", "fine-tuning all layers beats the frozen encoder by more than the interval",
-      all_layers=results["all layers"]["val_acc"], features=results["feature extraction"]["val_acc"],
-      n_val=len(val))
+# Claim check: all layers beat feature extraction beyond the interval; top layers in between.
+acc = {k: r["val_acc"] for k, r in results.items()}
+claim(verdict_all == "a" and acc["feature extraction"] < acc["top layers"] < acc["all layers"] and len(val) >= 1900,
+      "fine-tuning all layers beats the frozen encoder by more than the interval; top layers in between",
+      **{k.replace(" ", "_"): v for k, v in acc.items()}, n_val=len(val))
+
+# %% claim
+# Claim check: gradual unfreezing trained the head alone in epoch 1, every group in epoch 2, and cost an extra epoch.
+claim([len(row["lr"]) for row in gradual_history.rows] == [1, len(finetuned.group_names)]
+      and results["gradual unfreezing"]["seconds"] > results["all layers"]["seconds"],
+      "gradual unfreezing: the head alone first, then every group; an extra epoch of cost",
+      groups_per_epoch=[len(row["lr"]) for row in gradual_history.rows],
+      gradual_s=results["gradual unfreezing"]["seconds"], all_layers_s=results["all layers"]["seconds"])
 
 # %% [markdown]
 # ### Exercise 2: what does fine-tuning the top layer cost?
@@ -505,9 +529,9 @@ check_text_trainable(n_trainable, k=-2)
 # Solution: attention 4 * (384 * 384 + 384), feed-forward 384 * 1536 + 1536 + 1536 * 384 + 384,
 # two LayerNorms 2 * 2 * 384, head 384 * 2 + 2
 n_trainable = 4 * (384 * 384 + 384) + 384 * 1536 + 1536 + 1536 * 384 + 384 + 2 * 2 * 384 + 384 * 2 + 2
-m = fresh_model()
 from tlkit import freeze_to  # noqa: E402
 
+m = load_backbone("minilm", pretrained=False, num_classes=2)  # the architecture is enough to count
 freeze_to(m, -2)
 print(f"{n_trainable:,} = {count_parameters(m)[0]:,}")
 check_text_trainable(n_trainable, k=-2)
