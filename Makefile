@@ -3,6 +3,7 @@
 #   make test       set up .venv and run every test (what .ci/run calls)
 #   make lab        start JupyterLab on the course
 #   make notebooks  re-execute the course notebooks (CPU profile, real data)
+#   make web-deps   install ONNX Runtime Web (npm ci) for `python -m tlkit export MODEL.pt --web DIR`
 #
 # Which PyTorch build (see README, "Choosing the PyTorch build"):
 #   make demo             torch from PyPI: on Linux the CUDA build (.venv about 6 GB)
@@ -16,7 +17,7 @@ TORCH ?= $(shell cat $(VENV)/.tlkit-torch 2>/dev/null)
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH)
 STAMP := $(VENV)/.tlkit-installed$(if $(TORCH),-$(TORCH))
 
-.PHONY: demo test lab notebooks bench clean
+.PHONY: demo test lab notebooks bench clean web-deps
 
 # Reruns only when pyproject.toml changes (or another TORCH is chosen).
 $(STAMP): pyproject.toml
@@ -40,6 +41,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash tests/run_all.sh $(PY)
+
+# ONNX Runtime Web, the version pinned in package-lock.json, into node_modules/ (the --web page copies it).
+web-deps:
+	npm ci --no-audit --no-fund --loglevel=error
 
 # Trusted notebooks: JupyterLab and Notebook 7 then draw the widgets' saved state
 # before anything runs (untrusted, they show "VBox(children=...)" text instead).

@@ -1,11 +1,19 @@
-"""Benchmark of the main job: `python -m tlkit demo`, cold (empty feature cache) then warm.
+"""Benchmark of the main job: `python -m tlkit demo`, cold (empty feature cache) then warm, with each engine.
 
-    TLKIT_DATA_DIR=../shared/data python bench/demo.py
+    TLKIT_DATA_DIR=../shared/data python bench/demo.py [--quick]
 
-Prints wall seconds, validation accuracy and peak memory (RSS) of each run, and
-the machine they ran on: cores, load average before and after, native bf16.
-Other processes on the cores (a load above the core count) and a CPU without
-bf16 (fp32 feature pass, about 1.5x as long) make the cold run slower.
+Runs the demo cold then warm with the frozen pass in PyTorch
+(``TLKIT_ENGINE=torch``), in ONNX Runtime fp32 (``TLKIT_ENGINE=onnxruntime``;
+the cold run includes the one-time export and parity check), and in int8:
+first :func:`tlkit.int8_check.check_int8` trains the course's head on fp32 and
+on int8 features (calibrated on training photos) and records whether int8
+lands in fp32's 95% interval on the validation photos; only then do the int8
+rows run, with ``TLKIT_ENGINE=auto`` picking int8 from that record (their cold
+run reuses the int8 graph the check quantized). ``--quick`` skips int8.
+Each row: wall seconds, validation accuracy, the feature pass split into
+decoding (waiting for images) and forward, and the demo process's peak RSS
+(target <= 1.5 GB). Also printed: cores, load average, native bf16. Other
+processes on the cores (a load above the core count) make every run slower.
 Targets on the 2-core reference machine: >= 0.97 accuracy, cold <= 150 s, warm <= 15 s.
 
     TLKIT_DATA_DIR=../shared/data python bench/demo.py --engines 300
@@ -20,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,15 +35,33 @@ import time
 from pathlib import Path
 
 
-def run_demo(out: Path, cache: Path) -> tuple[float, dict, float]:
-    env = {**os.environ, "TLKIT_CACHE_DIR": str(cache)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # the demo's own peak, not earlier runs'
+
+
+def run_demo(out: Path, cache: Path, engine: str) -> tuple[float, dict, float]:
+    """``(wall seconds, metrics.json, peak RSS in MB)`` of one ``python -m tlkit demo`` with ``TLKIT_ENGINE=engine``."""
+    env = {**os.environ, "TLKIT_CACHE_DIR": str(cache), "TLKIT_ENGINE": engine}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "tlkit", "demo", "--out", str(out), "--quiet"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "tlkit", "demo", "--out", str(out),
+                           "--quiet"], env=env, check=True, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    peak_mb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    return seconds, json.loads((out / "metrics.json").read_text()), peak_mb
+    return seconds, json.loads((out / "metrics.json").read_text()), int(done.stdout.split()[-1]) / 1024
+
+
+def int8_check(cache: Path) -> dict:
+    """:func:`tlkit.int8_check.check_int8` on the demo's backbone, photos and head recipe; stored in ``cache``."""
+    from tlkit.backbones import load_backbone
+    from tlkit.data import cats_vs_dogs, transforms_for
+    from tlkit.int8_check import check_int8
+
+    train, val = cats_vs_dogs(download=False)
+    model = load_backbone("efficientnet_lite0", num_classes=len(train.classes), class_names=train.classes)
+    tf = transforms_for(model, train=False)
+    start = time.perf_counter()
+    verdict = check_int8(model, train.with_transform(tf), val.with_transform(tf), cache_dir=Path(cache) / "features")
+    verdict["check_seconds"] = round(time.perf_counter() - start, 1)
+    return verdict
 
 
 def machine_summary() -> str:
@@ -92,20 +117,31 @@ def main() -> None:
         engine_rows(int(sys.argv[i + 1]) if len(sys.argv) > i + 1 else 300)
         return
     print(f"machine: {machine_summary()}")
+    print(f"{'engine':<12} {'run':<5} {'wall s':>7} {'val acc':>8} {'features s':>10} {'decode s':>8} "
+          f"{'forward s':>9} {'peak MB':>8}  precision")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        rows = []
-        for label in ("cold", "warm"):
-            seconds, m, peak = run_demo(tmp / label, tmp / "cache")
-            rows.append((label, seconds, m, peak))
-            print(f"{label:<5} {seconds:7.1f} s  val_accuracy {m['val_accuracy']:.4f}  "
-                  f"features {m['features_seconds']:6.1f} s  head {m['head_seconds']:.3f} s  "
-                  f"peak RSS {peak:,.0f} MB  ({m['num_train']} train / {m['num_val']} val)")
-        n = rows[0][2]["num_train"] + rows[0][2]["num_val"]
-        print(f"feature pass: {n / rows[0][2]['features_seconds']:.1f} img/s (cold, JPEG decoding included)")
-        print(f"demo_cold_seconds = {rows[0][1]:.1f}")
-        print(f"demo_warm_seconds = {rows[1][1]:.1f}")
-        print(f"demo_val_accuracy = {rows[1][2]['val_accuracy']:.4f}")
+        for label, engine in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("int8", "auto")):
+            cache = Path(tmp) / label
+            if label == "int8":
+                if "--quick" in sys.argv:
+                    break
+                verdict = int8_check(cache)
+                print(f"int8 check ({verdict['check_seconds']} s): head on int8 features {verdict['acc_int8']:.4f}, "
+                      f"fp32 {verdict['acc_fp32']:.4f} (95% interval {verdict['interval'][0]:.4f}-"
+                      f"{verdict['interval'][1]:.4f}, {verdict['n_val']} val photos): "
+                      f"{'within: auto uses int8' if verdict['ok'] else 'outside: int8 stays an explicit option'}")
+                if not verdict["ok"]:
+                    break
+            for run in ("cold", "warm"):
+                seconds, m, peak = run_demo(Path(tmp) / f"{label}-{run}", cache, engine)
+                rows.append((label, run, seconds, m, peak))
+                print(f"{label:<12} {run:<5} {seconds:7.1f} {m['val_accuracy']:8.4f} {m['features_seconds']:10.1f} "
+                      f"{m.get('decode_seconds', 0):8.1f} {m.get('forward_seconds', 0):9.1f} {peak:8,.0f}  "
+                      f"{m.get('engine', '?')} {m.get('features_precision', '?')}")
+    for label, run, seconds, m, peak in rows:
+        print(f"demo_{run}_seconds[{label}] = {seconds:.1f}")
+    print(f"peak_rss_mb = {max(r[4] for r in rows):.0f} (target <= 1536)")
     print(f"load average after: {'/'.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

@@ -607,6 +607,165 @@ def check_frozen_except(model, trainable_groups: Sequence[str]) -> None:
 
 
 # --------------------------------------------------------------------------
+# 06: when the data shifts
+
+def shifted_accuracy(head, model, dataset) -> float:
+    """Reference: accuracy of ``head`` on the features of ``dataset`` (shift and transform applied) through ``model``."""
+    from tlkit.features import evaluate_head, extract_features
+
+    return evaluate_head(head, extract_features(model, dataset, progress=False))[1]
+
+
+def check_combined_shift(answer, head, model, dataset) -> None:
+    """06: the source head's accuracy on a composed shift (``dataset`` carries the shift and the preprocessing)."""
+    n = _number_answer(answer, "an accuracy between 0 and 1")
+    if n is None:
+        return
+    if n > 1:
+        return _not_yet(f"{n:g} is a percentage; give the accuracy as a fraction between 0 and 1.")
+    ref = shifted_accuracy(head, model, dataset)
+    if abs(n - ref) <= 0.005:
+        return _ok(f"{ref:.3f} on {len(dataset)} photos under {dataset.shift!r}. Compare it with each shift alone.")
+    return _not_yet(f"{n:.3f} is not what the head scores under {dataset.shift!r}. Extract the features of the "
+                    "shifted target photos with the same model and preprocessing, then evaluate the head on them.")
+
+
+def adabn_statistics(model) -> int:
+    """Reference: running means and variances (one of each per channel) over every BatchNorm layer of ``model``."""
+    from tlkit.adapt import batchnorm_layers
+
+    return sum(2 * bn.num_features for bn in batchnorm_layers(model))
+
+
+def check_adabn_numbers(answer, model) -> None:
+    """06: how many numbers AdaBN replaces in ``model``."""
+    n = _number_answer(answer, "a number of statistics", positive=True)
+    if n is None:
+        return
+    from tlkit.adapt import batchnorm_layers
+
+    ref = adabn_statistics(model)
+    layers = batchnorm_layers(model)
+    params = sum(p.numel() for p in model.parameters())
+    if n == ref:
+        return _ok(f"{ref:,} statistics in {len(layers)} BatchNorm layers, {ref / params:.1%} of the "
+                   f"{params:,} parameters, which AdaBN never touches.")
+    if n == ref // 2:
+        return _not_yet("that counts one statistic per channel; each channel has a running mean and a running variance.")
+    if n == params:
+        return _not_yet("that is the number of parameters: AdaBN changes none of them, only the running statistics.")
+    return _not_yet(f"{n:g} is not it. Add up 2 x num_features over batchnorm_layers(model).")
+
+
+def kmeans_purity(features, labels, restarts: int = 5, iters: int = 50, seed: int = 0) -> float:
+    """Reference: purity of 2-means (best of ``restarts`` Lloyd runs) on ``features`` ``(N, D)`` against ``labels``."""
+    import torch
+
+    x = features.float()
+    gen = torch.Generator().manual_seed(seed)
+    best, best_cost = None, float("inf")
+    for _ in range(restarts):
+        centres = x[torch.randperm(len(x), generator=gen)[:2]].clone()
+        for _ in range(iters):
+            ids = torch.cdist(x, centres).argmin(1)
+            centres = torch.stack([x[ids == j].mean(0) if (ids == j).any() else centres[j] for j in range(2)])
+        cost = torch.cdist(x, centres).min(1).values.pow(2).sum().item()
+        if cost < best_cost:
+            best, best_cost = ids, cost
+    agree = (best == labels).float().mean().item()
+    return max(agree, 1 - agree)
+
+
+def check_purity(answer, features, labels) -> None:
+    """06: purity of k-means (k=2) on ``features`` against the true ``labels``."""
+    n = _number_answer(answer, "a purity between 0.5 and 1")
+    if n is None:
+        return
+    if n < 0.5 or n > 1:
+        return _not_yet(f"{n:g} is not a purity: with two clusters and two classes it lies between 0.5 and 1 "
+                        "(the better of the two ways to match clusters to classes).")
+    ref = kmeans_purity(features, labels)
+    if abs(n - ref) <= 0.03:
+        return _ok(f"purity {ref:.3f} on {len(labels)} photos (0.5 is chance).")
+    return _not_yet(f"{n:.3f} is far from the purity of 2-means on these features ({len(labels)} photos). "
+                    "Cluster the features (kmeans), then compare the cluster ids with the labels (purity).")
+
+# notebook 08: to the edge
+
+def device_choice(table: Sequence[dict], max_slowdown: float = 2.0) -> str:
+    """08: the most accurate candidate whose batch-1 latency is at most ``max_slowdown`` times the fastest's.
+
+    Ties in accuracy go to the faster candidate. ``table`` rows need ``model``, ``accuracy`` and ``ms``.
+    """
+    fastest = min(r["ms"] for r in table)
+    fits = [r for r in table if r["ms"] <= max_slowdown * fastest]
+    return max(fits, key=lambda r: (r["accuracy"], -r["ms"]))["model"]
+
+
+def check_device_choice(answer, table: Sequence[dict], max_slowdown: float = 2.0) -> None:
+    """08: the candidate for a device that allows at most ``max_slowdown`` times the fastest latency."""
+    if _missing(answer, "a model name from the table"):
+        return
+    names = [r["model"] for r in table]
+    if answer not in names:
+        return _not_yet(f"choose one of {names}.")
+    row, ref = next(r for r in table if r["model"] == answer), device_choice(table, max_slowdown)
+    fastest = min(r["ms"] for r in table)
+    if row["ms"] > max_slowdown * fastest:
+        return _not_yet(f"{answer} takes {row['ms']:.1f} ms per photo, over {max_slowdown:g} x the fastest "
+                        f"({fastest:.1f} ms): too slow for this device.")
+    if answer == ref:
+        return _ok(f"{answer}: {row['accuracy']:.1%} at {row['ms']:.1f} ms per photo. Within the latency budget "
+                   "nothing is more accurate; if the intervals overlap, the faster one is as good a choice.")
+    best = next(r for r in table if r["model"] == ref)
+    return _not_yet(f"{answer} fits, but {ref} also fits ({best['ms']:.1f} ms) and is more accurate "
+                    f"({best['accuracy']:.1%}), or as accurate and faster.")
+
+
+def soft_target(logits: Sequence[float], temperature: float, index: int = 0) -> float:
+    """08: softmax(logits / temperature)[index], the probability a student learns from."""
+    scaled = [v / temperature for v in logits]
+    top = max(scaled)
+    exps = [math.exp(v - top) for v in scaled]
+    return exps[index] / sum(exps)
+
+
+def check_soft_target(answer, logits: Sequence[float] = (2.0, -1.0), temperature: float = 4.0) -> None:
+    """08: the teacher's probability of the first class at ``temperature``."""
+    p = _number_answer(answer, "a probability between 0 and 1")
+    if p is None:
+        return
+    ref, hard = soft_target(logits, temperature), soft_target(logits, 1.0)
+    if abs(p - ref) <= 0.005:
+        return _ok(f"{ref:.3f} at T = {temperature:g}, against {hard:.3f} at T = 1: the softened target keeps "
+                   "telling the student how dog-like this cat looks.")
+    if abs(p - hard) <= 0.005:
+        return _not_yet(f"{hard:.3f} is the probability at T = 1. Divide the logits by T = {temperature:g} first.")
+    return _not_yet(f"{p:g} is not it. Divide both logits by T, then take the softmax: e^a / (e^a + e^b).")
+
+
+def int8_megabytes(parameters: int) -> float:
+    """08: the size an int8 file needs for ``parameters`` weights: one byte each (scales and biases are few)."""
+    return parameters / 1e6
+
+
+def check_int8_megabytes(answer, parameters: int, tolerance: float = 0.2) -> None:
+    """08: the int8 file size in MB predicted from the parameter count, within ``tolerance``."""
+    mb = _number_answer(answer, "a size in MB", positive=True)
+    if mb is None:
+        return
+    ref = int8_megabytes(parameters)
+    if abs(mb - ref) <= tolerance * ref:
+        return _ok(f"about {ref:.1f} MB: one byte per weight instead of four. The file adds a little for the "
+                   "scales, zero points and 32-bit biases.")
+    if abs(mb - 4 * ref) <= tolerance * 4 * ref:
+        return _not_yet(f"{mb:g} MB is the fp32 size (four bytes per weight). int8 stores one byte per weight.")
+    if abs(mb - ref * 8) <= tolerance * 8 * ref:
+        return _not_yet("a byte has 8 bits, and an int8 weight is one byte: no factor 8.")
+    return _not_yet(f"{mb:g} MB is not it. How many bytes does one int8 weight take? Multiply by {parameters:,}.")
+
+
+# --------------------------------------------------------------------------
 # 07: transfer learning for text (notebook 07; issue 18)
 
 def text_subset(dataset, per_class: int | None, seed: int = 0):

@@ -16,12 +16,23 @@ if [ -z "${TLKIT_DATA_DIR:-}" ] && [ -d ../shared/data/cats_and_dogs_filtered ];
     export TLKIT_DATA_DIR="$(cd ../shared/data && pwd)"
 fi
 
+# ONNX Runtime Web for the page `export --web` writes (package-lock.json pins it); without npm
+# the web page's browser test skips and says so.
+if [ ! -f node_modules/onnxruntime-web/dist/ort.wasm.bundle.min.mjs ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    if command -v npm >/dev/null; then
+        npm ci --no-audit --no-fund --loglevel=error \
+            || echo "warning: npm ci failed (offline?), so the web page test will skip"
+    else
+        echo "note: npm not found, so the web page test will skip (Debian/Ubuntu: sudo apt-get install -y npm)"
+    fi
+fi
+
 echo "== 1/3 pytest: package, widgets (ipywidgets 8), faults, browser =="
 "$PY" -m pytest -q -rs -p no:cacheprovider tests
 
 echo "== 2/3 widgets under ipywidgets 7.7.1 (Colab) =="
 bash tools/ipyw7_env.sh "$(dirname "$(dirname "$PY")")" .venv-ipyw7
-TLKIT_EXPECT_IPYWIDGETS=7 .venv-ipyw7/bin/python -m pytest -q -rs -p no:cacheprovider tests/test_widgets.py tests/test_own_data_panel.py tests/faults/test_faults_widgets.py
+TLKIT_EXPECT_IPYWIDGETS=7 .venv-ipyw7/bin/python -m pytest -q -rs -p no:cacheprovider tests/test_widgets.py tests/test_own_data_panel.py tests/test_shift_lab.py tests/faults/test_faults_widgets.py
 
 echo "== 3/3 notebooks (nbval, TLKIT_FAST=1) =="
 # What the notebooks save (models, generated images) goes to a temporary runs/ folder, not

@@ -52,6 +52,7 @@ def test_train_writes_model_metrics_and_figure(trained):
     blob = torch.load(out / "model.pt", weights_only=True)
     assert blob["backbone"] == "efficientnet_lite0" and blob["class_names"] == ["cats", "dogs"]
     assert blob["image_size"] == 64
+    assert blob["extra"]["bn_statistics"] == "imagenet"  # the head's features used the ImageNet statistics
     assert (out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert "validation accuracy" in res.stdout
 

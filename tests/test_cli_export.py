@@ -19,7 +19,7 @@ from tlkit.checkpoint import save_model  # noqa: E402
 def test_help_documents_export_and_the_parser_needs_no_onnx():
     assert "export" in tlkit("--help").stdout
     out = tlkit("export", "--help").stdout
-    for flag in ("--format", "--int8", "--out", "--images", "--calibration", "tlkit[export]"):
+    for flag in ("--format", "--int8", "--out", "--images", "--calibration", "tlkit[export]", "--web", "--ort-web-dir"):
         assert flag in out
     import subprocess
     import sys

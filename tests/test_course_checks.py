@@ -7,6 +7,7 @@ real kernel and shows that a false claim fails the build.
 """
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -68,6 +69,12 @@ def test_kernel_env_enforces_claims_and_lists_earlier_notebooks(monkeypatch):
     assert env["TLKIT_BUILD_RAN"] == "01 02" and env["TLKIT_CACHE_DIR"] == "/c"
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)  # the kernel runs this Python
     assert mk.kernel_env(fast=True)["TLKIT_FAST"] == "1"
+
+
+def test_kernel_env_drops_a_non_inline_matplotlib_backend(monkeypatch):
+    # MPLBACKEND=Agg in the build's shell reached the kernel and left notebook 06 without figures.
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    assert "MPLBACKEND" not in mk.kernel_env(fast=False)
 
 
 def test_claim_marker_makes_a_collapsed_tagged_cell(tmp_path):
@@ -268,3 +275,32 @@ def test_check_unfreeze_budget():
     assert "fewer groups" in _say(checks.check_unfreeze_budget, ["stage6", "stage7", "stage8", "head"])
     assert "contiguous" in _say(checks.check_unfreeze_budget, ["stage6", "head"])
     assert "unknown" in _say(checks.check_unfreeze_budget, ["layer4", "head"])
+
+
+# notebook 08: to the edge
+
+def test_check_device_choice_takes_the_most_accurate_within_the_latency_budget():
+    table = [dict(model="small", accuracy=0.97, ms=10.0), dict(model="mid", accuracy=0.98, ms=18.0),
+             dict(model="big", accuracy=0.99, ms=35.0)]
+    assert checks.device_choice(table, max_slowdown=2.0) == "mid"
+    assert _say(checks.check_device_choice, "mid", table).startswith("Correct:")
+    assert "too slow" in _say(checks.check_device_choice, "big", table)
+    assert "also fits" in _say(checks.check_device_choice, "small", table)
+    assert "choose one of" in _say(checks.check_device_choice, "huge", table)
+    tie = [dict(model="a", accuracy=0.98, ms=10.0), dict(model="b", accuracy=0.98, ms=12.0)]
+    assert checks.device_choice(tie) == "a"  # equal accuracy: the faster one
+
+
+def test_check_soft_target_against_a_hand_computation():
+    # softmax((2, -1) / 4)[0] = 1 / (1 + e^-0.75)
+    assert checks.soft_target((2.0, -1.0), 4.0) == pytest.approx(1 / (1 + math.exp(-0.75)))
+    assert _say(checks.check_soft_target, 0.679).startswith("Correct:")
+    assert "T = 1" in _say(checks.check_soft_target, 0.953)
+    assert "Not yet" in _say(checks.check_soft_target, 0.5)
+
+
+def test_check_int8_megabytes():
+    assert checks.int8_megabytes(6_000_000) == 6.0
+    assert _say(checks.check_int8_megabytes, 6.5, 6_000_000).startswith("Correct:")
+    assert "fp32" in _say(checks.check_int8_megabytes, 24.0, 6_000_000)
+    assert "Not yet" in _say(checks.check_int8_megabytes, 2.0, 6_000_000)

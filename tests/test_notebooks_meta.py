@@ -24,8 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = ["01_what_transfer_learning_is", "02_dog_vs_cat_classifier", "03_feature_extraction_vs_fine_tuning",
-            "04_overfitting", "05_live_lab",
-            "07_transfer_learning_for_text"]
+            "04_overfitting", "05_live_lab", "06_when_the_data_shifts", "07_transfer_learning_for_text",
+            "08_to_the_edge"]
 
 
 def _load(name: str, path: Path):
@@ -58,6 +58,44 @@ def test_notebook_is_up_to_date_with_its_source(name):
     built = mk.build_notebook(mk.SOURCES / f"{name}.py")
     assert mk.cell_sources(_committed(name)) == mk.cell_sources(built), (
         f"notebooks/{name}.ipynb is stale: run `make notebooks` (or tools/make_notebooks.py --only {name[:2]})")
+
+
+def _shows_a_figure(source: str) -> bool:
+    """Whether a cell ends with an expression that is a figure: ``viz.plot_*(...)``, ``viz.show_*(...)`` or ``fig``."""
+    import ast
+
+    try:
+        body = ast.parse("\n".join(l for l in source.splitlines() if not l.lstrip().startswith(("%", "!")))).body
+    except SyntaxError:
+        return False
+    if not body or not isinstance(body[-1], ast.Expr) or source.rstrip().endswith(";"):
+        return False
+    value = body[-1].value
+    if isinstance(value, ast.Name):
+        return value.id in {"fig", "figure"}
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
+        owner = value.func.value
+        return (isinstance(owner, ast.Name) and owner.id == "viz"
+                and value.func.attr.startswith(("plot_", "show_")))
+    return False
+
+
+def test_shows_a_figure_reads_the_last_expression():
+    assert _shows_a_figure("x = 1\nviz.plot_bar(rows, 'a', 'b')")
+    assert _shows_a_figure("fig = viz.plot_bar(rows)\nfig")
+    assert not _shows_a_figure("viz.show_images(items);")      # the semicolon hides the figure
+    assert not _shows_a_figure("fig = viz.plot_bar(rows)")
+    assert not _shows_a_figure("print(viz.plot_bar)")
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_every_figure_cell_has_its_picture_committed(name):
+    """A cell that ends with a figure shows it: the build must not run with a non-inline backend."""
+    cells = [c for c in _code(_committed(name))
+             if _shows_a_figure(c.source) and "solution" not in c.metadata.get("tags", [])]
+    missing = [c.source.splitlines()[-1][:60] for c in cells
+               if not any({"image/png", "image/jpeg"} & set(o.get("data", {})) for o in c.outputs)]
+    assert not missing, f"{name}: figure cells without a picture: {missing}"
 
 
 @pytest.mark.parametrize("name", EXPECTED)
@@ -362,7 +400,7 @@ def test_check_better_layer_choice_and_too_high():
 
 def test_readme_concept_map_sections_exist_as_headings():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\|[^|]+\| (0[1-5]) · (.+?) \|$", readme, flags=re.M)
+    rows = re.findall(r"^\|[^|]+\| (0[1-6]) · (.+?) \|$", readme, flags=re.M)
     assert len(rows) >= 15, "the README's concept map has moved or changed format"
     headings = {}
     for name in EXPECTED:
@@ -372,3 +410,82 @@ def test_readme_concept_map_sections_exist_as_headings():
     for number, quoted in rows:
         for section in re.findall(r'"([^"]+)"', quoted):
             assert any(section in h for h in headings[number]), f"README points to {number} · {section!r}"
+
+
+# --------------------------------------------------------------------------
+# notebook 06: the exercise checks
+
+def test_check_adabn_numbers_counts_means_and_variances():
+    from tlkit import load_backbone
+
+    model = load_backbone("efficientnet_lite0", pretrained=False, num_classes=2)
+    ref = checks.adabn_statistics(model)
+    assert ref == 42_016  # 49 BatchNorm layers of Lite0, a mean and a variance per channel
+    assert _say(checks.check_adabn_numbers, ref, model).startswith("Correct:")
+    assert "running variance" in _say(checks.check_adabn_numbers, ref // 2, model)
+    params = sum(p.numel() for p in model.parameters())
+    assert "parameters" in _say(checks.check_adabn_numbers, params, model)
+    assert "replace the None" in _say(checks.check_adabn_numbers, None, model)
+
+
+def test_check_purity_recomputes_two_means():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    features = torch.randn(40, 5, generator=gen) + 6.0 * labels[:, None]  # two far-apart blobs
+    assert checks.kmeans_purity(features, labels) == 1.0
+    assert _say(checks.check_purity, 1.0, features, labels).startswith("Correct:")
+    assert "far from" in _say(checks.check_purity, 0.6, features, labels)
+    assert "between 0.5 and 1" in _say(checks.check_purity, 0.2, features, labels)
+    noise = torch.randn(40, 5, generator=gen)
+    assert checks.kmeans_purity(noise, labels) < 0.8  # no structure: near chance
+
+
+def test_check_combined_shift_recomputes_the_accuracy(tiny_datasets, lite0_64, tmp_path, one_torch_thread,
+                                                     monkeypatch):
+    monkeypatch.setenv("TLKIT_CACHE_DIR", str(tmp_path))  # the check's feature pass caches there
+    from tlkit.data import transforms_for
+    from tlkit.features import extract_features, train_head
+    from tlkit.shifts import shifted
+
+    train, val = tiny_datasets
+    tf = transforms_for(lite0_64)
+    head, _ = train_head(extract_features(lite0_64, train.with_transform(tf), cache_dir=tmp_path, progress=False),
+                         None, epochs=2, seed=0)
+    data = shifted(val, "dark:3+blur:3").with_transform(tf)
+    ref = checks.shifted_accuracy(head, lite0_64, data)
+    assert 0.0 <= ref <= 1.0
+    assert _say(checks.check_combined_shift, ref, head, lite0_64, data).startswith("Correct:")
+    wrong = ref - 0.2 if ref >= 0.2 else ref + 0.2
+    assert "is not what the head scores" in _say(checks.check_combined_shift, wrong, head, lite0_64, data)
+    assert "percentage" in _say(checks.check_combined_shift, 80, head, lite0_64, data)
+
+
+# ---------------------------------------------------------------- issue 15: panels visible without a kernel
+SNAPSHOTS_05 = {"freeze_state", "training_curves", "lr_find", "lr_compare", "lr_finetune", "strategy_curves",
+                "grad_cam"}  # what each panel's snapshot() is named (widgets/_snapshot.py, key tlkit_snapshot)
+
+
+def test_committed_05_shows_every_panel_as_a_static_image():
+    # GitHub draws no ipywidgets: after each panel's run, 05 displays panel.snapshot(), an image/png
+    # output whose metadata names it. The LR range test, a Grad-CAM heatmap and the freeze state at least.
+    import base64
+
+    cells = _committed("05_live_lab").cells
+    shown = {}
+    for i, cell in enumerate(cells):
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("tlkit_snapshot")
+            if name is None:
+                continue
+            png = base64.b64decode(out["data"]["image/png"])
+            width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+            assert png.startswith(b"\x89PNG\r\n\x1a\n") and width >= 300 and height >= 150 and len(png) > 3_000, name
+            assert cells[i - 1].cell_type == "markdown" and "readers without a kernel" in cells[i - 1].source, name
+            shown[name] = out["data"]["text/plain"]
+    assert set(shown) == SNAPSHOTS_05, f"missing: {SNAPSHOTS_05 - set(shown)}; run tools/make_notebooks.py --only 05"
+    freeze = shown["freeze_state"].splitlines()  # the state after the run: stage7, stage8 and head train
+    assert freeze[0].startswith("trainable: ") and len(freeze) == 11
+    assert [ln.split(":")[1].split(",")[0].strip() for ln in freeze[1:]] == ["frozen"] * 7 + ["trainable"] * 3
+    assert "Suggested learning rate" in shown["lr_find"] and "dogs" in shown["grad_cam"]

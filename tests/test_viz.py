@@ -269,3 +269,21 @@ def test_plot_bar_draws_interval_error_bars():
     lows_highs = sorted(round(float(v), 3) for line in caps for v in line.get_ydata())
     assert lows_highs == [0.85, 0.92, 0.93, 0.97]
     assert [p.get_facecolor()[:3] for p in ax.patches][0] != [p.get_facecolor()[:3] for p in ax.patches][1]
+
+
+def test_plot_freeze_state_is_one_coloured_row_per_group():
+    rows = [{"group": "stem", "trainable": False, "params": 928, "bn_mode": "eval"},
+            {"group": "head", "trainable": True, "params": 2562, "bn_mode": "none", "state": "trainable"}]
+    fig = viz.plot_freeze_state(rows, title="1 of 2 groups train")
+    table = fig.axes[0].tables[0]
+    cells = table.get_celld()
+    assert [cells[(0, c)].get_text().get_text() for c in range(4)] == ["group", "state", "parameters",
+                                                                        "BatchNorm in training"]
+    assert [cells[(1, c)].get_text().get_text() for c in range(4)] == ["stem", "frozen", "928", "eval"]
+    assert cells[(2, 2)].get_text().get_text() == "2,562"
+    frozen, trainable = cells[(1, 0)].get_facecolor(), cells[(2, 0)].get_facecolor()
+    assert frozen != trainable and trainable[1] > trainable[0]  # trainable rows are green
+    assert fig.axes[0].get_title() == "1 of 2 groups train"
+    assert viz.figure_to_png(fig).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="trainable_summary"):
+        viz.plot_freeze_state([])

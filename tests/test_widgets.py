@@ -28,6 +28,7 @@ from widgets import FreezePanel, LRExplorer, PredictPanel, StrategyBoard, Traini
 from widgets._base import PNG_MAGIC, Throttle
 from widgets._compat import IPYWIDGETS_MAJOR, uploaded_files
 from widgets._plot import png_width
+from widgets._snapshot import SNAPSHOT_KEY, Snapshot
 from tlkit.viz import format_rate
 from widgets.lr_explorer import lr_verdicts
 
@@ -574,6 +575,11 @@ def test_strategy_board_widget_compares_three_strategies(data, tmp_path):
         assert label in board.table.value
     assert bytes(board.plot.value).startswith(PNG_MAGIC)
     assert board.status.value.startswith("Done")
+    snap = board.snapshot()  # issue 15: the comparison as a static image, the PNG this run drew
+    assert snap.name == "strategy_curves" and snap.png == bytes(board.plot.value)
+    lines = snap.text.splitlines()
+    assert lines[0] == board.status.value and len(lines) == 4
+    assert lines[1].startswith(f"feature extraction: best val acc {res['features']['val_acc']:.3f}")
 
 
 def test_strategy_board_calls_a_tie_a_tie(data):
@@ -621,3 +627,81 @@ def test_widgets_display_through_ipython(model, capsys):
     panel._ipython_display_()  # outside a kernel IPython prints the widget's repr
     assert isinstance(panel.widget, ipywidgets.VBox)
     assert capsys.readouterr().out.startswith("VBox(children=(HTML(value='<b>Layer groups</b>")
+
+
+# ---------------------------------------------------------------- snapshots (issue 15: visible without a kernel)
+def _shown(snap):
+    """What IPython puts in the notebook for ``snap`` as a cell's value: (PNG bytes, output metadata, text)."""
+    import base64
+
+    from IPython.core.formatters import DisplayFormatter
+
+    data, meta = DisplayFormatter().format(snap)
+    return base64.b64decode(data["image/png"]), meta, data["text/plain"]
+
+
+def test_snapshot_of_the_dashboard_is_the_png_it_drew_as_an_image_output(model, data):
+    train, val = data
+    dash = TrainingDashboard(model, train, val, epochs=2, batch_size=8, blocking=True, **FIT)
+    placeholder = dash.snapshot()
+    assert placeholder.png == bytes(dash.plot.value)  # "press Start to train", before any run
+    dash.start()
+    snap = dash.snapshot()
+    assert snap.name == "training_curves" and snap.text == dash.status.value
+    assert snap.png == bytes(dash.plot.value) != placeholder.png  # the run's own figure, not a new drawing
+    width, height = snap.size
+    assert width == png_width(snap.png) and width >= 400 and height >= 150 and len(snap.png) > 5_000
+    png, meta, text = _shown(snap)
+    assert png == snap.png and meta == {SNAPSHOT_KEY: "training_curves"} and text.startswith("Done: 2 epoch(s)")
+    with pytest.raises(ValueError, match="PNG bytes"):
+        Snapshot("broken", b"GIF89a")
+
+
+def test_snapshot_of_the_freeze_panel_lists_every_group_as_the_model_has_it(model, data):
+    panel = FreezePanel(model)
+    panel.freeze_all_but_head()
+    snap = panel.snapshot()
+    assert snap.name == "freeze_state" and snap.png.startswith(PNG_MAGIC) and len(snap.png) > 3_000
+    totals, *rows = snap.text.splitlines()
+    assert totals == panel.totals.value
+    summary = trainable_summary(model)
+    assert [r.split(":")[0] for r in rows] == [r["group"] for r in summary] == list(model.group_names)
+    for line, r in zip(rows, summary):
+        state = "frozen" if r["group"] in model.frozen_groups else "trainable"
+        assert line == f"{r['group']}: {state}, {r['params']:,} params"
+    assert rows[-1].startswith("head: trainable") and all(": frozen," in r for r in rows[:-1])
+    panel.unfreeze_all()
+    after = panel.snapshot()
+    assert not model.frozen_groups and all(": trainable," in r for r in after.text.splitlines()[1:])
+    assert after.png != snap.png and after.size[1] == snap.size[1]  # same table, other colours and totals
+    panel._set_active(True)  # as during a run: a click is queued
+    panel.set_trainable("stem", False)
+    assert f"{model.group_names[0]}: trainable -> frozen (queued)," in panel.snapshot().text
+    panel._set_active(False)
+    assert _shown(panel.snapshot())[1] == {SNAPSHOT_KEY: "freeze_state"}
+
+
+def test_snapshot_of_the_lr_explorer_keeps_the_range_test_curve_after_compare():
+    panel = LRExplorer(_blobs(128, 0), _blobs(64, 1), lrs=(1e-3, 1.0), epochs=3, blocking=True)
+    with pytest.raises(ValueError, match="No 'find' plot yet"):
+        panel.snapshot("find")
+    panel.find_lr()
+    curve = bytes(panel.plot.value)
+    assert panel.snapshot().name == "lr_find" and panel.snapshot().png == curve
+    panel.compare()
+    find, now = panel.snapshot("find"), panel.snapshot()
+    assert find.png == curve and find.name == "lr_find" and "Suggested learning rate" in find.text
+    assert now.name == "lr_compare" and now.png == bytes(panel.plot.value) != curve
+    assert now.text.count("\nlr ") == len(panel.runs) == 3 and "lr 1e+00: too high" in now.text  # + the slider's rate
+    assert _shown(find)[1] == {SNAPSHOT_KEY: "lr_find"}
+    with pytest.raises(ValueError, match="'find', 'compare' or 'finetune'"):
+        panel.snapshot("range")
+
+
+def test_snapshot_of_the_predict_panel_is_its_grad_cam_figure(model):
+    panel = PredictPanel(model)
+    assert panel.snapshot().text == "no prediction yet" and panel.snapshot().png.startswith(PNG_MAGIC)
+    probs = panel.predict_bytes(_png(), "red.png")
+    snap = panel.snapshot()
+    assert snap.name == "grad_cam" and snap.png == bytes(panel.cam.value) and snap.size[0] >= 300
+    assert snap.text == "red.png: " + ", ".join(f"{n} {100 * p:.1f}%" for n, p in probs)

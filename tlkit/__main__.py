@@ -1,4 +1,4 @@
-"""Command line: ``python -m tlkit demo | train | evaluate | export``.
+"""Command line: ``python -m tlkit demo | train | evaluate | export`` (the training itself: :mod:`tlkit.cli_train`).
 
     python -m tlkit demo                               # dogs vs cats, feature extraction
     python -m tlkit train DATA_DIR --out runs/mine     # any train/ + val/ class-folder dataset
@@ -6,6 +6,7 @@
     python -m tlkit evaluate runs/mine/model.pt DATA_DIR/val --json
     python -m tlkit export runs/mine/model.pt --format onnx --int8   # -> model.onnx, model.int8.onnx
     python -m tlkit evaluate runs/mine/model.int8.onnx DATA_DIR/val  # ONNX Runtime, same output
+    python -m tlkit evaluate runs/mine/model.pt DATA_DIR/val --shift dark:4 --adapt-bn  # AdaBN before/after
     python -m tlkit train rt-polaritydata --backbone minilm         # text: sentences, frozen MiniLM features
     python -m tlkit train rt-polaritydata --backbone minilm --strategy finetune   # 1 epoch, 4e-5 / 1e-3 head
     python -m tlkit evaluate runs/finetune/model.pt dev.tsv           # columns: sentence (or text), label
@@ -26,16 +27,10 @@ import json
 import logging
 import os
 import sys
-import time
-import warnings
 from pathlib import Path
 
 from tlkit.cliargs import Parser, image_size, learning_rate, positive_int
 
-# Text fine-tuning (--strategy partial|finetune on text): AdamW, the top body group at 4e-5 (lower groups
-# spread down to 4e-6), the head at TEXT_HEAD_LR, batch 32, 64 tokens, one epoch, one-cycle schedule.
-TEXT_FINETUNE_LR = 4e-5
-TEXT_HEAD_LR = 1e-3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the result as JSON (includes 'accuracy')")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.add_argument("--debug", action="store_true", help="show the traceback of every error")
+    from tlkit.cli_adapt import add_adapt_arguments  # --shift NAME:SEVERITY, --adapt-bn
+
+    add_adapt_arguments(e)
     from tlkit.cli_export import add_export_parser  # argparse only; onnx loads when the command runs
 
     add_export_parser(sub)
@@ -102,9 +100,15 @@ def _common(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) ->
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
+    from tlkit.backbones import is_text_backbone
+    from tlkit.cli_train import run_training
     from tlkit.outputs import check_out
 
     args.strategy, args.unfreeze_at = "features", None
+    args.backbone = args.backbone or "efficientnet_lite0"
+    if is_text_backbone(args.backbone):
+        raise ValueError(f"demo trains on dog and cat photos; --backbone {args.backbone} reads text. Use an image "
+                         "backbone (see tlkit.list_backbones()), or `train DATA --backbone minilm` for text.")
     check_out(Path(args.out))
     train, val = _dataset_once()
     return run_training(args, train, val, "cats_and_dogs_filtered")
@@ -134,6 +138,7 @@ def _dataset_once():
 
 def cmd_train(args: argparse.Namespace) -> dict:
     from tlkit.backbones import is_text_backbone
+    from tlkit.cli_train import TEXT_FINETUNE_LR, run_training
     from tlkit.data import image_folder
     from tlkit.outputs import check_out
     from tlkit.text.folders import is_text_folder, load_text_folder
@@ -161,111 +166,13 @@ def cmd_train(args: argparse.Namespace) -> dict:
     return run_training(args, train, val, Path(args.data_dir).name)
 
 
-def run_training(args: argparse.Namespace, train, val, dataset_name: str) -> dict:
-    """Builds the model, trains it with the chosen strategy, writes metrics.json, model.pt and a PNG.
-
-    The output folder is checked first and created only when there is something to write. A run
-    stopped by a signal or by a non-finite loss writes its best finished epoch (if any) and records
-    ``epochs`` finished and ``stop_reason``; :func:`main` turns those into the exit status.
-    """
-    from tlkit import distributed
-    from tlkit.backbones import load_backbone
-    from tlkit.checkpoint import save_model
-    from tlkit.outputs import check_out, data_root, write_run
-
-    start = time.perf_counter()
-    out = Path(args.out)
-    check_out(out, data_root(train, val))
-    model = load_backbone(args.backbone, num_classes=len(train.classes), class_names=train.classes)
-    text = getattr(model, "input_kind", "image") == "text"  # for text, image_size is the number of tokens
-    image_size = (getattr(args, "max_length", None) if text else args.image_size) or model.input_size
-    log = logging.getLogger("tlkit")
-    log.info("%s: %d train / %d val %s, %d classes", dataset_name, len(train), len(val),
-             "sentences" if text else "images", len(train.classes))
-    with warnings.catch_warnings():  # a diverged run is reported as the error line instead
-        warnings.filterwarnings("ignore", r"(Head t|T)raining stopped in epoch", RuntimeWarning)
-        train_fn = _train_features if args.strategy == "features" else _train_finetune
-        result = train_fn(model, train, val, args, image_size)
-    history = result["history"]
-    received = getattr(args, "received", None)
-    stop_reason = f"interrupted ({received.name})" if received and received.signum else \
-        getattr(history, "stop_reason", None)
-    ctx = distributed.context()  # under torchrun every rank trains; rank 0 alone writes
-    metrics = {
-        "dataset": dataset_name, "backbone": args.backbone, "strategy": args.strategy,
-        "image_size": image_size, **({"max_length": image_size} if text else {}),
-        "epochs": len(history), "epochs_requested": args.epochs,
-        "stop_reason": stop_reason, "lr": args.lr, "seed": args.seed,
-        "num_train": result["num_train"], "num_train_skipped": len(train) - result["num_train"],
-        "num_val": result["num_val"], "num_val_skipped": len(val) - result["num_val"], "classes": train.classes,
-        "val_accuracy": result["val_accuracy"], "confusion_matrix": result["confusion"],
-        "seconds": round(time.perf_counter() - start, 2), **result["timings"],
-        "world_size": ctx.world_size, "history": history.rows,
-    }
-    if ctx.is_main and len(history):  # an interrupted or diverged run without a finished epoch writes nothing
-        write_run(out, metrics, lambda path: save_model(model, path, image_size=image_size, dataset=dataset_name),
-                  lambda path: _save_confusion(result["confusion"], train.classes, path))
-    return metrics
-
-
-def _train_features(model, train, val, args, image_size: int) -> dict:
-    from tlkit.checkpoint import load_head
-    from tlkit.data import transforms_for
-    from tlkit.evaluate import confusion_matrix, predictions_from_features
-    from tlkit.features import extract_features, train_head
-    from tlkit.freezing import freeze
-
-    freeze(model, model.group_names[:-1])
-    tf = transforms_for(model, train=False, image_size=image_size)  # no augmentation: features are cached
-    t0 = time.perf_counter()
-    ftr = extract_features(model, train.with_transform(tf), progress=not args.quiet)
-    fva = extract_features(model, val.with_transform(tf), progress=not args.quiet)
-    t1 = time.perf_counter()
-    head, history = train_head(ftr, fva, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    t2 = time.perf_counter()
-    load_head(model, head)
-    preds = predictions_from_features(model, fva)
-    cm = confusion_matrix(preds.labels, preds.preds, len(train.classes))
-    return {"val_accuracy": round(preds.accuracy, 4), "confusion": cm.tolist(), "history": history,
-            "num_train": len(ftr), "num_val": len(fva),
-            "timings": {"features_seconds": round(t1 - t0, 2), "head_seconds": round(t2 - t1, 3),
-                        "features_cached": ftr.from_cache and fva.from_cache}}
-
-
-def _train_finetune(model, train, val, args, image_size: int) -> dict:
-    from tlkit.data import transforms_for
-    from tlkit.evaluate import confusion_matrix, predict
-    from tlkit.strategy import train_strategy
-
-    t0 = time.perf_counter()
-    text = getattr(model, "input_kind", "image") == "text"
-    history = train_strategy(model, args.strategy, train, val, epochs=args.epochs, lr=args.lr,
-                             head_lr=TEXT_HEAD_LR if text else None, unfreeze_at=args.unfreeze_at,
-                             image_size=image_size, batch_size=args.batch_size,
-                             seed=args.seed, progress=not args.quiet)
-    t1 = time.perf_counter()
-    preds = predict(model, val.with_transform(transforms_for(model, image_size=image_size)),
-                    progress=not args.quiet)
-    cm = confusion_matrix(preds.labels, preds.preds, len(train.classes))
-    used = history.rows[-1].get("train_images", len(train)) if len(history) else 0
-    return {"val_accuracy": round(preds.accuracy, 4), "confusion": cm.tolist(), "history": history,
-            "num_train": used, "num_val": len(preds.labels),
-            "timings": {"train_seconds": round(t1 - t0, 2)}}
-
-
-def _save_confusion(cm: list, classes: list[str], path: Path) -> None:
-    import torch
-
-    from tlkit.outputs import write_atomic
-    from tlkit.viz import figure_to_png, plot_confusion_matrix
-
-    write_atomic(path, figure_to_png(plot_confusion_matrix(torch.tensor(cm), classes), dpi=100))
-
-
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     from tlkit.checkpoint import load_model
+    from tlkit.cli_adapt import evaluate_adapted, wants_adaptation
     from tlkit.evaluate import evaluate_split
 
+    if wants_adaptation(args):  # --shift, --adapt-bn: tlkit.cli_adapt
+        return evaluate_adapted(args)
     if Path(args.model).suffix.lower() == ".onnx":  # an exported file: ONNX Runtime, its metadata's preprocessing
         from tlkit.cli_export import evaluate_onnx
 
@@ -283,12 +190,18 @@ def _report(command: str, result: dict, as_json: bool) -> None:
 
         report_export(result)
         return
+    if command == "evaluate" and "shift" in result:  # --shift or --adapt-bn
+        from tlkit.cli_adapt import report_adapted
+
+        report_adapted(result)
+        return
     if command == "evaluate":
         print(f"accuracy {result['accuracy']:.4f} on {result['n']} images")
         for cls, acc in result.get("per_class", {}).items():
             print(f"  {cls:<12} {acc:.4f}")
         return
-    print(f"{result['dataset']}: {result['num_train']} train / {result['num_val']} val images, "
+    unit = "sentences" if "max_length" in result else "images"
+    print(f"{result['dataset']}: {result['num_train']} train / {result['num_val']} val {unit}, "
           f"backbone {result['backbone']}, strategy {result['strategy']}, "
           + (f"{result['max_length']} tokens" if "max_length" in result else f"{result['image_size']} px"))
     print(f"validation accuracy {result['val_accuracy']:.4f}")

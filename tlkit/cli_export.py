@@ -6,6 +6,7 @@ package is a one-line user error naming ``pip install tlkit[export]``.
 
 Example:
     python -m tlkit export runs/demo/model.pt --int8          # model.onnx, model.int8.onnx
+    python -m tlkit export runs/demo/model.pt --web runs/demo/web    # + a static page (ONNX Runtime Web)
     python -m tlkit evaluate runs/demo/model.int8.onnx data/val --json
 """
 from __future__ import annotations
@@ -31,6 +32,12 @@ def add_export_parser(sub) -> None:
                         "(default: the cats-vs-dogs validation photos when the classes match, else random inputs)")
     x.add_argument("--calibration", default=None, metavar="DIR",
                    help="class folders of training images for int8 calibration (default: cats-vs-dogs train)")
+    x.add_argument("--web", default=None, metavar="DIR",
+                   help="also write a static web page into DIR that classifies photos in the browser with "
+                        "ONNX Runtime Web (serve it with: python -m http.server -d DIR); needs `npm ci` once")
+    x.add_argument("--ort-web-dir", default=None, metavar="DIR",
+                   help="the onnxruntime-web npm package (or its dist/) for --web (default: "
+                        "$TLKIT_ORT_WEB_DIR, else node_modules/ of the repository)")
     x.add_argument("--quiet", action="store_true", help="no progress output")
     x.add_argument("--debug", action="store_true", help="show the traceback of every error")
 
@@ -68,6 +75,9 @@ def cmd_export(args: argparse.Namespace) -> dict:
     from tlkit.export import export_onnx, measure_latency, quantize_int8
 
     model = load_model(args.model)  # the same weights_only refusal as `evaluate`
+    if args.web:  # before the export: a missing npm install is a quick error, not one after minutes
+        from tlkit.export.web import find_ort_web
+        find_ort_web(args.ort_web_dir)
     out = Path(args.out or Path(args.model).with_suffix(".onnx"))
     val = _labelled_images(args.images, "val", model.class_names or [])
     result = export_onnx(model, out, image_size=model.input_size,
@@ -84,6 +94,9 @@ def cmd_export(args: argparse.Namespace) -> dict:
                           "agreement": q.agreement, "n": q.n, "accuracy_fp32": q.accuracy_fp32,
                           "accuracy_int8": q.accuracy_int8}
         report["latency"].append(q.latency[1].as_dict())
+    if args.web:
+        from tlkit.export.web import build_web_page
+        report["web"] = str(build_web_page(out, args.web, args.ort_web_dir))
     return report
 
 
@@ -102,6 +115,10 @@ def report_export(r: dict) -> None:
                   f"; accuracy fp32 {q['accuracy_fp32']:.4f}, int8 {q['accuracy_int8']:.4f}"
                   if q["accuracy_int8"] is not None else ""))
     print(format_latency_table([Latency(**row) for row in r["latency"]]))
+    if "web" in r:
+        folder = Path(r["web"]).parent
+        print(f"wrote the web page {r['web']}; serve it with: python -m http.server -d {folder} "
+              "(then open http://localhost:8000 here, or this machine's address on a phone)")
 
 
 def evaluate_onnx(args: argparse.Namespace) -> dict:

@@ -36,7 +36,8 @@ from torch.utils.data import Dataset
 
 from tlkit.env import env_folder
 from tlkit.errors import DatasetLayoutError, ImageReadError
-from tlkit.images import IMAGE_EXTENSIONS, check_image_size, header_problem, is_image_file, open_image, warn_skipped
+from tlkit.images import (IMAGE_EXTENSIONS, check_image_size, draft_side, header_problem, is_image_file, open_image,
+                          warn_skipped)
 from tlkit.outputs import OUTPUT_MARKER
 from tlkit.storage import cache_root
 
@@ -52,7 +53,9 @@ class ImageDataset(Dataset):
 
     An image that fails to decode yields ``(None, path)``; the loaders of
     tlkit drop it and report the path. ``files``, ``targets`` and ``classes`` are
-    plain lists so that subsets and caches can use them.
+    plain lists so that subsets and caches can use them. With an evaluation
+    transform (a resize of the shorter side first), large JPEGs decode at a
+    reduced scale (:func:`tlkit.images.draft_side`).
     """
 
     def __init__(self, files: list[str], targets: list[int], classes: list[str],
@@ -68,7 +71,8 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            img = open_image(self.files[i])
+            # an evaluation transform: large JPEGs decode at reduced scale; random crops get every pixel
+            img = open_image(self.files[i], min_side=draft_side(self.transform))
         except ImageReadError:
             return None, self.files[i]
         return (self.transform(img) if self.transform else img), self.targets[i]
@@ -256,6 +260,8 @@ def subset(dataset: ImageDataset, per_class: int, seed: int = 0) -> ImageDataset
         idx = [i for i, t in enumerate(dataset.targets) if t == label]
         keep += sorted(rng.sample(idx, min(per_class, len(idx))))
     keep.sort()
+    if hasattr(dataset, "take"):  # a dataset that subsets itself (tlkit.text.TextDataset)
+        return dataset.take(keep, f"{dataset.name}[{per_class}/class]")
     return ImageDataset([dataset.files[i] for i in keep], [dataset.targets[i] for i in keep],
                         dataset.classes, dataset.transform, f"{dataset.name}[{per_class}/class]")
 

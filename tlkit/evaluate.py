@@ -225,6 +225,19 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
         >>> evaluate_split(load_model("runs/mine/model.pt"), "data/val")["accuracy"]
         0.975
     """
+    preds = predict(model, split_dataset(model, split_dir), batch_size=batch_size, device=device, progress=progress)
+    return split_report(preds)
+
+
+def split_dataset(model: nn.Module, split_dir: str | os.PathLike) -> ImageDataset:
+    """The images of ``split_dir/<class>/``, checked against the model's ``class_names`` (no transform).
+
+    For a text model, the sentences of a ``.tsv``/``.csv`` file or folder (:func:`tlkit.text.load_text_split`).
+
+    Example:
+        >>> split_dataset(model, "data/val").classes
+        ['cats', 'dogs']
+    """
     classes = getattr(model, "class_names", None)
     if not classes:
         raise ValueError("The model has no class_names, so its outputs cannot be matched to folders. "
@@ -232,21 +245,18 @@ def evaluate_split(model: nn.Module, split_dir: str | os.PathLike, batch_size: i
     if getattr(model, "input_kind", "image") == "text":  # a .tsv/.csv, or a folder of <class>/*.txt
         from tlkit.text.folders import load_text_split
 
-        data = load_text_split(split_dir, classes=list(classes))
-        preds = predict(model, data, batch_size=batch_size, device=device, progress=progress)
-        return _split_result(preds, list(classes))
+        return load_text_split(split_dir, classes=list(classes))
     root = Path(split_dir)
     found = class_folders(root)
     if sorted(classes) != found:
         raise DatasetLayoutError(f"The class folders in {root} are {found}, but the model was trained on "
                                  f"{list(classes)}. Point it at a folder with exactly those class folders.")
-    preds = predict(model, scan_class_folders(root, classes=list(classes)), batch_size=batch_size,
-                    device=device, progress=progress)
-    return _split_result(preds, list(classes))
+    return scan_class_folders(root, classes=list(classes))
 
 
-def _split_result(preds: Predictions, classes: list[str]) -> dict:
-    """The JSON-ready summary :func:`evaluate_split` returns."""
+def split_report(preds: Predictions) -> dict:
+    """``{"accuracy", "n", "per_class", "confusion", "classes"}`` of predictions, JSON-ready."""
+    classes = preds.classes
     cm = confusion_matrix(preds.labels, preds.preds, len(classes))
     per_class = {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan")
                  for i, c in enumerate(classes)}

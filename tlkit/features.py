@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ from tlkit.archive import remove_stale
 from tlkit.data import ImageDataset
 from tlkit.device import default_batch_size, inference_precision, pick_device
 from tlkit.engine import ORT_TAG, plan_engine
+from tlkit.engine_int8 import plan_int8
 from tlkit.env import env_folder
 from tlkit.guard import NON_FINITE_LOSS, NON_FINITE_WEIGHTS, first_non_finite
 from tlkit.heads import make_head
+from tlkit.images import DECODE_VERSION
 from tlkit.history import History
 from tlkit.inference import run_inference
 from tlkit.meter import NonFiniteLossError
@@ -54,6 +57,9 @@ class Features:
     seconds: float = 0.0
     from_cache: bool = False
     engine: str = "torch"  # what computed them: "torch" or "onnxruntime"
+    precision: str = ""  # what they were computed in: "fp32", "bf16", "fp16" or "int8"
+    load_seconds: float = 0.0  # of ``seconds``: waiting for decoded images (0 for a cache hit)
+    forward_seconds: float = 0.0  # of ``seconds``: the forward pass
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -76,12 +82,13 @@ def body_fingerprint(model: nn.Module) -> str:
 
 
 def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") -> str:
-    """Key over backbone weights, precision, transform, and each file's path, size and mtime.
+    """Key over backbone weights, precision, decoder version, transform, and each file's path, size and mtime.
 
     A dataset with a ``fingerprint()`` method (:class:`tlkit.text.TextDataset`) is keyed by it instead.
     """
     h = hashlib.sha256()
-    h.update(f"v{CACHE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|{precision}|".encode())
+    h.update(f"v{CACHE_VERSION}|d{DECODE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|"
+             f"{precision}|".encode())
     h.update(repr(dataset.transform).encode())  # text: the tokenizer's name and max_length
     if hasattr(dataset, "fingerprint"):  # a dataset that hashes its own content (text: sentences and labels)
         h.update(f"|content|{dataset.fingerprint()}".encode())
@@ -100,7 +107,8 @@ def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") 
 def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,
                      device: str | torch.device | None = None, cache: bool = True,
                      cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                     num_workers: int | None = None, precision: str = "auto", engine: str = "auto") -> Features:
+                     num_workers: int | None = None, precision: str = "auto", engine: str = "auto",
+                     calibration: ImageDataset | None = None) -> Features:
     """Pooled backbone features for every readable image of ``dataset``.
 
     Runs without gradients, with the model in eval mode, channels_last,
@@ -113,6 +121,10 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     and is faster here, else PyTorch; ``"torch"`` or ``"onnxruntime"`` force
     one (:mod:`tlkit.engine`; ``TLKIT_ENGINE`` overrides). The cache key
     includes the engine, so the two engines' features never mix. Under torchrun: PyTorch.
+    ``precision="int8"`` runs a static int8 copy of the ONNX graph, calibrated on
+    ``calibration`` (training images; :mod:`tlkit.engine_int8`); ``"auto"`` picks
+    int8 only where :func:`tlkit.int8_check.check_int8` showed it keeps the head's
+    validation accuracy within fp32's interval. Its key differs from fp32's.
     With ``cache=True`` the result is stored under
     ``cache_dir`` and reused while the backbone, transform and files are
     unchanged. A damaged cache file is detected and rebuilt. Under torchrun
@@ -129,25 +141,42 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     ctx = distributed.context()  # under torchrun: each rank extracts every world_size-th image
     path = None
     dev = pick_device(device)
-    precision = inference_precision(dev, precision)  # "auto" -> what this machine runs
     folder = Path(cache_dir or default_cache_dir())
-    # under torchrun every rank must run the same engine, and the "auto" decision is per process: PyTorch
-    engine, runner = ("torch", None) if ctx.world_size > 1 else plan_engine(
-        engine, model, "head", dataset, body_fingerprint(model), precision, dev, folder)
-    tag = ORT_TAG if runner is not None else precision  # the key says which engine computed the rows
+    engine, runner, tag, precision = _plan(model, dataset, engine, precision, calibration, dev, folder, ctx)
+    shown = "int8" if tag.startswith("onnxruntime-int8") else "fp32" if tag == ORT_TAG else precision  # what ran
     if cache:
         key = cache_key(model, dataset, tag)
-        path = folder / f"{model.name}-{key[:24]}.pt"
+        # one file name, whatever the model is called ("hf:org/model" names a text encoder)
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model.name)[-60:]}-{key[:24]}.pt"
         hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit == "unusable":  # damaged and cannot be removed (read-only folder): compute without the cache
             path = None
         elif hit is not None:
-            return Features(*hit, classes=dataset.classes, from_cache=True, engine=engine)
+            return Features(*hit, classes=dataset.classes, from_cache=True, engine=engine, precision=shown)
     out = _extract(model, dataset, ctx, batch_size or default_batch_size(dev), dev, progress and ctx.is_main,
                    num_workers, precision, runner)
+    out.precision = shown
     if path is not None and ctx.is_main:
         _save_cache(path, key, out)
     return out
+
+
+def _plan(model: nn.Module, dataset: ImageDataset, engine: str, precision: str, calibration: ImageDataset | None,
+          device: torch.device, folder: Path, ctx: distributed.DistContext) -> tuple[str, object, str, str]:
+    """``(engine, ORT runner or None, the cache key's precision tag, PyTorch's precision)`` of the pass."""
+    if ctx.world_size > 1:  # every rank must run the same engine, and "auto" decides per process: PyTorch
+        if precision == "int8":
+            warnings.warn("precision='int8' runs on ONNX Runtime in one process; under torchrun the "
+                          "features are computed in PyTorch.", stacklevel=3)
+        precision = inference_precision(device, "auto" if precision == "int8" else precision)
+        return "torch", None, precision, precision
+    fingerprint = body_fingerprint(model)
+    int8 = plan_int8(engine, precision, model, dataset, calibration, fingerprint, device, folder)
+    if int8 is not None:
+        return "onnxruntime", int8[0], int8[1], "fp32"
+    precision = inference_precision(device, "auto" if precision == "int8" else precision)  # "auto": this machine's
+    engine, runner = plan_engine(engine, model, "head", dataset, fingerprint, precision, device, folder)
+    return engine, runner, ORT_TAG if runner is not None else precision, precision  # the key names the engine
 
 
 def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistContext, batch_size: int,
@@ -160,12 +189,13 @@ def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistConte
     start = time.perf_counter()
     shard = distributed.shard_dataset(dataset, ctx)  # the whole dataset in one process
     forward = runner if runner is not None else model.forward_pooled
+    timing: dict = {}
     feats, labels, files = run_inference(model, shard, forward, model.num_features, batch_size, device,
                                          "fp32" if runner is not None else precision, progress, num_workers,
-                                         desc="extracting features of")
+                                         desc="extracting features of", timing=timing)
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
     return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start,
-                    engine="onnxruntime" if runner is not None else "torch")
+                    engine="onnxruntime" if runner is not None else "torch", **timing)
 
 
 def _load_cache(path: Path, key: str):

@@ -15,7 +15,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+import time
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +27,8 @@ from tlkit.fold import fold_frozen_batchnorm
 from tlkit.images import warn_skipped
 from tlkit.loaders import make_loader, with_files
 from tlkit.modes import eval_mode
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -47,8 +50,8 @@ def ready_for_inference(model: nn.Module, device: torch.device) -> Iterator[nn.M
 @torch.no_grad()  # not inference_mode: .to(memory_format) in it would turn the weights into inference tensors
 def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[torch.Tensor], torch.Tensor],
                   width: int, batch_size: int, device: torch.device, precision: str = "auto",
-                  progress: bool = False, num_workers: int | None = None,
-                  desc: str = "running") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                  progress: bool = False, num_workers: int | None = None, desc: str = "running",
+                  timing: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``forward`` over every readable image of ``dataset``, in file order.
 
     Args:
@@ -61,6 +64,9 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
             :func:`tlkit.device.inference_precision`).
         progress: show a tqdm bar labelled ``desc`` (a verb, e.g. "predicting"), which
             also names the pass in the warning about skipped images.
+        timing: a dict that receives where the time went: ``load_seconds`` (waiting
+            for decoded batches: all of the decoding without DataLoader workers) and
+            ``forward_seconds`` (the rest: the forward pass and its copies).
 
     Returns:
         ``(outputs (N, width) float32 on the CPU, labels (N,), files kept)``.
@@ -75,9 +81,11 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers,
                          pin_memory=device.type == "cuda")
     bar = tqdm(total=len(dataset), desc=f"{desc} {dataset.name}", unit="img", disable=not progress)
+    timing = {} if timing is None else timing
+    timing["load_seconds"], start = 0.0, time.perf_counter()
     with ready_for_inference(model, device):
         # releasing_memory: freed memory back to the OS (Binder has 2 GB)
-        for x, y, batch_kept, dropped in with_files(releasing_memory(loader, device), dataset.files):
+        for x, y, batch_kept, dropped in with_files(timed(releasing_memory(loader, device), timing), dataset.files):
             kept += batch_kept
             skipped += dropped
             if len(y):
@@ -86,6 +94,25 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
                 labels.append(y)
             bar.update(len(batch_kept) + len(dropped))
     bar.close()
+    timing["forward_seconds"] = time.perf_counter() - start - timing["load_seconds"]
     warn_skipped(skipped, where=f" while {desc} {dataset.name}")
     return (torch.cat(outputs) if outputs else torch.empty(0, width),
             torch.cat(labels) if labels else torch.empty(0, dtype=torch.long), kept)
+
+
+def timed(batches: Iterable[T], timing: dict) -> Iterator[T]:
+    """Yields from ``batches``, adding the seconds spent waiting for each to ``timing["load_seconds"]``.
+
+    Example:
+        >>> timing = {"load_seconds": 0.0}
+        >>> for x, y, dropped in timed(make_loader(val), timing): ...
+    """
+    it = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        timing["load_seconds"] = timing.get("load_seconds", 0.0) + time.perf_counter() - start
+        yield item

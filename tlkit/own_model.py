@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import threading
 import time
@@ -43,6 +42,7 @@ from torch import nn
 from tlkit.backbones import Backbone
 from tlkit.checkpoint import load_head
 from tlkit.data import ImageDataset, transforms_for
+from tlkit.evaluate import binomial_interval
 from tlkit.explain import classify_image
 from tlkit.features import Features, body_fingerprint, extract_features, train_head
 from tlkit.own_data import PhotoStore, decode_upload
@@ -138,10 +138,7 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     """
     if n == 0:
         return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return binomial_interval(correct / n, n, z)
 
 
 class FeatureBank:

@@ -7,6 +7,10 @@ sketch is never mistaken for the photo it was made from).
 * :class:`EdgeSketch` (``edge_sketch``): greyscale edge map, black lines on
   white, like a pencil sketch. Colour, texture and shading, the low-level
   statistics ImageNet's early layers are tuned to, are gone; the shapes stay.
+* The built-in shifts with a severity 1..5 (greyscale, blur, jpeg, dark,
+  contrast, noise, sketch) live in :mod:`tlkit.shift_kinds`: ``SHIFTS``,
+  ``make_shift`` (``"blur:3"``, ``"dark:2+noise:3"``), ``ImageShift``,
+  ``ShiftChain``, ``all_shifts``. :func:`shifted` also takes their names.
 * :func:`shifted` gives an ImageDataset whose images go through a shift
   before any transform, including the one ``fit`` picks (train augmentation
   and validation preprocessing both see the shifted image).
@@ -14,14 +18,16 @@ sketch is never mistaken for the photo it was made from).
 Example:
     >>> sketches = shifted(train, edge_sketch)
     >>> history = fit(model, sketches, shifted(val, edge_sketch), epochs=4, image_size=128)
+    >>> blurred = shifted(val, "blur:3")             # NAME:SEVERITY, see tlkit.shift_kinds
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
 from tlkit.data import ImageDataset
+from tlkit.shift_kinds import make_shift, sketch_of
 
 Shift = Callable[[Image.Image], Image.Image]
 
@@ -38,8 +44,7 @@ class EdgeSketch:
         if not isinstance(img, Image.Image):
             raise TypeError(f"edge_sketch expects a PIL image, got {type(img).__name__}. Apply it before "
                             "ToTensor (tlkit.shifts.shifted(dataset, edge_sketch) does).")
-        edges = img.convert("L").filter(ImageFilter.FIND_EDGES)
-        return ImageOps.invert(ImageOps.autocontrast(edges)).convert("RGB")
+        return sketch_of(img)
 
     def __repr__(self) -> str:
         return "edge_sketch"
@@ -58,7 +63,13 @@ class Then:
         return self.transform(self.shift(img))
 
     def __repr__(self) -> str:
-        return f"{self.shift!r} -> {self.transform!r}"
+        # The caches key on this text: the shift's class (and its ``version``, if it has one) is part
+        # of it, so a user's callable whose repr happens to read "sketch:1" never reuses the cached
+        # features of the built-in shift, and a changed built-in does not reuse stale ones.
+        kind = type(self.shift)
+        version = getattr(self.shift, "version", None)
+        tag = f"{kind.__module__}.{kind.__qualname__}" + (f"/v{version}" if version is not None else "")
+        return f"{tag}[{self.shift!r}] -> {self.transform!r}"
 
 
 class ShiftedDataset(ImageDataset):
@@ -95,14 +106,21 @@ class ShiftedDataset(ImageDataset):
         return ShiftedDataset(ImageDataset(self.files, self.targets, self.classes, transform, self.name), self.shift)
 
 
-def shifted(dataset: ImageDataset, shift: Shift) -> ShiftedDataset:
+def shifted(dataset: ImageDataset, shift: "Shift | str", seed: int = 0) -> ShiftedDataset:
     """``dataset`` with every image passed through ``shift`` first (its transform is kept).
+
+    ``shift``: a callable (PIL image -> PIL image), or text for :func:`make_shift`
+    such as ``"blur:3"``; ``seed`` goes to :func:`make_shift` (random shifts only).
 
     Example:
         >>> val_sketches = shifted(val, edge_sketch)
         >>> val_sketches[0][0].size == val[0][0].size
         True
+        >>> shifted(val, "noise:2", seed=1).name
+        'val (noise:2@1)'
     """
+    if isinstance(shift, str):
+        shift = make_shift(shift, seed=seed)
     if not isinstance(dataset, ImageDataset):
         raise TypeError(f"shifted() takes an ImageDataset (tlkit.data), got {type(dataset).__name__}.")
     if isinstance(dataset, ShiftedDataset):

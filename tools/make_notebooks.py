@@ -386,6 +386,7 @@ def kernel_env(fast: bool, cache_dir: str | None = None, runs_dir: str | None = 
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["TLKIT_PROGRESS"] = "0"       # tqdm widgets would clutter the committed outputs
     env["CUDA_VISIBLE_DEVICES"] = ""  # the committed notebooks show the CPU profile
+    env.pop("MPLBACKEND", None)       # Agg (usual in test shells) would stop the kernel's inline figures
     env["PYTHONWARNINGS"] = env.get("PYTHONWARNINGS", "ignore::DeprecationWarning")
     return env
 

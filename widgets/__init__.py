@@ -16,6 +16,7 @@ from widgets.freeze_panel import FreezePanel
 from widgets.lr_explorer import LRExplorer
 from widgets.own_data_panel import OwnDataPanel
 from widgets.predict_panel import PredictPanel
+from widgets.shift_lab import ShiftLab
 from widgets.strategy_board import StrategyBoard
 
-__all__ = ["FreezePanel", "LRExplorer", "OwnDataPanel", "PredictPanel", "StrategyBoard", "TrainingDashboard"]
+__all__ = ["FreezePanel", "LRExplorer", "OwnDataPanel", "PredictPanel", "ShiftLab", "StrategyBoard", "TrainingDashboard"]

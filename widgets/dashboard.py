@@ -27,6 +27,7 @@ from tlkit.callbacks import Callback
 from tlkit.train import fit
 from widgets._base import ThreadedPanel, Throttle, describe_error, keep_global_rng
 from widgets._plot import curves_png, message_png, show_png
+from widgets._snapshot import Snapshot, image_snapshot
 
 
 class _LiveCallback(Callback):
@@ -119,6 +120,11 @@ class TrainingDashboard(ThreadedPanel):
     def history(self) -> History | None:
         """The History of the current or last run (live while training)."""
         return self._final_history if self._final_history is not None else self._live_history
+
+    def snapshot(self) -> Snapshot:
+        """The curves the panel shows now (``"training_curves"``: the PNG it drew, not a new
+        figure) and its status line, as a static image for viewers without a kernel."""
+        return image_snapshot("training_curves", self.plot, self.status.value, empty="no training run yet")
 
     def add_callback(self, callback) -> None:
         """Adds a ``fit`` callback to every later run (a FreezePanel's epoch hook, for example)."""

@@ -27,9 +27,11 @@ import threading
 import ipywidgets as W
 from torch import nn
 
+from tlkit import viz
 from tlkit.freezing import count_parameters, freeze, set_bn_policy, trainable_summary, unfreeze
 from tlkit.callbacks import Callback
 from widgets._base import Panel
+from widgets._snapshot import Snapshot
 
 _BN_KEY = "__bn_policy__"  # key of a queued BN policy change in the pending dict
 KEEPING_POLICIES = ("eval", "eval_all")  # BN policies under which frozen BatchNorm keeps its statistics
@@ -148,10 +150,34 @@ class FreezePanel(Panel):
             self.bn_checkbox.value = pending.get(_BN_KEY, self.model.bn_policy) in KEEPING_POLICIES
         finally:
             self._local.syncing = False
+        self.totals.value = self._totals_text()
+
+    def _totals_text(self) -> str:
         trainable, total = count_parameters(self.model)
         pct = 100 * trainable / max(total, 1)
-        self.totals.value = (f"trainable: {trainable:,} parameters | frozen: {total - trainable:,} "
-                             f"| {pct:.1f}% trainable")
+        return f"trainable: {trainable:,} parameters | frozen: {total - trainable:,} | {pct:.1f}% trainable"
+
+    def snapshot(self) -> Snapshot:
+        """The freeze state now as a static image (``"freeze_state"``), for viewers without a kernel.
+
+        One table row per group, input to output: trainable or frozen (and a
+        queued change), parameters, BatchNorm mode; the title is the totals
+        line. ``text`` lists the same, one group a line.
+
+        Example:
+            >>> panel.freeze_all_but_head()
+            >>> panel.snapshot().text.splitlines()[-1]
+            'head: trainable, 2,562 params'
+        """
+        rows, pending = trainable_summary(self.model), self.pending
+        for r in rows:
+            r["state"] = "trainable" if r["trainable"] else "frozen"
+            if r["group"] in pending and pending[r["group"]] != r["trainable"]:
+                r["state"] += " -> " + ("trainable" if pending[r["group"]] else "frozen") + " (queued)"
+        totals = self._totals_text()
+        png = viz.figure_to_png(viz.plot_freeze_state(rows, title=totals), dpi=100)
+        lines = [totals] + [f"{r['group']}: {r['state']}, {r['params']:,} params" for r in rows]
+        return Snapshot("freeze_state", png, "\n".join(lines))
 
     # ---- controller ---------------------------------------------------
     def _on_toggle(self, group: str, change) -> None:

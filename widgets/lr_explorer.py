@@ -44,6 +44,7 @@ from tlkit.lr_finder import lr_find
 from tlkit.train import fit
 from widgets._base import ThreadedPanel, keep_global_rng
 from widgets._plot import message_png, show_png
+from widgets._snapshot import Snapshot, image_snapshot
 
 MODES = ("features", "finetune")
 SLIDER_STEP = 0.01  # in log10 units: neighbouring slider rates differ by 2.3%, so 1.7e-3 is not shown as 2e-3
@@ -162,6 +163,8 @@ class LRExplorer(ThreadedPanel):
         self.runs: dict[float, History] = {}
         self.verdicts: dict[float, tuple[str, str]] = {}
         self.finder = None
+        self.figures: dict[str, bytes] = {}  # the last PNG of each action ("find", "compare", "finetune")
+        self._texts: dict[str, str] = {}
         self._init_threaded("tlkit-lr-explorer", blocking, status="Pick a learning rate, or press a button.")
         self._build(lr)
 
@@ -181,6 +184,28 @@ class LRExplorer(ThreadedPanel):
         show_png(self.plot, message_png("press a button"))
         self.widget = W.VBox([self.lr, W.HBox(buttons), self.status, self.error_box, self.verdict_box,
                               self.plot, self.log])
+
+    def snapshot(self, action: str | None = None) -> Snapshot:
+        """A static image of the plot, for viewers without a kernel: the PNG the panel drew.
+
+        ``action=None``: what the panel shows now. ``"find"`` (the range-test
+        curve), ``"compare"`` or ``"finetune"``: that action's last plot, also
+        after a later action replaced it. Named ``"lr_<action>"``.
+
+        Example:
+            >>> explorer.find_lr(blocking=True); explorer.compare(blocking=True)
+            >>> explorer.snapshot("find").name
+            'lr_find'
+        """
+        if action is None:
+            shown = next((a for a, png in self.figures.items() if png == bytes(self.plot.value or b"")), "plot")
+            return image_snapshot(f"lr_{shown}", self.plot, self._texts.get(shown, self.status.value),
+                                  empty="no action run yet")
+        if action not in ("find", "compare", "finetune"):
+            raise ValueError(f"action must be None, 'find', 'compare' or 'finetune', got {action!r}.")
+        if action not in self.figures:
+            raise ValueError(f"No {action!r} plot yet: run it first (find_lr(), compare() or finetune_test()).")
+        return Snapshot(f"lr_{action}", self.figures[action], self._texts[action])
 
     # ---- actions ------------------------------------------------------
     def _clear_results(self) -> None:
@@ -256,7 +281,7 @@ class LRExplorer(ThreadedPanel):
         """Shows an action's result: the plot, the verdicts, the slider and the status line."""
         if result.action == "find":
             self.finder = result.finder
-            show_png(self.plot, viz.figure_to_png(viz.plot_lr_find(result.finder)))
+            self._show(result.action, viz.figure_to_png(viz.plot_lr_find(result.finder)))
             suggestion = result.finder.suggestion
             if suggestion:
                 self.lr.value = on_slider(suggestion)
@@ -264,12 +289,20 @@ class LRExplorer(ThreadedPanel):
                                      f"slider set to {viz.format_rate(self.lr.value)}.")
             else:
                 self.status.value = "No clear suggestion: the loss never fell steadily. Look at the curve."
+            self._texts["find"] = self.status.value
             return
         self.runs = result.runs
         if result.action == "compare":
             self.verdicts = result.verdicts
-        show_png(self.plot, viz.figure_to_png(viz.plot_lr_curves(result.runs)))
+        self._show(result.action, viz.figure_to_png(viz.plot_lr_curves(result.runs)))
         self.verdict_box.value = "".join(
             f"<div><b>lr {viz.format_rate(lr)}</b> <span style='color:{VERDICT_COLOURS.get(result.kinds[lr], '#000')}'>"
             f"{html.escape(result.lines[lr])}</span></div>" for lr in sorted(result.lines))
         self.status.value = result.status
+        self._texts[result.action] = "\n".join(
+            [result.status] + [f"lr {viz.format_rate(lr)}: {result.lines[lr]}" for lr in sorted(result.lines)])
+
+    def _show(self, action: str, png: bytes) -> None:
+        """Puts an action's plot in the panel and keeps it for :meth:`snapshot`."""
+        self.figures[action] = png
+        show_png(self.plot, png)

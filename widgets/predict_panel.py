@@ -32,6 +32,7 @@ from tlkit.explain import classify_image, grad_cam
 from widgets._base import Panel, describe_error, error_html
 from widgets._compat import uploaded_files
 from widgets._plot import show_png
+from widgets._snapshot import Snapshot, image_snapshot
 
 _NO_CHOICE = "(pick a validation image)"
 
@@ -107,6 +108,14 @@ class PredictPanel(Panel):
         self.log = W.Output()
         self.widget = W.VBox([W.HBox([self.upload, self.pick]), self.error_box,
                               W.HBox([self.image, self.probs]), self.cam, self.log])
+
+    def snapshot(self) -> Snapshot:
+        """The Grad-CAM figure shown now (``"grad_cam"``: photo and heatmap, the PNG the last
+        prediction drew) and its probabilities, as a static image for viewers without a kernel."""
+        last = self.last
+        text = (f"{last['name']}: " + ", ".join(f"{n} {100 * p:.1f}%" for n, p in last["probs"])
+                + (f" (true class: {last['true']})" if last["true"] else "")) if last else "no prediction yet"
+        return image_snapshot("grad_cam", self.cam, text, empty="no prediction yet")
 
     def _choices(self, limit: int) -> list[tuple[str, str | None]]:
         options: list[tuple[str, str | None]] = [(_NO_CHOICE, None)]

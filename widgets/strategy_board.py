@@ -45,6 +45,7 @@ from tlkit.heads import init_linear_
 from tlkit.strategy import STRATEGIES, train_strategy
 from widgets._base import ThreadedPanel, keep_global_rng
 from widgets._plot import message_png, show_png
+from widgets._snapshot import Snapshot, image_snapshot
 
 
 DEFAULT_EPOCHS = 3
@@ -149,6 +150,15 @@ class StrategyBoard(ThreadedPanel):
 
     def _set_busy(self, busy: bool) -> None:
         self.run_button.disabled = busy
+
+    def snapshot(self) -> Snapshot:
+        """The strategies' validation curves as shown now (``"strategy_curves"``, the PNG the
+        run drew) with the verdict and one line per strategy, for viewers without a kernel."""
+        lines = [self.status.value] + [f"{r['strategy']}: best val acc {r['val_acc']:.3f} "
+                                       f"({_interval(r, len(self.val_ds))}), {r['epochs']} epochs, "
+                                       f"{r['trainable_params']:,} trainable parameters"
+                                       for r in self.results.values()]
+        return image_snapshot("strategy_curves", self.plot, "\n".join(lines), empty="no comparison run yet")
 
     # ---- worker -----------------------------------------------------------
     def _fresh_models(self):

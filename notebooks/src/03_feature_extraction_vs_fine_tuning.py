@@ -289,7 +289,7 @@ sketch_val = shifted(sample(val_all, SETTINGS["sketch_val_per_class"]), edge_ske
 print(f"task 2, sketches: {len(sketch_train)} training and {len(sketch_val)} validation images at {SIZE} px")
 originals = [val_all.files[i] for i in (0, 1, 600, 601)]
 viz.show_images([*originals, *(edge_sketch(open_image(f)) for f in originals)],
-                titles=["photo"] * 4 + ["edge sketch"] * 4);
+                titles=["photo"] * 4 + ["edge sketch"] * 4)
 
 # %% [markdown]
 # Three strategies on the sketches, each for the same number of epochs, scored on the same

@@ -600,11 +600,13 @@ check_val_size(needed, accuracy=0.9, half_width=0.01)
 from tlkit import list_backbones
 
 IMAGENET_TOP1 = {  # ImageNet-1k top-1 accuracy (%) published with each set of weights
-    "efficientnet_lite0": 75.1, "resnet18": 69.8, "resnet34": 73.3, "resnet50": 80.9,
+    "efficientnet_lite0": 75.1, "efficientnet_lite1": 76.7, "efficientnet_lite2": 77.6,
+    "resnet18": 69.8, "resnet34": 73.3, "resnet50": 80.9,
     "mobilenet_v3_small": 67.7, "mobilenet_v3_large": 75.3, "efficientnet_b0": 77.7, "convnext_tiny": 82.5,
 }
 LICENCE = {name: "BSD-3 code; ImageNet-trained weights, check terms" for name in IMAGENET_TOP1}
-LICENCE["efficientnet_lite0"] = "Apache-2.0 (code and weights)"
+for lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+    LICENCE[lite] = "Apache-2.0 (code and weights)"
 
 table = []
 x = torch.randn(8, 3, 160, 160)

@@ -148,10 +148,15 @@ claim(acc[0] <= 0.65 and max(acc) >= acc[0] + 0.1 and 900_000 <= count_parameter
       "after epoch 1 close to chance, then climbs; the trainable count jumps to about a million",
       val_acc_per_epoch=acc, trainable=count_parameters(model)[0])
 
-# %%
-from tlkit import viz
+# %% [markdown]
+# For readers without a kernel: the two panels as they ended (`.snapshot()`, a static image
+# of what each one shows, drawn by the run above): the freeze state, then the dashboard's
+# curves (the thin line is the running batch loss).
 
-viz.plot_history(dash.history)
+# %%
+from IPython.display import display
+
+display(panel.snapshot(), dash.snapshot())
 
 # %%
 torch.manual_seed(0)
@@ -202,12 +207,30 @@ explorer = LRExplorer(train_feats, val_feats, lrs=(1e-5, 1e-3, 1e-1, 1.0), epoch
 explorer
 
 # %%
-explorer.find_lr(blocking=True)
-explorer.compare(blocking=True)
+explorer.find_lr(blocking=True)   # what pressing "find LR" does
+print(explorer.status.value)
+
+# %% [markdown]
+# For readers without a kernel: the panel as it ended (`explorer.snapshot("find")`, the
+# range-test curve it drew): the loss against the learning rate, with the suggestion marked.
+
+# %%
+explorer.snapshot("find")
+
+# %%
+from tlkit.viz import format_rate  # 1.7e-03, as the plot's legend writes it
+
+explorer.compare(blocking=True)   # what pressing "compare" does
 print(explorer.status.value)
 for lr, (verdict, why) in sorted(explorer.verdicts.items()):
-    print(f"lr {lr:.0e}: {verdict:<8} ({why})")
-viz.plot_lr_curves(explorer.runs)
+    print(f"lr {format_rate(lr)}: {verdict:<8} ({why})")
+
+# %% [markdown]
+# For readers without a kernel: the panel as it ended (`explorer.snapshot()`, the
+# comparison's validation curves).
+
+# %%
+explorer.snapshot()
 
 # %% [markdown]
 # **Try it.** Drag the slider to a rate between two of the tried ones and press
@@ -227,7 +250,13 @@ explorer_ft
 explorer_ft.finetune_test(blocking=True)  # what pressing "fine-tune test" does
 print(explorer_ft.status.value)
 for lr, h in sorted(explorer_ft.runs.items()):  # epoch 0: before fine-tuning
-    print(f"lr {lr:.0e}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
+    print(f"lr {format_rate(lr)}: validation accuracy by epoch {[round(a, 2) for a in h['val_acc']]}")
+
+# %% [markdown]
+# For readers without a kernel: the panel as it ended (`explorer_ft.snapshot()`).
+
+# %%
+explorer_ft.snapshot()
 
 # %% claim
 # Claim check: guards "overwritten within one epoch ... at 1e-4 it stays"; runs when the notebooks are rebuilt
@@ -279,6 +308,13 @@ for r in board.results.values():
     print(f"{r['strategy']:<22} {r['val_acc']:>8.1%} {r['epochs']:>7} {r['seconds']:>8.1f} {r['trainable_params']:>10,}")
 
 # %% [markdown]
+# For readers without a kernel: the panel as it ended (`board.snapshot()`, the strategies'
+# validation curves, one colour per strategy).
+
+# %%
+board.snapshot()
+
+# %% [markdown]
 # ## 4 · Predict your own photo
 #
 # The classifier of notebook 02: the frozen body plus a head trained on the cached
@@ -306,6 +342,13 @@ from pathlib import Path
 photo = [f for f, t in zip(val.files, val.targets) if t == 1][0]  # a dog, as if picked in the panel
 probs = predict_panel.predict_file(photo)
 print(Path(photo).name, "->", ", ".join(f"{name} {p:.1%}" for name, p in probs))
+
+# %% [markdown]
+# For readers without a kernel: the panel as it ended (`predict_panel.snapshot()`, the photo
+# and its Grad-CAM heatmap).
+
+# %%
+predict_panel.snapshot()
 
 # %% [markdown]
 # ### Exercise 3: unfreeze just enough

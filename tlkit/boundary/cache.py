@@ -40,7 +40,7 @@ from tlkit.device import (default_batch_size, inference_autocast, inference_prec
                           releasing_memory, to_device)
 from tlkit.engine import ORT_TAG, plan_engine
 from tlkit.features import default_cache_dir
-from tlkit.images import warn_skipped
+from tlkit.images import DECODE_VERSION, warn_skipped
 from tlkit.inference import ready_for_inference
 from tlkit.loaders import make_loader, with_files
 from tlkit.storage import atomic_save, safe_load
@@ -142,7 +142,7 @@ def activation_key(model: nn.Module, dataset: ImageDataset, boundary: str, views
                    precision: str = "fp32", dtype: str = "fp16") -> str:
     """Key over the boundary, the weights below it, precision, views, transform, and each file's size and mtime."""
     h = hashlib.sha256()
-    h.update(f"a{ACTIVATION_VERSION}|{model.name}|{boundary}|{bottom_fingerprint(model, boundary)}|"
+    h.update(f"a{ACTIVATION_VERSION}|d{DECODE_VERSION}|{model.name}|{boundary}|{bottom_fingerprint(model, boundary)}|"
              f"{precision}|{dtype}|{views}|{seed}|{dataset.transform!r}".encode())
     for f, t in zip(dataset.files, dataset.targets):
         try:

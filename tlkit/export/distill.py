@@ -93,24 +93,35 @@ def distill(teacher: nn.Module, student: nn.Module, data: ImageDataset, temperat
             alpha: float = 0.5, epochs: int = 30, lr: float = 1e-3, batch_size: int = 64,
             val: ImageDataset | None = None, teacher_size: int | None = None, student_size: int | None = None,
             seed: int = 0, cache_dir: str | os.PathLike | None = None,
-            progress: bool = False) -> tuple[nn.Module, History]:
-    """Trains a fresh head for ``student`` (a frozen backbone) on ``data`` with the teacher's soft targets.
+            progress: bool = False, train_body: bool = False) -> tuple[nn.Module, History]:
+    """Trains ``student`` on ``data`` with the teacher's soft targets (its head, or its body too).
 
-    The teacher runs once over ``data`` (cached), the student's body once
-    (cached features), then the head trains for ``epochs`` with
-    :func:`distillation_loss`. With ``val``, the head from the epoch with the
-    best validation accuracy is kept. The student is changed in place (its
-    ``head``) and returned with the History. ``alpha=0`` gives the hard-label
-    baseline with the same budget.
+    The teacher runs once over ``data`` (its logits are cached like
+    features). ``train_body=False``: the student's body runs once (cached
+    features) and a fresh head trains for ``epochs``. ``train_body=True``: the
+    student runs on every batch and every group it has unfrozen trains (choose
+    them with ``tlkit.freeze_to``; its current head is kept and trained), see
+    :mod:`tlkit.export.distill_body`. Both use :func:`distillation_loss`;
+    with ``val``, the epoch with the best validation accuracy is kept. The
+    student is changed in place and returned with the History. ``alpha=0``
+    gives the hard-label baseline with the same budget.
 
     Example:
         >>> student, hist = distill(teacher, student, train, val=val, student_size=128)
+        >>> freeze_to(student, -3)
+        >>> student, hist = distill(teacher, student, train, val=val, student_size=128, train_body=True)
     """
     if student.num_classes != teacher.num_classes:
         raise ValueError(f"The student has {student.num_classes} outputs and the teacher {teacher.num_classes}; "
                          "give the student the teacher's head: student.replace_head(teacher.num_classes).")
     soft = teacher_logits(teacher, data, teacher_size, cache_dir=cache_dir, progress=progress)
     tf = transforms_for(student, train=False, image_size=student_size)
+    if train_body:
+        from tlkit.export.distill_body import train_body as fit_body
+        if student.class_names is None:
+            student.class_names = teacher.class_names
+        return fit_body(student, data.with_transform(tf), soft, val.with_transform(tf) if val is not None else None,
+                        temperature, alpha, epochs, lr, batch_size, seed)
     feats = extract_features(student, data.with_transform(tf), cache_dir=cache_dir, progress=progress)
     row = {f: i for i, f in enumerate(soft.files)}
     keep = [i for i, f in enumerate(feats.files) if f in row]  # images both runs could read

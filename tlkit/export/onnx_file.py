@@ -82,6 +82,9 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | Non
         >>> export_onnx(model, "model.onnx", image_size=160).parity.agreement
         1.0
     """
+    if getattr(model, "input_kind", "image") != "image":  # the graph, metadata and parity check take images
+        raise ValueError(f"ONNX export covers image models; {getattr(model, 'name', 'this model')} reads text. "
+                         "Save it with tlkit.save_model (python -m tlkit train writes model.pt) instead.")
     onnx = require("onnx")
     size = int(image_size or model.input_size)
     names = list(class_names or getattr(model, "class_names", None) or [])

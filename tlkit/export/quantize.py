@@ -68,11 +68,33 @@ def quantize_int8(onnx_path: str | os.PathLike, calibration_data: ImageDataset |
         >>> quantize_int8("m.onnx", subset(train, 50), "m.int8.onnx").size_ratio
         0.27
     """
-    quant = require("onnxruntime.quantization")
+    require("onnxruntime.quantization")  # a clear error before any image is decoded
     meta = read_metadata(onnx_path)
     batches = list(_batches(calibration_data, meta))
     if not batches:
         raise ValueError("The calibration data has no readable image; give some training images.")
+    out_path = Path(out_path)
+    quantize_batches(onnx_path, batches, out_path, per_channel)
+    write_metadata(out_path, {**meta, "precision": "int8", "calibration_images": sum(len(b) for b in batches)})
+    result = _compare(Path(onnx_path), out_path, validation if validation is not None else batches, meta)
+    if measure:
+        result.latency = [measure_latency(onnx_path), measure_latency(out_path)]
+    log.info("int8: %.1f MB -> %.1f MB, agreement %.3f", result.fp32_bytes / 1e6, result.int8_bytes / 1e6,
+             result.agreement)
+    return result
+
+
+def quantize_batches(onnx_path: str | os.PathLike, batches: list[np.ndarray], out_path: str | os.PathLike,
+                     per_channel: bool = True) -> Path:
+    """Static int8 (QDQ) copy of any ONNX file with one input, calibrated on ``batches`` (MinMax ranges).
+
+    :func:`quantize_int8` uses it for classifiers; :mod:`tlkit.engine_int8` for a frozen body.
+
+    Example:
+        >>> quantize_batches("body.onnx", [x.numpy() for x in train_batches], "body.int8.onnx")
+        PosixPath('body.int8.onnx')
+    """
+    quant = require("onnxruntime.quantization")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,13 +103,7 @@ def quantize_int8(onnx_path: str | os.PathLike, calibration_data: ImageDataset |
         quant.quantize_static(str(prepared), str(out_path), _Reader(batches), quant_format=quant.QuantFormat.QDQ,
                               activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
                               per_channel=per_channel, calibrate_method=quant.CalibrationMethod.MinMax)
-    write_metadata(out_path, {**meta, "precision": "int8", "calibration_images": sum(len(b) for b in batches)})
-    result = _compare(Path(onnx_path), out_path, validation if validation is not None else batches, meta)
-    if measure:
-        result.latency = [measure_latency(onnx_path), measure_latency(out_path)]
-    log.info("int8: %.1f MB -> %.1f MB, agreement %.3f", result.fp32_bytes / 1e6, result.int8_bytes / 1e6,
-             result.agreement)
-    return result
+    return out_path
 
 
 class _Reader:

@@ -11,9 +11,11 @@ Example:
     >>> model = load_backbone("minilm", class_names=train.classes)
     >>> history = fit(model, train, val, epochs=1, lr=4e-5)   # the tokenizer is the model's
 """
+from tlkit.text.backbone import DEFAULT_MAX_LENGTH, TextBackbone, TextTokenizer, load_text_backbone
 from tlkit.text.data import TextDataset, decode_lines, read_lines, read_table, split_dataset
 from tlkit.text.folders import (LAYOUTS, RT_URL, download_rt_polarity, is_text_folder, load_text_folder,
                                 load_text_split, rt_polarity)
 
-__all__ = ["LAYOUTS", "RT_URL", "TextDataset", "decode_lines", "download_rt_polarity", "is_text_folder",
-           "load_text_folder", "load_text_split", "read_lines", "read_table", "rt_polarity", "split_dataset"]
+__all__ = ["DEFAULT_MAX_LENGTH", "LAYOUTS", "RT_URL", "TextBackbone", "TextDataset", "TextTokenizer", "decode_lines",
+           "download_rt_polarity", "is_text_folder", "load_text_backbone", "load_text_folder", "load_text_split",
+           "read_lines", "read_table", "rt_polarity", "split_dataset"]

@@ -86,16 +86,34 @@ class TextDataset(Dataset):
     def __getitem__(self, i: int):
         if self.transform is None:
             return self.sentences[i], self.targets[i]
-        if self._encoded is None:
-            encode = getattr(self.transform, "encode", None)
-            if encode is None:  # a plain callable: one sentence at a time
-                return self.transform(self.sentences[i]), self.targets[i]
-            self._encoded = encode(self.sentences)  # (N, 2, L): tokenized once
+        if self._encode() is None:  # a plain callable: one sentence at a time
+            return self.transform(self.sentences[i]), self.targets[i]
         return self._encoded[i], self.targets[i]
+
+    def _encode(self) -> torch.Tensor | None:
+        """``(N, 2, L)``: every sentence tokenized once, when the transform can do batches (``encode``)."""
+        if self._encoded is None and hasattr(self.transform, "encode"):
+            self._encoded = self.transform.encode(self.sentences)
+        return self._encoded
+
+    def __getstate__(self) -> dict:
+        """DataLoader workers get the tokenized tensor, so no worker tokenizes the data again each epoch."""
+        self._encode()
+        return self.__dict__.copy()
 
     def with_transform(self, transform: Callable | None) -> "TextDataset":
         """The same sentences and labels with another tokenizer."""
         return TextDataset(self.sentences, self.targets, self.classes, transform, self.name, self.source_files)
+
+    def take(self, indices: list[int], name: str | None = None) -> "TextDataset":
+        """The rows ``indices`` (in that order), same classes and tokenizer: what ``tlkit.data.subset`` uses.
+
+        Example:
+            >>> ds.take([0, 2]).sentences
+            ['great', 'fine']
+        """
+        return TextDataset([self.sentences[i] for i in indices], [self.targets[i] for i in indices], self.classes,
+                           self.transform, self.name if name is None else name, self.source_files)
 
     def fingerprint(self) -> str:
         """SHA-256 of the sentences, labels and classes: part of the feature-cache key.
@@ -238,9 +256,4 @@ def split_dataset(dataset: TextDataset, val_fraction: float = 0.2, seed: int = 0
         val_idx += idx[:round(len(idx) * val_fraction)]
     chosen = set(val_idx)
     train_idx = [i for i in range(len(dataset)) if i not in chosen]
-    val_idx.sort()
-
-    def part(idx: list[int], suffix: str) -> TextDataset:
-        return TextDataset([dataset.sentences[i] for i in idx], [dataset.targets[i] for i in idx],
-                           dataset.classes, dataset.transform, f"{dataset.name}/{suffix}", dataset.source_files)
-    return part(train_idx, "train"), part(val_idx, "val")
+    return dataset.take(train_idx, f"{dataset.name}/train"), dataset.take(sorted(val_idx), f"{dataset.name}/val")

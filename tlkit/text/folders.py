@@ -134,8 +134,8 @@ def _extract_rt(archive: Path, staging: Path, url: str) -> None:
                     raise tarfile.TarError(f"{member.name} is {member.size:,} bytes, too large for this dataset")
                 (staging / fname).write_bytes(tar.extractfile(member).read())
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        if isinstance(exc, OSError) and not isinstance(exc, (EOFError,)) and exc.errno is not None:
-            raise  # a disk problem, not a bad archive
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a disk problem (full, read-only), not a bad archive; gzip's BadGzipFile has no errno
         archive.unlink(missing_ok=True)
         raise DownloadError(f"The file downloaded from {url} is not a usable {RT_NAME} archive ({exc}). It was "
                             "deleted, so the next run downloads it again.", reason="archive") from exc

@@ -13,12 +13,13 @@ Example:
     >>> png = figure_to_png(plot_confusion_matrix(cm, ["cats", "dogs"]))
 """
 from tlkit.viz.charts import (CM_CELL_LABELS_UP_TO, CM_MAX_INCHES, CM_TICK_LABELS_UP_TO, plot_bar,
-                              plot_confusion_matrix, top_confusions)
+                              plot_confusion_matrix, plot_freeze_state, top_confusions)
 from tlkit.viz.curves import format_rate, plot_history, plot_lr_curves, plot_lr_find
 from tlkit.viz.figures import STRATEGY_COLORS, figure_to_png, new_figure
 from tlkit.viz.pictures import plot_feature_maps, plot_filters, show_grad_cam, show_images, show_predictions
 
 __all__ = ["CM_CELL_LABELS_UP_TO", "CM_MAX_INCHES", "CM_TICK_LABELS_UP_TO", "STRATEGY_COLORS", "figure_to_png",
            "format_rate", "new_figure", "plot_bar", "plot_confusion_matrix", "plot_feature_maps", "plot_filters",
+           "plot_freeze_state",
            "plot_history", "plot_lr_curves", "plot_lr_find", "show_grad_cam", "show_images", "show_predictions",
            "top_confusions"]

@@ -94,3 +94,37 @@ def plot_bar(rows: Sequence[dict], x: str, y: str, title: str = "", interval: st
 
 # --------------------------------------------------------------------------
 # Images
+
+
+FREEZE_COLORS = {"trainable": "#c7e9c0", "frozen": "#e0e0e0"}  # cell fills: light green, light grey
+
+
+def plot_freeze_state(rows: Sequence[dict], title: str = "layer groups: trainable or frozen"):
+    """A table figure, one row per layer group (input to output): state, parameters, BatchNorm mode.
+
+    ``rows`` are :func:`tlkit.freezing.trainable_summary` rows (``group``,
+    ``trainable``, ``params``, ``bn_mode``; an optional ``state`` text
+    overrides "trainable"/"frozen", e.g. for a queued change). Trainable rows
+    are green, frozen rows grey, so the freeze state reads at a glance.
+
+    Example:
+        >>> plot_freeze_state(trainable_summary(model), title="feature extraction")
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass trainable_summary(model).")
+    cells, colours = [], []
+    for r in rows:
+        state = "trainable" if r["trainable"] else "frozen"
+        cells.append([r["group"], r.get("state", state), f"{r['params']:,}", str(r.get("bn_mode", ""))])
+        colours.append([FREEZE_COLORS[state]] * 4)
+    fig, axes = _subplots(1, 1, (6.4, 0.26 * (len(rows) + 1) + 0.35))
+    ax = axes[0, 0]
+    ax.set_axis_off()
+    table = ax.table(cellText=cells, cellColours=colours, loc="upper center", cellLoc="left",
+                     colLabels=["group", "state", "parameters", "BatchNorm in training"],
+                     colWidths=[0.16, 0.36, 0.18, 0.3])
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1, 1.2)
+    ax.set_title(title, fontsize=10)
+    return fig

@@ -1,0 +1,139 @@
+"""Reduced-scale JPEG decoding (PIL draft) for evaluation transforms: when it applies, what it keeps, the cache key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import tlkit.boundary.cache as boundary_cache
+import tlkit.features as features_mod
+from tlkit.data import ImageDataset, transforms_for
+from tlkit.features import cache_key
+from tlkit.images import draft_scale, draft_side, open_image
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _jpeg(path: Path, size: tuple[int, int], fmt: str = "JPEG") -> Path:
+    """A smooth gradient photo stand-in of ``size`` (so a 1/2-scale decode is close to the full one)."""
+    w, h = size
+    x = torch.linspace(0, 255, w).view(1, w).expand(h, w)
+    y = torch.linspace(0, 255, h).view(h, 1).expand(h, w)
+    rgb = torch.stack([x, y, (x + y) / 2], dim=-1).round().to(torch.uint8).numpy()
+    Image.fromarray(rgb).save(path, fmt)
+    return path
+
+
+def test_draft_scale_keeps_twice_the_target_on_both_sides():
+    assert draft_scale((4032, 3024), 256) == 4  # 1008x756
+    assert draft_scale((8000, 6000), 256) == 8  # 1000x750
+    assert draft_scale((1100, 2400), 256) == 2  # the shorter side decides: 550x1200
+    assert draft_scale((1023, 4000), 256) == 1  # below 4x: full size
+    assert draft_scale((512, 512), 256) == 1  # 2x is not enough: the resize would lose its headroom
+    for size in [(4032, 3024), (1100, 2400), (3000, 1030), (9000, 9000)]:
+        assert min(size) // draft_scale(size, 256) >= 2 * 256
+
+
+def test_open_image_drafts_only_jpegs_at_least_four_times_the_target(tmp_path):
+    big = _jpeg(tmp_path / "big.jpg", (2400, 1600))
+    small = _jpeg(tmp_path / "small.jpg", (1000, 1000))  # < 4 x 256 on the short side
+    png = _jpeg(tmp_path / "big.png", (2400, 1600), "PNG")
+    assert open_image(big, min_side=256).size == (1200, 800)  # 1/2: 1/4 would leave 400 < 2 x 256
+    assert open_image(big, min_side=150).size == (600, 400)  # 1/4: 1/8 would leave 200 < 2 x 150
+    assert open_image(big, min_side=100).size == (300, 200)  # 1/8: 200 = 2 x 100
+    assert open_image(big).size == (2400, 1600)  # no target: every pixel
+    assert open_image(small, min_side=256).size == (1000, 1000)
+    assert open_image(png, min_side=256).size == (2400, 1600)  # only JPEG decoders can skip detail
+
+
+def test_draft_side_reads_the_evaluation_resize_and_skips_random_crops(resnet18_2):
+    assert draft_side(transforms_for(resnet18_2, train=False)) == 256  # 224 px: resize to 256, centre crop
+    assert draft_side(transforms_for(resnet18_2, train=False, image_size=160)) == 183
+    assert draft_side(transforms_for(resnet18_2, train=True)) is None
+    assert draft_side(None) is None
+    assert draft_side(lambda im: im) is None
+
+
+def test_dataset_output_is_unchanged_in_size_and_close_in_pixels(tmp_path, resnet18_2):
+    files = [str(_jpeg(tmp_path / f"{i}.jpg", size)) for i, size in enumerate([(2400, 1600), (4032, 3024), (900, 700)])]
+    tf = transforms_for(resnet18_2, train=False)
+    ds = ImageDataset(files, [0, 1, 0], ["a", "b"], tf)
+    for i, f in enumerate(files):
+        drafted, _ = ds[i]
+        full = tf(open_image(f))
+        assert drafted.shape == full.shape == (3, 224, 224)
+        assert float((drafted - full).abs().mean()) < 0.02  # normalised units; a different image differs by ~1
+    assert torch.equal(ds[2][0], tf(open_image(files[2])))  # below 4x: the very same pixels
+
+
+def _real_photos(tmp_path: Path) -> list[Path]:
+    """matplotlib's sample portrait and scikit-learn's photos, each also at a phone camera's 4032x3024."""
+    found = []
+    for mod, rel in (("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+                     ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg")):
+        try:
+            path = Path(__import__(mod).__file__).parent / rel
+        except ImportError:
+            continue
+        if path.exists():
+            found.append(path)
+            big = tmp_path / f"{path.stem}_4032.jpg"
+            with Image.open(path) as im:
+                im.convert("RGB").resize((4032, 3024), Image.BICUBIC).save(big, quality=90)
+            found.append(big)
+    if not found:
+        pytest.skip("no sample photo found (matplotlib's grace_hopper.jpg)")
+    return found
+
+
+def test_pretrained_features_with_draft_stay_close_on_real_photos(tmp_path):
+    from tlkit.backbones import load_backbone
+
+    try:
+        model = load_backbone("efficientnet_lite0", num_classes=2).eval()
+    except Exception as exc:  # noqa: BLE001 - offline without the weights
+        pytest.skip(f"setup incomplete: pretrained Lite0 weights not available ({exc})")
+    photos = _real_photos(tmp_path)
+    tf = transforms_for(model, train=False, image_size=224)  # resize 256: the phone-sized copies are >= 4x
+    ds = ImageDataset([str(p) for p in photos], [0] * len(photos), ["a", "b"], tf)
+    assert sum(draft_scale(Image.open(p).size, 256) > 1 for p in photos) >= len(photos) // 2
+    with torch.no_grad():
+        drafted = model.forward_pooled(torch.stack([ds[i][0] for i in range(len(ds))]))
+        full = model.forward_pooled(torch.stack([tf(open_image(p)) for p in photos]))
+    cos = torch.nn.functional.cosine_similarity(drafted, full, dim=1)
+    assert float(cos.min()) > 0.99, cos
+    between = torch.nn.functional.cosine_similarity(full[0:1], full[2:3], dim=1) if len(full) > 2 else None
+    if between is not None:  # two different photos are much further apart than a photo and its drafted self
+        assert float(between) < float(cos.min()) - 0.05
+
+
+def test_the_decoder_version_is_part_of_the_cache_keys(monkeypatch, tiny_datasets, resnet18_2):
+    train = tiny_datasets[0].with_transform(transforms_for(resnet18_2, image_size=64))
+    key = cache_key(resnet18_2, train)
+    monkeypatch.setattr(features_mod, "DECODE_VERSION", 1)  # the decoder before draft
+    assert cache_key(resnet18_2, train) != key
+    act = boundary_cache.activation_key(resnet18_2, train, "stage4")
+    monkeypatch.setattr(boundary_cache, "DECODE_VERSION", 1)
+    assert boundary_cache.activation_key(resnet18_2, train, "stage4") != act
+
+
+def test_feature_pass_reports_where_the_time_goes(monkeypatch, tiny_datasets, resnet18_2):
+    import time
+
+    import tlkit.data as data_mod
+    from tlkit.features import extract_features
+
+    real = data_mod.open_image
+
+    def slow(path, min_side=None):  # a decoder that takes 20 ms an image
+        time.sleep(0.02)
+        return real(path, min_side=min_side)
+
+    monkeypatch.setattr(data_mod, "open_image", slow)
+    val = tiny_datasets[1].with_transform(transforms_for(resnet18_2, image_size=64))
+    f = extract_features(resnet18_2, val, cache=False, engine="torch", num_workers=0, progress=False)
+    assert f.load_seconds >= 24 * 0.02  # every decode happens while the loop waits for a batch
+    assert f.forward_seconds > 0
+    assert f.load_seconds + f.forward_seconds == pytest.approx(f.seconds, abs=0.25)

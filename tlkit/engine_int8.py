@@ -1,0 +1,127 @@
+"""int8 features: the frozen body quantized for ONNX Runtime, and when ``"auto"`` may use it.
+
+``extract_features(model, ds, precision="int8", calibration=train)`` runs the
+body as a static int8 (QDQ) ONNX graph, quantized once with
+:func:`tlkit.export.quantize.quantize_batches` from the fp32 graph of
+:mod:`tlkit.engine` and calibrated on the first :data:`CALIBRATION_IMAGES`
+readable images of ``calibration`` (training images, never the ones you
+report accuracy on). The int8 graph is cached beside the fp32 one, named by
+weights and calibration files; its features carry the tag
+``"onnxruntime-int8-<calibration>"`` in the cache key.
+
+``precision="auto"`` uses int8 only where :func:`tlkit.int8_check.check_int8` has shown, on
+this backbone and class set, that the course's head on int8 features lands
+within the 95% interval of the same head on fp32 features on the validation
+set. The verdict is kept in ``int8-choice.json`` in the cache folder; without
+one, "auto" stays fp32.
+
+Example:
+    >>> tlkit.int8_check.check_int8(model, train_tf, val_tf)["ok"]
+    True
+    >>> extract_features(model, val_tf).precision      # "auto" now picks int8 here
+    'int8'
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlkit.data import ImageDataset
+from tlkit.engine import (ENGINES, OrtRunner, _read_json, _Sample, frozen_graph, ort_available, resolve_engine,
+                          sample_images)
+from tlkit.env import env_choice
+
+log = logging.getLogger(__name__)
+CALIBRATION_IMAGES = 64
+INT8_DECISIONS = "int8-choice.json"
+
+
+def calibration_id(calibration: ImageDataset, n: int = CALIBRATION_IMAGES) -> str:
+    """Hash of the first ``n`` calibration files (path, size, mtime): which images set the int8 ranges."""
+    h = hashlib.sha1()
+    for f in calibration.files[:n]:
+        try:
+            st = os.stat(f)
+            stamp = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"|{f}|{stamp}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:12]
+
+
+def int8_tag(calib: str) -> str:
+    """The precision tag of int8 rows in feature cache keys, e.g. ``"onnxruntime-int8-3f2a..."``."""
+    return f"onnxruntime-int8-{calib}"
+
+
+def int8_graph(fp32: OrtRunner, calibration: ImageDataset, transform, calib: str) -> OrtRunner:
+    """A runner for the int8 copy of the fp32 graph ``fp32``, quantized once on ``calibration``.
+
+    ``transform`` is the one the features use (the calibration images go through it too).
+    """
+    from tlkit.export.quantize import quantize_batches
+
+    path = fp32.path.with_name(fp32.path.name.replace("-fp32-", "-int8-").replace(".onnx", f"-{calib}.onnx"))
+    if not path.exists():
+        x = sample_images(calibration.with_transform(transform), CALIBRATION_IMAGES)  # (N, 3, S, S)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.onnx")
+        try:
+            quantize_batches(fp32.path, [b.float().numpy() for b in x.split(16)], tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.info("quantized %s on %d calibration images", path, len(x))
+    return OrtRunner(path)
+
+
+def plan_int8(engine: str, precision: str, model: nn.Module, dataset: ImageDataset,
+              calibration: ImageDataset | None, fingerprint: str, device: torch.device,
+              cache_dir: Path) -> tuple[OrtRunner, str] | None:
+    """``(int8 runner, cache tag)`` when the pass runs in int8, else None (the fp32/bf16 engines decide).
+
+    ``precision="int8"`` needs ONNX Runtime and ``calibration`` (ValueError naming the fix);
+    ``"auto"`` with ``engine="auto"`` uses int8 only where :func:`check_int8` recorded ``ok``.
+    """
+    if precision == "int8":
+        if resolve_engine(engine, device) == "torch":
+            raise ValueError("precision='int8' runs on ONNX Runtime on the CPU: use engine='onnxruntime' or "
+                             "'auto' (not 'torch', and not TLKIT_ENGINE=torch), device='cpu', and "
+                             "pip install tlkit[export].")
+        if calibration is None:
+            raise ValueError("precision='int8' needs calibration images: pass calibration=<training images>, "
+                             "e.g. extract_features(model, val_tf, precision='int8', calibration=train_tf).")
+        return _int8_runner(model, dataset, calibration, fingerprint, cache_dir)
+    if precision != "auto" or (env_choice("TLKIT_ENGINE", ENGINES) or engine) != "auto":
+        return None
+    if device.type != "cpu" or not ort_available():
+        return None
+    verdict = _read_json(Path(cache_dir) / INT8_DECISIONS).get(int8_key(model, fingerprint, dataset))
+    if not (verdict and verdict.get("ok")):
+        return None
+    recorded = ImageDataset(verdict["calibration_files"], [0] * len(verdict["calibration_files"]), dataset.classes)
+    if calibration_id(recorded) != verdict["calibration"]:  # the calibration photos changed since the check
+        return None
+    return _int8_runner(model, dataset, recorded, fingerprint, cache_dir)
+
+
+def _int8_runner(model: nn.Module, dataset: ImageDataset, calibration: ImageDataset, fingerprint: str,
+                 cache_dir: Path) -> tuple[OrtRunner, str] | None:
+    fp32 = frozen_graph(model, "head", _Sample(dataset), fingerprint, cache_dir)  # parity-checked fp32 graph
+    if fp32 is None:
+        warnings.warn("int8 needs the fp32 ONNX graph, which failed its parity check: the features are "
+                      "computed in PyTorch instead.", stacklevel=4)
+        return None
+    calib = calibration_id(calibration)
+    return int8_graph(fp32, calibration, dataset.transform, calib), int8_tag(calib)
+
+
+def int8_key(model: nn.Module, fingerprint: str, dataset: ImageDataset) -> str:
+    """Backbone, weights, input size (from the transform's repr) and class set: what the verdict applies to."""
+    return f"{model.name}|{fingerprint[:16]}|{hashlib.sha1(repr(dataset.transform).encode()).hexdigest()[:8]}|" \
+           f"{','.join(dataset.classes)}"
