@@ -763,3 +763,102 @@ def check_int8_megabytes(answer, parameters: int, tolerance: float = 0.2) -> Non
     if abs(mb - ref * 8) <= tolerance * 8 * ref:
         return _not_yet("a byte has 8 bits, and an int8 weight is one byte: no factor 8.")
     return _not_yet(f"{mb:g} MB is not it. How many bytes does one int8 weight take? Multiply by {parameters:,}.")
+
+
+# --------------------------------------------------------------------------
+# 07: transfer learning for text (notebook 07; issue 18)
+
+def text_subset(dataset, per_class: int | None, seed: int = 0):
+    """At most ``per_class`` random sentences of each class of a TextDataset (None: the dataset itself)."""
+    import random
+
+    if per_class is None:
+        return dataset
+    rng = random.Random(seed)
+    keep: list[int] = []
+    for label in range(len(dataset.classes)):
+        idx = [i for i, t in enumerate(dataset.targets) if t == label]
+        keep += rng.sample(idx, min(per_class, len(idx)))
+    keep.sort()
+    return type(dataset)([dataset.sentences[i] for i in keep], [dataset.targets[i] for i in keep],
+                         dataset.classes, dataset.transform, f"{dataset.name}[{per_class}/class]")
+
+
+def check_token_count(answer, sentence: str, tokenizer) -> None:
+    """07: the number of word pieces, [CLS] and [SEP] included, the tokenizer makes of ``sentence``."""
+    n = _number_answer(answer, "a number of tokens")
+    if n is None:
+        return
+    pieces = tokenizer.tokens(sentence)
+    ref = len(pieces)
+    if n == ref:
+        split = [p for p in pieces if p.startswith("##")]
+        return _ok(f"{ref} tokens: {' '.join(pieces)}"
+                   + (f" ({len(split)} continuation piece(s) of rarer words)." if split else "."))
+    if n == ref - 2:
+        return _not_yet("close: you left out [CLS] and [SEP], which the tokenizer adds to every sentence.")
+    if n < ref:
+        return _not_yet(f"{n:g} is too few. Punctuation is a token of its own, and a word the vocabulary lacks "
+                        "is split into pieces (marked ##). Look at tokenizer.tokens(sentence).")
+    return _not_yet(f"{n:g} is too many. Frequent words are a single piece each; count again with "
+                    "tokenizer.tokens(sentence).")
+
+
+def text_trainable(k: int, num_classes: int = 2, backbone: str = "minilm") -> int:
+    """Reference: trainable parameters of a text backbone after ``freeze_to(model, k)``."""
+    from tlkit import count_parameters, freeze_to, load_backbone
+
+    model = load_backbone(backbone, pretrained=False, num_classes=num_classes)
+    freeze_to(model, k)
+    return count_parameters(model)[0]
+
+
+def check_text_trainable(answer, k: int = -2, num_classes: int = 2) -> None:
+    """07: trainable parameters of MiniLM when only the last ``-k - 1`` layers and the head train."""
+    n = _number_answer(answer, "a number of parameters")
+    if n is None:
+        return
+    ref = text_trainable(k, num_classes)
+    head = 384 * num_classes + num_classes
+    if n == ref:
+        return _ok(f"{ref:,} trainable parameters: {ref - head:,} in the layer(s), {head} in the head. One layer "
+                   "is about 8% of MiniLM's 22.7 M; the word-piece embeddings alone hold 11.7 M.")
+    if n == ref - head:
+        return _not_yet("you counted the layer but not the new head (384 x 2 weights + 2 biases).")
+    if ref - head - 2 * 2 * 384 <= n < ref - head:
+        return _not_yet("close: did you count both LayerNorms (a scale and a shift of 384 each) and every bias?")
+    return _not_yet(f"{n:g} is not it. Add up the four attention projections, the two feed-forward matrices "
+                    "(384 x 1536 and 1536 x 384), their biases, the two LayerNorms and the head.")
+
+
+def classify_text(model, sentences: Sequence[str], max_length: int | None = None) -> list[list[tuple[str, float]]]:
+    """(class name, probability) pairs, most likely first, for each sentence: the model on raw text."""
+    import torch
+
+    tokens = model.tokenizer(max_length).encode(list(sentences))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            probs = torch.softmax(model(tokens.to(next(model.parameters()).device)).float(), 1).cpu()
+    finally:
+        model.train(was_training)
+    names = model.class_names or [str(i) for i in range(probs.shape[1])]
+    return [sorted(zip(names, map(float, p)), key=lambda pair: -pair[1]) for p in probs]
+
+
+def check_fooled(model, review, true_label, max_length: int | None = None) -> None:
+    """07: a review with its true label ("neg" or "pos") that the model classifies wrongly."""
+    if _missing(review, "a review (a string)") or _missing(true_label, "its true label, 'neg' or 'pos'"):
+        return
+    names = list(model.class_names or [])
+    if not isinstance(review, str) or not review.strip():
+        return _not_yet("the review must be a non-empty string.")
+    if true_label not in names:
+        return _not_yet(f"the label must be one of {names}, got {true_label!r}.")
+    (predicted, p), *_ = classify_text(model, [review], max_length)[0]
+    if predicted != true_label:
+        return _ok(f"the model says {predicted!r} with p={p:.2f}, but it is {true_label!r}. Its errors are "
+                   "instructive: which words pulled it the wrong way?")
+    return _not_yet(f"the model gets it right ({predicted!r}, p={p:.2f}). Try sarcasm, negated praise, or "
+                    "mixed verdicts.")

@@ -24,7 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 EXPECTED = ["01_what_transfer_learning_is", "02_dog_vs_cat_classifier", "03_feature_extraction_vs_fine_tuning",
-            "04_overfitting", "05_live_lab", "06_when_the_data_shifts", "08_to_the_edge"]
+            "04_overfitting", "05_live_lab", "06_when_the_data_shifts", "07_transfer_learning_for_text",
+            "08_to_the_edge"]
 
 
 def _load(name: str, path: Path):
