@@ -382,3 +382,21 @@ def test_minilm_matches_sentence_transformers_pooling():
         w = model.forward_pooled(y)
     cos = torch.nn.functional.cosine_similarity(v, w)
     assert cos[0] > 0.8 and cos[0] > cos[1] + 0.3
+
+
+def test_a_photo_folder_with_a_stray_txt_file_stays_an_image_dataset(tmp_path):
+    """A class folder holding only notes.txt next to one of photos is a broken image layout, not text."""
+    from PIL import Image
+
+    from tlkit.text.folders import is_text_folder
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cats").mkdir(parents=True)
+        (tmp_path / split / "dogs").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "cats" / "a.jpg")
+        (tmp_path / split / "dogs" / "notes.txt").write_text("photos to come")
+    assert not is_text_folder(tmp_path)
+    for split in ("train", "val"):
+        (tmp_path / split / "cats" / "a.jpg").unlink()
+        (tmp_path / split / "cats" / "review.txt").write_text("a fine film")
+    assert is_text_folder(tmp_path)

@@ -187,7 +187,18 @@ def is_text_folder(path: str | os.PathLike) -> bool:
     if not root.is_dir():
         return False
     return (_is_rt_folder(root) or _is_rt_folder(root / RT_NAME) or _table(root, ("train",)) is not None
-            or bool(_txt_class_folders(root)) or bool(_txt_class_folders(root / "train")))
+            or _txt_layout(root) or _txt_layout(root / "train"))
+
+
+def _txt_layout(root: Path) -> bool:
+    """Class folders of .txt files and no image in any class folder (a photo folder with a stray
+    notes.txt stays an image dataset, and gets the image layout's error)."""
+    from tlkit.images import is_image_file
+
+    if not _txt_class_folders(root):
+        return False
+    return not any(is_image_file(f.name) for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                   for f in d.iterdir())
 
 
 def load_text_split(path: str | os.PathLike, classes: list[str] | None = None) -> TextDataset:
