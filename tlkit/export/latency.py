@@ -58,7 +58,7 @@ def measure_latency(model: nn.Module | str | os.PathLike, image_size: int | None
     if warmup < 0 or repeats < 1 or batch < 1:
         raise ValueError(f"Need warmup >= 0, repeats >= 1 and batch >= 1; got {warmup}, {repeats}, {batch}.")
     if isinstance(model, (str, os.PathLike)):
-        runner = OnnxClassifier(model)
+        runner = OnnxClassifier(model, arena=False)  # a batch's activations are freed after each run
         size = int(image_size or runner.input_size)
         call = runner.run
         file_bytes, params = Path(model).stat().st_size, int(runner.metadata.get("parameters", 0))
