@@ -265,3 +265,25 @@ def test_latency_sessions_run_without_a_memory_arena(tmp_path):
     lean = OnnxClassifier(path, arena=False)
     assert not lean.session.get_session_options().enable_cpu_mem_arena
     assert lean.run(torch.zeros(2, 3, 64, 64).numpy()).shape == (2, lean.num_classes)
+
+
+def test_release_memory_collects_garbage_and_trims_the_heap():
+    import gc
+    import weakref
+
+    from tlkit.heap import release_memory
+
+    class Cycle:
+        pass
+
+    a = Cycle()
+    a.self = a  # only the garbage collector frees a cycle
+    ref = weakref.ref(a)
+    del a
+    gc.disable()
+    try:
+        trimmed = release_memory()
+    finally:
+        gc.enable()
+    assert ref() is None
+    assert isinstance(trimmed, bool)

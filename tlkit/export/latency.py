@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tlkit.export.runtime import OnnxClassifier
+from tlkit.heap import release_memory
 
 
 @dataclass
@@ -77,6 +78,8 @@ def measure_latency(model: nn.Module | str | os.PathLike, image_size: int | None
     finally:
         if isinstance(model, nn.Module):
             model.to(device).train(was)  # the caller's device and mode
+        call = runner = None  # the session and its activations go before the next step (notebook 08: < 2 GB)
+        release_memory()
     return Latency(label, round(one * 1e3, 2), round(batch / many, 1), batch, file_bytes, params)
 
 

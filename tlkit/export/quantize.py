@@ -26,6 +26,7 @@ from tlkit.loaders import make_loader
 from tlkit.export.latency import Latency, measure_latency
 from tlkit.export.onnx_file import write_metadata
 from tlkit.export.runtime import INPUT_NAME, OnnxClassifier, read_metadata, require
+from tlkit.heap import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def quantize_int8(onnx_path: str | os.PathLike, calibration_data: ImageDataset |
     out_path = Path(out_path)
     quantize_batches(onnx_path, batches, out_path, per_channel)
     write_metadata(out_path, {**meta, "precision": "int8", "calibration_images": sum(len(b) for b in batches)})
+    release_memory()  # the calibration session's activations
     result = _compare(Path(onnx_path), out_path, validation if validation is not None else batches, meta)
+    release_memory()
     if measure:
         result.latency = [measure_latency(onnx_path), measure_latency(out_path)]
     log.info("int8: %.1f MB -> %.1f MB, agreement %.3f", result.fp32_bytes / 1e6, result.int8_bytes / 1e6,
