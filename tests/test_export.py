@@ -228,3 +228,62 @@ def test_distill_trains_the_students_head_towards_the_teacher(tmp_path):
     assert [r["epoch"] for r in hist.rows] == [1, 2, 3] and 0.0 <= hist.rows[0]["val_acc"] <= 1.0
     with pytest.raises(ValueError, match="replace_head"):
         distill(teacher, _model("resnet18").replace_head(3), train)
+
+
+def test_chunked_calibration_gives_the_same_int8_file_as_one_batch(tmp_path, monkeypatch):
+    from tlkit.export import quantize as quantize_mod
+
+    onnx = require("onnx")
+    path = export_onnx(_model("mobilenet_v3_small"), tmp_path / "m.onnx", image_size=64).path
+    batch = [torch.randn(10, 3, 64, 64, generator=torch.Generator().manual_seed(0)).numpy()]
+    fed = []
+    real_reader = quantize_mod._Reader
+
+    class Counting(real_reader):
+        def get_next(self):
+            feed = super().get_next()
+            fed.append(None if feed is None else len(next(iter(feed.values()))))
+            return feed
+
+    monkeypatch.setattr(quantize_mod, "_Reader", Counting)
+    chunked = quantize_mod.quantize_batches(path, batch, tmp_path / "chunked.onnx")
+    assert fed[:3] == [4, 4, 2]  # 10 images fed 4 at a time (memory), none lost
+    monkeypatch.setattr(quantize_mod, "CALIBRATION_CHUNK", 10)
+    whole = quantize_mod.quantize_batches(path, batch, tmp_path / "whole.onnx")
+    inits = [{t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(p)).graph.initializer}
+             for p in (chunked, whole)]
+    assert inits[0].keys() == inits[1].keys()
+    scales = [k for k in inits[0] if "scale" in k or "zero_point" in k]
+    assert len(scales) > 10  # activation ranges (MinMax over all 10 images) are identical
+    for k in inits[0]:
+        assert (inits[0][k] == inits[1][k]).all(), k
+
+
+def test_latency_sessions_run_without_a_memory_arena(tmp_path):
+    path = export_onnx(_model("mobilenet_v3_small"), tmp_path / "m.onnx", image_size=64).path
+    assert OnnxClassifier(path).session.get_session_options().enable_cpu_mem_arena
+    lean = OnnxClassifier(path, arena=False)
+    assert not lean.session.get_session_options().enable_cpu_mem_arena
+    assert lean.run(torch.zeros(2, 3, 64, 64).numpy()).shape == (2, lean.num_classes)
+
+
+def test_release_memory_collects_garbage_and_trims_the_heap():
+    import gc
+    import weakref
+
+    from tlkit.heap import release_memory
+
+    class Cycle:
+        pass
+
+    a = Cycle()
+    a.self = a  # only the garbage collector frees a cycle
+    ref = weakref.ref(a)
+    del a
+    gc.disable()
+    try:
+        trimmed = release_memory()
+    finally:
+        gc.enable()
+    assert ref() is None
+    assert isinstance(trimmed, bool)

@@ -48,6 +48,7 @@ from torch import nn
 from tlkit.data import ImageDataset
 from tlkit.device import inference_autocast, to_device
 from tlkit.env import env_choice
+from tlkit.heap import release_memory
 from tlkit.inference import ready_for_inference
 from tlkit.modes import eval_mode
 
@@ -220,6 +221,7 @@ def frozen_graph(model: nn.Module, upto: str, sample: "_Sample | torch.Tensor", 
             info = _export_and_check(model, upto, sample.images() if isinstance(sample, _Sample) else sample, path)
         except Exception as exc:  # noqa: BLE001 - an op ONNX cannot express, a full disk: PyTorch still works
             info = {"ok": False, "failed": True, "why": f"export failed: {type(exc).__name__}: {exc}"[:300]}
+        release_memory()  # the exporter's and the parity check's memory, before the pass itself
         try:
             atomic_write_text(record, json.dumps(info))
         except OSError as exc:

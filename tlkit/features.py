@@ -29,6 +29,7 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.archive import remove_stale
+from tlkit.heap import release_memory
 from tlkit.data import ImageDataset
 from tlkit.device import default_batch_size, inference_precision, pick_device
 from tlkit.engine import ORT_TAG, plan_engine
@@ -171,6 +172,7 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     out.precision = shown
     if path is not None and ctx.is_main:
         _save_cache(path, key, out)
+    release_memory()  # the batches' activations, kept by the allocator otherwise
     return out
 
 

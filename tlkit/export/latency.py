@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tlkit.export.runtime import OnnxClassifier
+from tlkit.heap import release_memory
 
 
 @dataclass
@@ -58,7 +59,7 @@ def measure_latency(model: nn.Module | str | os.PathLike, image_size: int | None
     if warmup < 0 or repeats < 1 or batch < 1:
         raise ValueError(f"Need warmup >= 0, repeats >= 1 and batch >= 1; got {warmup}, {repeats}, {batch}.")
     if isinstance(model, (str, os.PathLike)):
-        runner = OnnxClassifier(model)
+        runner = OnnxClassifier(model, arena=False)  # a batch's activations are freed after each run
         size = int(image_size or runner.input_size)
         call = runner.run
         file_bytes, params = Path(model).stat().st_size, int(runner.metadata.get("parameters", 0))
@@ -77,6 +78,8 @@ def measure_latency(model: nn.Module | str | os.PathLike, image_size: int | None
     finally:
         if isinstance(model, nn.Module):
             model.to(device).train(was)  # the caller's device and mode
+        call = runner = None  # the session and its activations go before the next step (notebook 08: < 2 GB)
+        release_memory()
     return Latency(label, round(one * 1e3, 2), round(batch / many, 1), batch, file_bytes, params)
 
 

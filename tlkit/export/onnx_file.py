@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tlkit.data import ImageDataset, eval_resize, transforms_for
+from tlkit.heap import release_memory
 from tlkit.loaders import make_loader
 from tlkit.export.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxClassifier, require
 
@@ -104,6 +105,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, image_size: int | Non
         path.unlink(missing_ok=True)
         raise
     log.info("exported %s (%.1f MB); %s", path, path.stat().st_size / 1e6, parity)
+    release_memory()  # the exporter's graph copies and the parity session's activations
     return ExportResult(path, path.stat().st_size, parity, meta)
 
 

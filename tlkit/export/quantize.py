@@ -26,6 +26,7 @@ from tlkit.loaders import make_loader
 from tlkit.export.latency import Latency, measure_latency
 from tlkit.export.onnx_file import write_metadata
 from tlkit.export.runtime import INPUT_NAME, OnnxClassifier, read_metadata, require
+from tlkit.heap import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,9 @@ def quantize_int8(onnx_path: str | os.PathLike, calibration_data: ImageDataset |
     out_path = Path(out_path)
     quantize_batches(onnx_path, batches, out_path, per_channel)
     write_metadata(out_path, {**meta, "precision": "int8", "calibration_images": sum(len(b) for b in batches)})
+    release_memory()  # the calibration session's activations
     result = _compare(Path(onnx_path), out_path, validation if validation is not None else batches, meta)
+    release_memory()
     if measure:
         result.latency = [measure_latency(onnx_path), measure_latency(out_path)]
     log.info("int8: %.1f MB -> %.1f MB, agreement %.3f", result.fp32_bytes / 1e6, result.int8_bytes / 1e6,
@@ -106,11 +109,19 @@ def quantize_batches(onnx_path: str | os.PathLike, batches: list[np.ndarray], ou
     return out_path
 
 
+CALIBRATION_CHUNK = 4  # images per calibration run: ORT's memory grows with the batch (~45 MB per image)
+
+
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol: ``get_next()`` returns a feed dict, then None."""
+    """ONNX Runtime's CalibrationDataReader protocol: ``get_next()`` returns a feed dict, then None.
+
+    Each batch is fed in chunks of :data:`CALIBRATION_CHUNK` images. MinMax
+    ranges are the min and max over all chunks, so they equal those of the whole
+    batch, while the calibration session holds the activations of 4 images, not 16.
+    """
 
     def __init__(self, batches: list[np.ndarray]):
-        self._it = iter(batches)
+        self._it = (b[i:i + CALIBRATION_CHUNK] for b in batches for i in range(0, len(b), CALIBRATION_CHUNK))
 
     def get_next(self) -> dict | None:
         x = next(self._it, None)
@@ -146,7 +157,7 @@ class _Prep:
 
 
 def _compare(fp32: Path, int8: Path, data, meta: dict) -> QuantizeResult:
-    a, b = OnnxClassifier(fp32), OnnxClassifier(int8)
+    a, b = OnnxClassifier(fp32, arena=False), OnnxClassifier(int8, arena=False)  # two sessions: no kept arenas
     if isinstance(data, ImageDataset):
         ds = data.with_transform(transforms_for(_Prep(meta), train=False))
         loader = ((x.numpy(), y.numpy()) for x, y, _ in make_loader(ds, batch_size=32, num_workers=0))
