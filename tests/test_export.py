@@ -271,7 +271,7 @@ def test_release_memory_collects_garbage_and_trims_the_heap():
     import gc
     import weakref
 
-    from tlkit.heap import release_memory
+    from tlkit.device import release_memory
 
     class Cycle:
         pass

@@ -146,6 +146,20 @@ def trim_heap() -> bool:
     return True
 
 
+def release_memory() -> bool:
+    """Collects garbage, then :func:`trim_heap`: after a large one-off step (an export, a latency run at
+    batch 32, a feature pass), so the next step's peak does not add to memory nobody uses.
+
+    Example:
+        >>> release_memory()
+        True
+    """
+    import gc
+
+    gc.collect()
+    return trim_heap()
+
+
 def releasing_memory(batches: Iterable[T], device: torch.device, every: int = 10) -> Iterator[T]:
     """Yields ``batches`` unchanged, calling :func:`trim_heap` after every ``every``-th on a CPU.
 

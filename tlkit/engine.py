@@ -46,9 +46,8 @@ import torch
 from torch import nn
 
 from tlkit.data import ImageDataset
-from tlkit.device import inference_autocast, to_device
+from tlkit.device import inference_autocast, release_memory, to_device
 from tlkit.env import env_choice
-from tlkit.heap import release_memory
 from tlkit.inference import ready_for_inference
 from tlkit.modes import eval_mode
 

@@ -29,9 +29,8 @@ from torch import nn
 
 from tlkit import distributed
 from tlkit.archive import remove_stale
-from tlkit.heap import release_memory
 from tlkit.data import ImageDataset
-from tlkit.device import default_batch_size, inference_precision, pick_device
+from tlkit.device import default_batch_size, inference_precision, pick_device, release_memory
 from tlkit.engine import ORT_TAG, plan_engine
 from tlkit.engine_int8 import plan_int8
 from tlkit.env import env_folder

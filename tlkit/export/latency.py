@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tlkit.export.runtime import OnnxClassifier
-from tlkit.heap import release_memory
+from tlkit.device import release_memory
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from tlkit.data import ImageDataset, eval_resize, transforms_for
-from tlkit.heap import release_memory
+from tlkit.device import release_memory
 from tlkit.loaders import make_loader
 from tlkit.export.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxClassifier, require
 

@@ -26,7 +26,7 @@ from tlkit.loaders import make_loader
 from tlkit.export.latency import Latency, measure_latency
 from tlkit.export.onnx_file import write_metadata
 from tlkit.export.runtime import INPUT_NAME, OnnxClassifier, read_metadata, require
-from tlkit.heap import release_memory
+from tlkit.device import release_memory
 
 log = logging.getLogger(__name__)
 
