@@ -99,7 +99,9 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
-# Figures as JPEG: photos make PNG notebooks ten times larger.
+# Figures inline (a figure a cell returns is drawn under it), as JPEG: photos make PNG
+# notebooks ten times larger.
+%matplotlib inline
 %config InlineBackend.figure_formats = ["jpeg"]
 %config InlineBackend.print_figure_kwargs = {"bbox_inches": "tight", "pil_kwargs": {"quality": 85}}
 
