@@ -25,10 +25,9 @@
 #
 # **Expected results (cpu profile):** with 10 to 200 labelled sentences per class the frozen
 # encoder is 8 to 11 points ahead of a TF-IDF baseline; with all 3,865 per class the two are a
-# tie. On the same 3,000 sentences and one epoch, fine-tuning all layers beats the frozen
-# encoder by more than the interval. Fine-tuning a transformer on a CPU is slow: the course's
-# build took about 12 minutes on a busy two-core machine, from 7.7 minutes of CPU time, so
-# expect 4 to 6 minutes on a quiet two-core CPU; three fine-tuning runs take most of it.
+# tie. On the same 2,000 sentences and one epoch, fine-tuning all layers beats the frozen
+# encoder by more than the interval. Fine-tuning a transformer on a CPU is slow: expect 4 to
+# 6 minutes on a quiet two-core CPU (more on a busy one); three fine-tuning runs take most of it.
 
 # %% setup
 
@@ -36,8 +35,8 @@
 # ## Profile
 #
 # Fine-tuning a transformer runs every layer forward and backward for every sentence. On a
-# CPU the **cpu** profile affords it on a budget: the fine-tuning runs use 1,500 training
-# sentences per class (3,000 of the 7,730), one epoch, sentences cut at 48 tokens (96% of
+# CPU the **cpu** profile affords it on a budget: the fine-tuning runs use 1,000 training
+# sentences per class (2,000 of the 7,730), one epoch, sentences cut at 48 tokens (96% of
 # them fit). Every other experiment uses all the sentences, on features computed once and
 # cached. **gpu** fine-tunes on all training sentences at 64 tokens. **test**
 # (`TLKIT_FAST=1`) is a dry run on a few sentences; its numbers mean nothing.
@@ -53,7 +52,7 @@ SETTINGS = {
     # ft_per_class: training sentences per class of the fine-tuning comparison; ft_epochs: its budget;
     # batch_size: fine-tuning batch (16 on a CPU keeps the kernel under 2 GB).
     "cpu": dict(max_length=48, train_per_class=None, val_per_class=None, curve=(10, 50, 200, 1000, None), draws=5,
-                ft_per_class=1500, ft_epochs=1, batch_size=16),
+                ft_per_class=1000, ft_epochs=1, batch_size=16),
     "gpu": dict(max_length=64, train_per_class=None, val_per_class=None, curve=(10, 50, 200, 1000, None), draws=5,
                 ft_per_class=None, ft_epochs=2, batch_size=32),
     "test": dict(max_length=16, train_per_class=24, val_per_class=8, curve=(10, 50, 200, 1000, None), draws=2,
@@ -481,7 +480,7 @@ fig.axes[0].set_ylim(0.5, 1.0)
 # %% [markdown]
 # **Fine-tuning all layers beats the frozen encoder by more than the interval.** MiniLM was
 # pretrained to tell whether two sentences mean the same thing, not whether a critic liked the
-# film; one epoch on 3,000 labelled sentences is enough to bend its vectors towards sentiment.
+# film; one epoch on 2,000 labelled sentences is enough to bend its vectors towards sentiment.
 # Training only the top two layers lands in between. This is the opposite of notebook 03's
 # photos, where the pretraining task (ImageNet classes) already contained the target task and
 # fine-tuning bought nothing: what decides is how close the source task is to yours.
