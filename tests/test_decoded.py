@@ -69,7 +69,7 @@ def test_fit_with_decode_once_decodes_each_image_once_and_learns(make_model, tin
     train, val = tiny_datasets
     opened = []
     real_open = tdata.open_image
-    monkeypatch.setattr(tdata, "open_image", lambda p: opened.append(p) or real_open(p))
+    monkeypatch.setattr(tdata, "open_image", lambda p, **kw: opened.append(p) or real_open(p, **kw))
     model = make_model("resnet18", seed=0)
     history = fit(model, train, val, epochs=3, lr=1e-3, batch_size=8, image_size=32, seed=0, progress=False,
                   decode_once=True, num_workers=0)  # in-process, so the patched open_image sees every call
