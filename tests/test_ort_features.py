@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from modelgen import noise_stat_resnet
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -29,16 +30,7 @@ def engine_from_argument(monkeypatch):
 
 
 def _model(seed: int = 0):
-    """ResNet-18 with BatchNorm statistics from one noise batch, so different images give different features."""
-    torch.manual_seed(seed)
-    model = load_backbone("resnet18", pretrained=False, num_classes=2)
-    for bn in model.modules():
-        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    return model.eval()
+    return noise_stat_resnet(seed)
 
 
 def _val(tiny_datasets, model, size: int = 64):

@@ -5,13 +5,13 @@ import json
 
 import pytest
 import torch
+from modelgen import noise_stat_resnet
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import tlkit.engine_int8 as int8_mod  # noqa: E402
 from tlkit.int8_check import check_int8  # noqa: E402
-from tlkit.backbones import load_backbone  # noqa: E402
 from tlkit.data import ImageDataset, transforms_for  # noqa: E402
 from tlkit.features import body_fingerprint, cache_key, extract_features  # noqa: E402
 
@@ -25,16 +25,7 @@ def engine_from_argument(monkeypatch):
 
 
 def _model():
-    """ResNet-18 with BatchNorm statistics from one noise batch, so different images give different features."""
-    torch.manual_seed(0)
-    model = load_backbone("resnet18", pretrained=False, num_classes=2)
-    for bn in model.modules():
-        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
-            bn.reset_running_stats()
-            bn.momentum = None
-    with torch.no_grad():
-        model.train()(torch.randn(8, 3, 64, 64))
-    return model.eval()
+    return noise_stat_resnet(0)
 
 
 def _splits(tiny_datasets, model):

@@ -83,6 +83,23 @@ def download_file(url: str, dest: str | os.PathLike, expected_size: int | None =
     return dest
 
 
+def download_with_hint(url: str, dest: str | os.PathLike, hint: str | None) -> Path:
+    """:func:`download_file`, with ``hint`` (what to do offline) added to a failure's message.
+
+    A failure to write (a full disk, no permission) is about this machine, not the network, so
+    it keeps its own message.
+
+    Example:
+        >>> download_with_hint(URL, "data/x.zip", "Or copy x.zip into data/ by hand.")
+    """
+    try:
+        return download_file(url, dest)
+    except DownloadError as exc:
+        if exc.reason == "write" or not hint:
+            raise
+        raise DownloadError(f"{exc} {hint}", reason=exc.reason) from exc
+
+
 def _retry(attempt_once: Callable[[], None], url: str, dest: Path, retries: int, backoff: float) -> None:
     """Calls ``attempt_once`` until it succeeds, at most ``retries + 1`` times.
 
@@ -219,12 +236,7 @@ def download_dataset(url: str, target_dir: str | os.PathLike, name: str,
         return final
     zip_path = target_dir / f"{name}.zip"
     if not _zip_intact(zip_path):
-        try:
-            download_file(url, zip_path)
-        except DownloadError as exc:
-            if exc.reason == "write" or not hint:
-                raise
-            raise DownloadError(f"{exc} {hint}", reason=exc.reason) from exc
+        download_with_hint(url, zip_path, hint)
     counts = _extract_dataset(zip_path, target_dir, name, expected, url)
     log.info("Dataset %s ready in %s (%s)", name, final, counts)
     return final

@@ -36,6 +36,7 @@ from tlkit.data import ImageDataset
 from tlkit.engine import (ENGINES, OrtRunner, _read_json, _Sample, frozen_graph, ort_available, resolve_engine,
                           sample_images)
 from tlkit.env import env_choice
+from tlkit.storage import hash_file_stamps
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 64
@@ -45,13 +46,7 @@ INT8_DECISIONS = "int8-choice.json"
 def calibration_id(calibration: ImageDataset, n: int = CALIBRATION_IMAGES) -> str:
     """Hash of the first ``n`` calibration files (path, size, mtime): which images set the int8 ranges."""
     h = hashlib.sha1()
-    for f in calibration.files[:n]:
-        try:
-            st = os.stat(f)
-            stamp = f"{st.st_size}|{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"|{f}|{stamp}".encode("utf-8", "surrogateescape"))
+    hash_file_stamps(h, calibration.files[:n])
     return h.hexdigest()[:12]
 
 

@@ -41,7 +41,7 @@ from tlkit.history import History
 from tlkit.inference import run_inference
 from tlkit.meter import NonFiniteLossError
 from tlkit.modes import eval_mode
-from tlkit.storage import atomic_save, cache_root, safe_load
+from tlkit.storage import atomic_save, cache_root, hash_file_stamps, safe_load
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 2
@@ -106,14 +106,7 @@ def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") 
     if hasattr(dataset, "fingerprint"):  # a dataset that hashes its own content (text: sentences and labels)
         h.update(f"|content|{dataset.fingerprint()}".encode())
         return h.hexdigest()
-    for f, t in zip(dataset.files, dataset.targets):
-        try:
-            st = os.stat(f)
-            stamp = f"{st.st_size}|{st.st_mtime_ns}"
-        except OSError:  # deleted since the scan: the loader skips it with a warning
-            stamp = "missing"
-        # surrogateescape: file names that are not valid UTF-8 (Linux allows any bytes)
-        h.update(f"|{f}|{stamp}|{t}".encode("utf-8", "surrogateescape"))
+    hash_file_stamps(h, dataset.files, dataset.targets)
     return h.hexdigest()
 
 

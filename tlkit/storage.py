@@ -67,6 +67,28 @@ def atomic_save(obj: object, path: str | os.PathLike) -> Path:
     return path
 
 
+def hash_file_stamps(h, files, targets=None) -> None:
+    """Feeds each file's path, size and modification time (and its label) into the hash ``h``.
+
+    What the feature, activation and int8 caches key on: a replaced or edited photo gives a new
+    key. A file deleted since the scan is stamped ``missing`` (the loader skips it with a warning);
+    ``surrogateescape`` keeps file names that are not valid UTF-8 (Linux allows any bytes).
+
+    Example:
+        >>> h = hashlib.sha1()
+        >>> hash_file_stamps(h, ["a.jpg"], [0]); len(h.hexdigest())
+        40
+    """
+    for i, f in enumerate(files):
+        try:
+            st = os.stat(f)
+            stamp = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        label = "" if targets is None else f"|{targets[i]}"
+        h.update(f"|{f}|{stamp}{label}".encode("utf-8", "surrogateescape"))
+
+
 def current_umask() -> int:
     """The process's umask (Linux shows it in /proc; elsewhere read by setting and restoring it).
 

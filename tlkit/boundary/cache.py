@@ -43,7 +43,7 @@ from tlkit.features import default_cache_dir
 from tlkit.images import DECODE_VERSION, warn_skipped
 from tlkit.inference import ready_for_inference
 from tlkit.loaders import make_loader, with_files
-from tlkit.storage import atomic_save, safe_load
+from tlkit.storage import atomic_save, hash_file_stamps, safe_load
 
 log = logging.getLogger(__name__)
 ACTIVATION_VERSION = 1
@@ -144,13 +144,7 @@ def activation_key(model: nn.Module, dataset: ImageDataset, boundary: str, views
     h = hashlib.sha256()
     h.update(f"a{ACTIVATION_VERSION}|d{DECODE_VERSION}|{model.name}|{boundary}|{bottom_fingerprint(model, boundary)}|"
              f"{precision}|{dtype}|{views}|{seed}|{dataset.transform!r}".encode())
-    for f, t in zip(dataset.files, dataset.targets):
-        try:
-            st = os.stat(f)
-            stamp = f"{st.st_size}|{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"|{f}|{stamp}|{t}".encode("utf-8", "surrogateescape"))
+    hash_file_stamps(h, dataset.files, dataset.targets)
     return h.hexdigest()
 
 

@@ -95,17 +95,12 @@ def download_rt_polarity(target_dir: str | os.PathLike, url: str = RT_URL, hint:
         PosixPath('data/rt-polaritydata')
     """
     from tlkit.archive import replace_path, write_error
-    from tlkit.download import download_file
+    from tlkit.download import download_with_hint
 
     target_dir = Path(target_dir)
     archive = target_dir / f"{RT_NAME}.tar.gz"
     if not archive.is_file():
-        try:
-            download_file(url, archive)
-        except DownloadError as exc:
-            if exc.reason == "write" or not hint:
-                raise
-            raise DownloadError(f"{exc} {hint}", reason=exc.reason) from exc
+        download_with_hint(url, archive, hint)
     staging = target_dir / f".{RT_NAME}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
