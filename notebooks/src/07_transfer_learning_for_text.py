@@ -100,7 +100,6 @@ print(f"using {len(train)} training and {len(val)} validation sentences")
 # padding) tells the model which positions to ignore.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 from tlkit import count_parameters, load_backbone
 
 
