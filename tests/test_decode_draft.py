@@ -137,3 +137,83 @@ def test_feature_pass_reports_where_the_time_goes(monkeypatch, tiny_datasets, re
     assert f.load_seconds >= 24 * 0.02  # every decode happens while the loop waits for a batch
     assert f.forward_seconds > 0
     assert f.load_seconds + f.forward_seconds == pytest.approx(f.seconds, abs=0.25)
+
+
+def test_prefetched_keeps_the_order_and_decodes_during_the_callers_work():
+    import threading
+    import time
+
+    from tlkit.loaders import prefetched
+
+    def slow_batches():
+        for i in range(8):
+            time.sleep(0.05)  # "decoding"
+            yield i
+
+    timing: dict = {}
+    start, got, threads = time.perf_counter(), [], set()
+    for item in prefetched(slow_batches(), timing=timing):
+        got.append(item)
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05)  # "the forward pass"
+    wall = time.perf_counter() - start
+    assert got == list(range(8)) and threads == {threading.current_thread().name}
+    assert timing["decode_seconds"] >= 8 * 0.05
+    assert wall < 0.7  # one after the other would take 0.8 s; overlapped, about 0.45 s
+
+
+def test_prefetched_raises_the_producers_error_and_stops_when_the_caller_stops():
+    import threading
+    import time
+
+    from tlkit.loaders import prefetched
+
+    def broken():
+        yield 0
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetched(broken()):
+            got.append(item)
+    assert got == [0, 1]  # the batches before the error arrive first
+
+    made = []
+
+    def endless():
+        i = 0
+        while True:
+            made.append(i)
+            yield i
+            i += 1
+
+    for item in prefetched(endless(), depth=2):
+        if item == 3:
+            break
+    time.sleep(0.3)
+    assert not any(t.name == "tlkit-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(made) <= 4 + 2 + 1  # stopped a batch or so after the caller, not endless
+
+
+def test_the_onnx_runtime_pass_decodes_in_a_thread_and_pytorchs_does_not(monkeypatch, tiny_datasets, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from modelgen import noise_stat_resnet
+
+    import tlkit.inference as inference_mod
+    from tlkit.features import extract_features
+
+    monkeypatch.delenv("TLKIT_ENGINE", raising=False)  # conftest's "torch" would override the argument
+    resnet18_2 = noise_stat_resnet(0)
+
+    calls = []
+    real = inference_mod.prefetched
+    monkeypatch.setattr(inference_mod, "prefetched", lambda b, **kw: calls.append(1) or real(b, **kw))
+    val = tiny_datasets[1].with_transform(transforms_for(resnet18_2, image_size=64))
+    f = extract_features(resnet18_2, val, cache=False, engine="torch", num_workers=0, progress=False,
+                         precision="fp32")
+    assert calls == [] and f.decode_seconds > 0
+    g = extract_features(resnet18_2, val, cache=False, cache_dir=tmp_path, engine="onnxruntime", num_workers=0,
+                         progress=False)
+    assert calls == [1] and g.engine == "onnxruntime" and g.decode_seconds > 0 and len(g) == len(f) == 24
+    assert torch.allclose(g.features, f.features, atol=1e-3, rtol=1e-3)  # same rows, same order

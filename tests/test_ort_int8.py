@@ -92,3 +92,83 @@ def test_auto_uses_int8_only_after_a_passing_check(tiny_datasets, tmp_path, monk
     store.write_text(json.dumps(data))
     forced = extract_features(model, val, cache=False, cache_dir=tmp_path, engine="onnxruntime", progress=False)
     assert forced.precision == "fp32"  # a forced engine keeps fp32; only "auto" reads the verdict
+
+
+def _ship(path, model, train, val, root, ok=True):
+    """A shipped-verdicts file at ``path`` for ``model`` on ``val``, calibrated on ``train`` (under ``root``)."""
+    from tlkit.int8_check import shipped_form
+
+    verdict = {"ok": ok, "acc_fp32": 0.9, "interval": [0.8, 0.95], "acc_int8": 0.88 if ok else 0.7, "n_val": 24,
+               "calibration": "unused", "calibration_files": int8_mod.calibration_set(train).files}
+    path.write_text(json.dumps({int8_mod.int8_key(model, body_fingerprint(model), val): shipped_form(verdict, root)}))
+
+
+def test_a_shipped_verdict_works_in_another_copy_of_the_dataset_and_only_with_the_same_photos(
+        tiny_images, tmp_path, monkeypatch):
+    import shutil
+
+    from tlkit.data import image_folder
+
+    model = _model()
+    train, val = _splits(image_folder(tiny_images), model)
+    shipped = tmp_path / "int8_verdicts.json"
+    _ship(shipped, model, train, val, tiny_images)
+    assert json.loads(shipped.read_text()) and "train/" in shipped.read_text()  # relative names
+    monkeypatch.setattr(int8_mod, "SHIPPED_VERDICTS", shipped)
+    copy = shutil.copytree(tiny_images, tmp_path / "elsewhere" / "tiny_images")
+    train2, val2 = _splits(image_folder(copy), model)
+    cache = tmp_path / "cache"
+    f = extract_features(model, val2, cache=False, cache_dir=cache, engine="auto", progress=False)
+    assert (f.engine, f.precision) == ("onnxruntime", "int8")
+    calib = int8_mod.shipped_calibration(json.loads(shipped.read_text()).popitem()[1], val2)
+    assert calib is not None and all(p.startswith(str(copy)) for p in calib.files) and len(calib) == 24
+    assert {calib.files[0].split("/")[-2], calib.files[-1].split("/")[-2]} == set(train.classes)  # both classes
+    # one calibration photo differs in this copy: its content hash no longer matches, so fp32
+    victim = copy / calib.files[3][len(str(copy)) + 1:]
+    victim.write_bytes(victim.read_bytes() + b"\0")
+    f = extract_features(model, val2, cache=False, cache_dir=cache, engine="auto", progress=False)
+    assert f.precision != "int8"
+    # a shipped "no", or no photos beside the dataset at all: fp32
+    _ship(shipped, model, train, val, tiny_images, ok=False)
+    assert extract_features(model, val, cache=False, cache_dir=cache, engine="auto", progress=False).precision != "int8"
+    _ship(shipped, model, train, val, tiny_images)
+    lone = int8_mod.ImageDataset(["/nowhere/x.jpg"], [0], val.classes, val.transform)
+    assert int8_mod.shipped_calibration(json.loads(shipped.read_text()).popitem()[1], lone) is None
+
+
+def test_a_local_check_overrides_the_shipped_verdict(tiny_datasets, tiny_images, tmp_path, monkeypatch):
+    model = _model()
+    train, val = _splits(tiny_datasets, model)
+    shipped = tmp_path / "int8_verdicts.json"
+    _ship(shipped, model, train, val, tiny_images)
+    monkeypatch.setattr(int8_mod, "SHIPPED_VERDICTS", shipped)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = int8_mod.int8_key(model, body_fingerprint(model), val)
+    (cache / "int8-choice.json").write_text(json.dumps({key: {"ok": False}}))  # this machine's check said no
+    assert extract_features(model, val, cache=False, cache_dir=cache, engine="auto", progress=False).precision != "int8"
+    (cache / "int8-choice.json").unlink()
+    assert extract_features(model, val, cache=False, cache_dir=cache, engine="auto", progress=False).precision == "int8"
+
+
+def test_the_shipped_verdicts_are_consistent_and_match_the_course_setting(cats_dogs_dir):
+    """tlkit/int8_verdicts.json: every entry's "ok" follows from its numbers, and the Lite0 entry is reachable."""
+    from tlkit.backbones import load_backbone
+    from tlkit.data import cats_vs_dogs
+    from tlkit.freezing import freeze
+
+    shipped = json.loads(int8_mod.SHIPPED_VERDICTS.read_text())
+    assert shipped
+    for key, v in shipped.items():
+        name, fp, tf_hash, classes = key.split("|")
+        assert v["ok"] == (v["acc_int8"] >= v["interval"][0]) and v["interval"][0] <= v["acc_fp32"] <= v["interval"][1]
+        assert len(v["calibration_files"]) == int8_mod.CALIBRATION_IMAGES and len(v["calibration_sha1"]) == 40
+        assert all(not f.startswith("/") and ".." not in f for f in v["calibration_files"])
+    train, val = cats_vs_dogs(download=False)
+    model = load_backbone("efficientnet_lite0", num_classes=2, class_names=train.classes)
+    freeze(model, model.group_names[:-1])
+    val = val.with_transform(transforms_for(model, train=False))
+    key = int8_mod.int8_key(model, body_fingerprint(model), val)
+    assert key in shipped and shipped[key]["ok"]
+    calib = int8_mod.shipped_calibration(shipped[key], val)
+    assert calib is not None and len(calib) == 64 and all(f.startswith(str(cats_dogs_dir)) for f in calib.files)

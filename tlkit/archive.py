@@ -27,6 +27,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 from tlkit.errors import DownloadError, UnsafeArchiveError
 
@@ -225,3 +227,29 @@ def replace_path(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+@contextlib.contextmanager
+def staging_folder(target_dir: Path, name: str) -> Iterator[Path]:
+    """A hidden ``.<name>.staging-<pid>`` path beside ``target_dir / name`` (not created), removed afterwards.
+
+    Fill it, then :func:`publish` it: the final name never holds a half-made tree.
+
+    Example:
+        >>> with staging_folder(Path("data"), "rt-polaritydata") as staging:
+        ...     fill(staging); publish(staging, Path("data/rt-polaritydata"))
+    """
+    staging = Path(target_dir) / f".{name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(src: Path, dst: Path) -> None:
+    """:func:`replace_path`, with a failure raised as ``DownloadError(reason="write")`` naming ``dst``."""
+    try:
+        replace_path(src, dst)
+    except OSError as exc:
+        raise write_error(dst, exc) from exc

@@ -96,8 +96,10 @@ def _train_features(model, train, val, args, image_size: int) -> dict:
             "timings": {"features_seconds": round(t1 - t0, 2), "head_seconds": round(t2 - t1, 3),
                         "features_cached": ftr.from_cache and fva.from_cache, "engine": fva.engine,
                         "features_precision": fva.precision,
-                        # where the feature pass's time went: decoding (waiting for images) and the forward pass
-                        "decode_seconds": round(ftr.load_seconds + fva.load_seconds, 2),
+                        # where the feature pass's time went: decoding (a thread, during the forward pass),
+                        # waiting for decoded images, and the forward pass
+                        "decode_seconds": round(ftr.decode_seconds + fva.decode_seconds, 2),
+                        "wait_seconds": round(ftr.load_seconds + fva.load_seconds, 2),
                         "forward_seconds": round(ftr.forward_seconds + fva.forward_seconds, 2)}}
 
 

@@ -23,7 +23,6 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import socket
 import time
 import urllib.error
@@ -35,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from tlkit.archive import CHUNK, remove_stale, replace_path, safe_extract_zip, write_error
+from tlkit.archive import CHUNK, publish, remove_stale, safe_extract_zip, staging_folder, write_error
 from tlkit.errors import DownloadError, UnsafeArchiveError
 from tlkit.images import is_image_file
 
@@ -245,9 +244,7 @@ def download_dataset(url: str, target_dir: str | os.PathLike, name: str,
 def _extract_dataset(zip_path: Path, target_dir: Path, name: str, expected: dict[str, int],
                      url: str) -> dict[str, int]:
     """Unpacks into a hidden staging folder, checks the counts, then swaps it in as ``name``."""
-    staging = target_dir / f".{name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staging_folder(target_dir, name) as staging:
         _unpack_download(zip_path, staging, url)
         root = staging / name if (staging / name).is_dir() else staging
         counts = count_images(root, expected)
@@ -256,12 +253,7 @@ def _extract_dataset(zip_path: Path, target_dir: Path, name: str, expected: dict
             raise DownloadError(f"{url} unpacked to {counts} images per split, expected {expected}. "
                                 "The download was discarded; try again, or check the URL.",
                                 reason="mismatch")
-        try:
-            replace_path(root, target_dir / name)
-        except OSError as exc:
-            raise write_error(target_dir / name, exc) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish(root, target_dir / name)
     return counts
 
 

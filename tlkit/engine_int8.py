@@ -3,17 +3,26 @@
 ``extract_features(model, ds, precision="int8", calibration=train)`` runs the
 body as a static int8 (QDQ) ONNX graph, quantized once with
 :func:`tlkit.export.quantize.quantize_batches` from the fp32 graph of
-:mod:`tlkit.engine` and calibrated on the first :data:`CALIBRATION_IMAGES`
-readable images of ``calibration`` (training images, never the ones you
-report accuracy on). The int8 graph is cached beside the fp32 one, named by
+:mod:`tlkit.engine` and calibrated on :data:`CALIBRATION_IMAGES` evenly
+spaced images of ``calibration`` (training images, never the ones you
+report accuracy on; :func:`calibration_set`). The int8 graph is cached beside the fp32 one, named by
 weights and calibration files; its features carry the tag
 ``"onnxruntime-int8-<calibration>"`` in the cache key.
 
 ``precision="auto"`` uses int8 only where :func:`tlkit.int8_check.check_int8` has shown, on
 this backbone and class set, that the course's head on int8 features lands
 within the 95% interval of the same head on fp32 features on the validation
-set. The verdict is kept in ``int8-choice.json`` in the cache folder; without
-one, "auto" stays fp32.
+set. Verdicts come from two places:
+
+* ``int8-choice.json`` in the cache folder: checks run on this machine (they
+  win: a local "no" overrides a shipped "yes");
+* ``tlkit/int8_verdicts.json``, shipped with tlkit: the checks
+  ``tools/record_int8_verdicts.py`` ran on the course data (EfficientNet-Lite0
+  at 224 px, cats vs dogs). Their calibration photos are named relative to the
+  dataset's folder and identified by content, so they are found in any copy of
+  the dataset; if they are missing or differ, "auto" stays fp32.
+
+Without a verdict, "auto" stays fp32.
 
 Example:
     >>> tlkit.int8_check.check_int8(model, train_tf, val_tf)["ok"]
@@ -41,12 +50,21 @@ from tlkit.storage import hash_file_stamps
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 64
 INT8_DECISIONS = "int8-choice.json"
+SHIPPED_VERDICTS = Path(__file__).with_name("int8_verdicts.json")
+
+
+def calibration_set(calibration: ImageDataset, n: int = CALIBRATION_IMAGES) -> ImageDataset:
+    """``n`` evenly spaced images of ``calibration`` (all of them if fewer): every class, not the first folder's."""
+    total = len(calibration)
+    idx = range(total) if total <= n else [i * total // n for i in range(n)]
+    return ImageDataset([calibration.files[i] for i in idx], [calibration.targets[i] for i in idx],
+                        calibration.classes, calibration.transform, calibration.name)
 
 
 def calibration_id(calibration: ImageDataset, n: int = CALIBRATION_IMAGES) -> str:
-    """Hash of the first ``n`` calibration files (path, size, mtime): which images set the int8 ranges."""
+    """Hash of the calibration files (path, size, mtime; :func:`calibration_set`): which images set the int8 ranges."""
     h = hashlib.sha1()
-    hash_file_stamps(h, calibration.files[:n])
+    hash_file_stamps(h, calibration_set(calibration, n).files)
     return h.hexdigest()[:12]
 
 
@@ -64,7 +82,7 @@ def int8_graph(fp32: OrtRunner, calibration: ImageDataset, transform, calib: str
 
     path = fp32.path.with_name(fp32.path.name.replace("-fp32-", "-int8-").replace(".onnx", f"-{calib}.onnx"))
     if not path.exists():
-        x = sample_images(calibration.with_transform(transform), CALIBRATION_IMAGES)  # (N, 3, S, S)
+        x = sample_images(calibration_set(calibration).with_transform(transform), CALIBRATION_IMAGES)  # (N,3,S,S)
         tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.onnx")
         try:
             quantize_batches(fp32.path, [b.float().numpy() for b in x.split(16)], tmp)
@@ -96,13 +114,51 @@ def plan_int8(engine: str, precision: str, model: nn.Module, dataset: ImageDatas
         return None
     if device.type != "cpu" or not ort_available():
         return None
-    verdict = _read_json(Path(cache_dir) / INT8_DECISIONS).get(int8_key(model, fingerprint, dataset))
-    if not (verdict and verdict.get("ok")):
-        return None
-    recorded = ImageDataset(verdict["calibration_files"], [0] * len(verdict["calibration_files"]), dataset.classes)
-    if calibration_id(recorded) != verdict["calibration"]:  # the calibration photos changed since the check
-        return None
+    key = int8_key(model, fingerprint, dataset)
+    verdict = _read_json(Path(cache_dir) / INT8_DECISIONS).get(key)
+    if verdict is not None:  # checked on this machine
+        if not verdict.get("ok"):
+            return None
+        recorded = ImageDataset(verdict["calibration_files"], [0] * len(verdict["calibration_files"]),
+                                dataset.classes)
+        if calibration_id(recorded) != verdict["calibration"]:  # the calibration photos changed since the check
+            return None
+    else:
+        verdict = _read_json(SHIPPED_VERDICTS).get(key)
+        recorded = shipped_calibration(verdict, dataset) if verdict and verdict.get("ok") else None
+        if recorded is None:
+            return None
+        log.info("int8 features for %s: shipped verdict (%s)", key, verdict.get("measured", "?"))
     return _int8_runner(model, dataset, recorded, fingerprint, cache_dir)
+
+
+def content_hash(paths) -> str:
+    """SHA-1 over the bytes of ``paths``, in order: the same photos in any folder give the same hash."""
+    h = hashlib.sha1()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def shipped_calibration(verdict: dict, dataset: ImageDataset, levels: int = 4) -> ImageDataset | None:
+    """The calibration photos of a shipped verdict, found beside ``dataset``; None if absent or changed.
+
+    The verdict names them relative to the dataset's folder (``train/cats/cat.0.jpg``);
+    that folder is searched for among the first ``levels`` parents of ``dataset``'s first
+    file, and the photos must have the recorded content hash.
+    """
+    rel = verdict.get("calibration_files") or []
+    if not rel or not dataset.files:
+        return None
+    for parent in list(Path(dataset.files[0]).parents)[:levels]:
+        paths = [parent / r for r in rel]
+        if all(p.is_file() for p in paths):
+            try:
+                same = content_hash(paths) == verdict.get("calibration_sha1")
+            except OSError:
+                return None
+            return ImageDataset([str(p) for p in paths], [0] * len(paths), dataset.classes) if same else None
+    return None
 
 
 def _int8_runner(model: nn.Module, dataset: ImageDataset, calibration: ImageDataset, fingerprint: str,

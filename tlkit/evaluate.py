@@ -131,7 +131,7 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
     forward = _frozen_body_forward(model, dataset, device, engine) or model
     probs, labels, kept = run_inference(model, dataset, lambda x: forward(x).float().softmax(1), model.num_classes,
                                         batch_size or default_batch_size(device), device, precision, progress,
-                                        num_workers, desc="predicting")
+                                        num_workers, desc="predicting", prefetch=forward is not model)
     return Predictions(probs, labels, kept, list(dataset.classes))
 
 

@@ -62,6 +62,7 @@ class Features:
     precision: str = ""  # what they were computed in: "fp32", "bf16", "fp16" or "int8"
     load_seconds: float = 0.0  # of ``seconds``: waiting for decoded images (0 for a cache hit)
     forward_seconds: float = 0.0  # of ``seconds``: the forward pass
+    decode_seconds: float = 0.0  # decoding the images (on ONNX Runtime, in a thread during the forward pass)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -199,7 +200,8 @@ def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistConte
     timing: dict = {}
     feats, labels, files = run_inference(model, shard, forward, model.num_features, batch_size, device,
                                          "fp32" if runner is not None else precision, progress, num_workers,
-                                         desc="extracting features of", timing=timing)
+                                         desc="extracting features of", timing=timing,
+                                         prefetch=runner is not None)  # ONNX Runtime leaves room to decode
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
     return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start,
                     engine="onnxruntime" if runner is not None else "torch", **timing)

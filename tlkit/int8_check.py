@@ -20,7 +20,7 @@ from torch import nn
 
 from tlkit.data import ImageDataset
 from tlkit.engine import _read_json, atomic_write_text
-from tlkit.engine_int8 import CALIBRATION_IMAGES, INT8_DECISIONS, calibration_id, int8_key
+from tlkit.engine_int8 import INT8_DECISIONS, calibration_id, calibration_set, content_hash, int8_key
 from tlkit.evaluate import binomial_interval
 from tlkit.features import body_fingerprint, default_cache_dir, evaluate_head, extract_features, train_head
 
@@ -52,7 +52,7 @@ def check_int8(model: nn.Module, train: ImageDataset, val: ImageDataset, cache_d
     lo, hi = binomial_interval(accs["fp32"], n)
     verdict = {"ok": accs["int8"] >= lo, "acc_fp32": accs["fp32"], "interval": [round(lo, 4), round(hi, 4)],
                "acc_int8": accs["int8"], "n_val": n, "seconds": seconds,
-               "calibration": calibration_id(train), "calibration_files": list(train.files[:CALIBRATION_IMAGES])}
+               "calibration": calibration_id(train), "calibration_files": calibration_set(train).files}
     store = folder / INT8_DECISIONS
     known = _read_json(store)
     known[int8_key(model, body_fingerprint(model), val)] = verdict
@@ -60,3 +60,21 @@ def check_int8(model: nn.Module, train: ImageDataset, val: ImageDataset, cache_d
     log.info("int8 check for %s: %s", model.name, {k: v for k, v in verdict.items() if k != "calibration_files"})
     return verdict
 
+
+
+def shipped_form(verdict: dict, root: str | os.PathLike) -> dict:
+    """``verdict`` as ``tlkit/int8_verdicts.json`` keeps it: calibration photos relative to ``root``, by content.
+
+    ``root`` is the dataset's folder (``.../cats_and_dogs_filtered``); every
+    calibration file must lie under it. :func:`tlkit.engine_int8.shipped_calibration`
+    finds them again in another copy of the dataset.
+
+    Example:
+        >>> shipped_form(check_int8(model, train_tf, val_tf), data_dir / "cats_and_dogs_filtered")["calibration_files"][0]
+        'train/cats/cat.1.jpg'
+    """
+    root = Path(root).resolve()
+    files = [Path(f).resolve() for f in verdict["calibration_files"]]
+    keep = {k: v for k, v in verdict.items() if k not in ("calibration", "calibration_files")}
+    return {**keep, "dataset": root.name, "calibration_files": [f.relative_to(root).as_posix() for f in files],
+            "calibration_sha1": content_hash(files)}

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -94,23 +93,16 @@ def download_rt_polarity(target_dir: str | os.PathLike, url: str = RT_URL, hint:
         >>> download_rt_polarity(Path("data"))
         PosixPath('data/rt-polaritydata')
     """
-    from tlkit.archive import replace_path, write_error
+    from tlkit.archive import publish, staging_folder
     from tlkit.download import download_with_hint
 
     target_dir = Path(target_dir)
     archive = target_dir / f"{RT_NAME}.tar.gz"
     if not archive.is_file():
         download_with_hint(url, archive, hint)
-    staging = target_dir / f".{RT_NAME}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staging_folder(target_dir, RT_NAME) as staging:
         _extract_rt(archive, staging, url)
-        try:
-            replace_path(staging, target_dir / RT_NAME)
-        except OSError as exc:
-            raise write_error(target_dir / RT_NAME, exc) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish(staging, target_dir / RT_NAME)
     return target_dir / RT_NAME
 
 
