@@ -11,7 +11,10 @@
    layers in training mode, as in the tutorial.
 2. tlkit: ``extract_features`` once (fresh cache), then ``train_head``; cold
    (feature pass included) and warm (cache filled), with tlkit's defaults
-   (precision "auto": bf16 on CPUs with native bf16, fp32 elsewhere). With
+   (engine and precision "auto": here int8 on ONNX Runtime, from the verdict
+   tlkit ships for Lite0 at 224 px on these photos; without onnxruntime,
+   PyTorch in bf16 on CPUs with native bf16, fp32 elsewhere). The cold row
+   includes the one-time ONNX export, parity check and quantization. With
    ``--fp32-features`` a third row forces an fp32 feature pass.
 3. Fine-tuning training throughput: the tutorial's loop (whole network, batch 4,
    NCHW fp32) against ``tlkit.strategy.train_strategy(..., "finetune")`` defaults
@@ -208,7 +211,8 @@ def run_tlkit_features(train: ImageDataset, val: ImageDataset, head_epochs: int,
             features_s = time.perf_counter() - start
             _, hist = train_head(ftr, fva, epochs=head_epochs, lr=1e-3, seed=0)
             out[label] = time_to_target(hist, features_s, ftr.from_cache and fva.from_cache)
-            print(f"  tlkit {label}: features {features_s:.1f} s (from cache: {out[label]['from_cache']}), "
+            print(f"  tlkit {label}: features {features_s:.1f} s ({fva.engine} {fva.precision}; "
+                  f"from cache: {out[label]['from_cache']}), "
                   f"head {sum(hist['seconds']):.2f} s for {len(hist)} epochs, "
                   f"best val acc {out[label]['best']:.4f}", flush=True)
     return out
@@ -420,7 +424,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"peers benchmark ({'QUICK: reduced, ratios not comparable to targets' if args.quick else 'full'}): "
           f"{BACKBONE}, 224 px, {len(train)} train / {len(val)} val images, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load_average()}, "
-          f"tlkit feature precision here: {inference_precision(torch.device('cpu'))}", flush=True)
+          f"PyTorch's feature precision here: {inference_precision(torch.device('cpu'))} (the engine and precision "
+          "tlkit's rows used are printed with them)", flush=True)
     if args.quick:
         print(f"quick: 150/class train, 100/class val (same files for every recipe), tutorial {args.epochs} "
               f"epoch(s), throughput over {args.images} images", flush=True)

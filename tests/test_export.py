@@ -117,7 +117,11 @@ def test_read_metadata_refuses_a_foreign_onnx_file(tmp_path):
         read_metadata(tmp_path / "junk.onnx")
 
 
-def test_int8_of_the_real_lite0_is_at_most_35_percent_and_agrees(tmp_path):
+def test_int8_of_the_real_lite0_is_at_most_35_percent_and_agrees(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    filters = list(logging.getLogger().filters)
     model = _model("efficientnet_lite0", pretrained=True)  # ImageNet weights from the pip package
     fp32 = export_onnx(model, tmp_path / "lite0.onnx", image_size=96).path
     calib = scan_class_folders(make_split(tmp_path / "train", per_class=8, size=64, seed=1), classes=CLASSES)
@@ -132,6 +136,23 @@ def test_int8_of_the_real_lite0_is_at_most_35_percent_and_agrees(tmp_path):
     onnx = require("onnx")
     ops = {n.op_type for n in onnx.load(str(q.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    assert not [r for r in caplog.records if "onnxruntime" in r.pathname and r.levelno < logging.WARNING]
+    assert logging.getLogger().filters == filters  # the quantizer's filter is gone again
+
+
+def test_the_quantizer_chatter_filter_drops_only_its_info_lines():
+    import logging
+
+    from tlkit.export.quantize import _QuantizerChatter
+
+    def record(path, level):
+        return logging.LogRecord("root", level, path, 1, "Increased scale[3] for weight", None, None)
+
+    f = _QuantizerChatter()
+    ort = "/site-packages/onnxruntime/quantization/qdq_quantizer.py"
+    assert not f.filter(record(ort, logging.INFO))
+    assert f.filter(record(ort, logging.WARNING))  # its warnings still reach the learner
+    assert f.filter(record("/work/tlkit/engine_int8.py", logging.INFO))
 
 
 def test_latency_rows_for_eager_and_onnx(tmp_path):

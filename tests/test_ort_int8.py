@@ -171,4 +171,5 @@ def test_the_shipped_verdicts_are_consistent_and_match_the_course_setting(cats_d
     key = int8_mod.int8_key(model, body_fingerprint(model), val)
     assert key in shipped and shipped[key]["ok"]
     calib = int8_mod.shipped_calibration(shipped[key], val)
-    assert calib is not None and len(calib) == 64 and all(f.startswith(str(cats_dogs_dir)) for f in calib.files)
+    assert calib is not None and len(calib) == int8_mod.CALIBRATION_IMAGES
+    assert all(f.startswith(str(cats_dogs_dir)) for f in calib.files)

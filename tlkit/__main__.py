@@ -207,6 +207,9 @@ def _report(command: str, result: dict, as_json: bool) -> None:
     print(f"validation accuracy {result['val_accuracy']:.4f}")
     timing = ", ".join(f"{k} {v}" for k, v in result.items() if k.endswith("seconds"))
     print(f"time: {timing}" + (" (features from cache)" if result.get("features_cached") else ""))
+    if result.get("engine") and result.get("features_precision"):  # feature extraction: what computed the features
+        print(f"features computed by {result['engine']} in {result['features_precision']}"
+              + (" (TLKIT_ENGINE=torch for PyTorch)" if result["engine"] != "torch" else ""))
     print(f"wrote {Path(result.get('out', ''))}")
 
 

@@ -6,8 +6,8 @@
 confusion matrix PNG. :mod:`tlkit.__main__` parses and checks the arguments.
 
 Example:
-    >>> run_training(args, train, val, "cats_and_dogs_filtered")["val_accuracy"]
-    0.991
+    >>> run_training(args, train, val, "cats_and_dogs_filtered")["val_accuracy"]   # int8 features (0.991 in fp32)
+    0.988
 """
 from __future__ import annotations
 

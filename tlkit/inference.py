@@ -70,9 +70,10 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
             this overlaps the other two).
         prefetch: without DataLoader workers, decode the next batches in a thread
             during the forward pass (:func:`tlkit.loaders.prefetched`). It pays where the
-            forward pass leaves the cores room: ONNX Runtime's int8 pass over the 3,000
-            course photos took 10.9 s instead of 13.4 s, while PyTorch's took 30-36 s
-            instead of 25-28 s (its threads and the decoder's fight for the two cores).
+            forward pass leaves the cores room: on 2 cores, ONNX Runtime's int8 pass over
+            the 3,000 course photos took 10.9 s instead of 13.4 s (fp32: 18.5-19.4 s either
+            way), while PyTorch's took 30-36 s instead of 25-28 s (its threads and the
+            decoder's fight for the cores), so PyTorch's passes do not ask for it.
 
     Returns:
         ``(outputs (N, width) float32 on the CPU, labels (N,), files kept)``.

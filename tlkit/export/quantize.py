@@ -103,10 +103,22 @@ def quantize_batches(onnx_path: str | os.PathLike, batches: list[np.ndarray], ou
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"  # shape inference + graph optimisation, as ORT recommends
         quant.shape_inference.quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        quant.quantize_static(str(prepared), str(out_path), _Reader(batches), quant_format=quant.QuantFormat.QDQ,
-                              activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
-                              per_channel=per_channel, calibrate_method=quant.CalibrationMethod.MinMax)
+        quiet = _QuantizerChatter()  # ORT logs one INFO line per rescaled weight channel (81 for Lite0) to the root
+        logging.getLogger().addFilter(quiet)
+        try:
+            quant.quantize_static(str(prepared), str(out_path), _Reader(batches), quant_format=quant.QuantFormat.QDQ,
+                                  activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
+                                  per_channel=per_channel, calibrate_method=quant.CalibrationMethod.MinMax)
+        finally:
+            logging.getLogger().removeFilter(quiet)
     return out_path
+
+
+class _QuantizerChatter(logging.Filter):
+    """Drops ONNX Runtime's quantizer INFO records (sent to the root logger); its warnings still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "quantization" not in record.pathname.replace("\\", "/")
 
 
 CALIBRATION_CHUNK = 4  # images per calibration run: ORT's memory grows with the batch (~45 MB per image)
