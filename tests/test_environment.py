@@ -503,3 +503,19 @@ def test_prefetch_rejects_unknown_backbones(prefetch, capsys):
         prefetch.main(["--backbones", "resnet9000"])
     assert exc.value.code == 2
     assert "efficientnet_lite0" in capsys.readouterr().err
+
+
+def test_every_data_file_of_the_packages_is_declared_so_a_wheel_keeps_it():
+    """tlkit reads int8_verdicts.json and the export --web page from its own folders: a plain install must have them."""
+    from fnmatch import fnmatch
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages, data = set(conf["packages"]), conf.get("package-data", {})
+    files = [p for top in ("tlkit", "widgets") for p in (ROOT / top).rglob("*")
+             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert any(p.name == "int8_verdicts.json" for p in files)
+    for path in files:
+        package = ".".join(path.parent.relative_to(ROOT).parts)
+        assert package in packages, f"{package} (holding {path.name}) is not in [tool.setuptools] packages"
+        assert any(fnmatch(path.name, g) for g in data.get(package, [])), \
+            f"{path.relative_to(ROOT)} is not matched by [tool.setuptools.package-data] {package!r}"

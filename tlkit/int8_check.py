@@ -61,7 +61,6 @@ def check_int8(model: nn.Module, train: ImageDataset, val: ImageDataset, cache_d
     return verdict
 
 
-
 def shipped_form(verdict: dict, root: str | os.PathLike) -> dict:
     """``verdict`` as ``tlkit/int8_verdicts.json`` keeps it: calibration photos relative to ``root``, by content.
 

@@ -33,7 +33,7 @@ from tlkit.data import eval_resize
 from tlkit.export.runtime import INPUT_NAME, OUTPUT_NAME, read_metadata
 
 log = logging.getLogger(__name__)
-PAGE_DIR = Path(__file__).with_name("web")
+PAGE_DIR = Path(__file__).with_name("web_page")  # the page itself: index.html and its scripts
 PAGE_FILES = ("index.html", "app.js", "preprocess.js")
 # onnxruntime-web file -> name in the page's ort/ folder. The bundle is an ES module; as .js every
 # static server sends it with a JavaScript MIME type (older Pythons do not know .mjs).
