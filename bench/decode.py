@@ -18,36 +18,14 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's photo helpers
+from imagegen import library_photos, phone_sized  # noqa: E402
+
 
 def sample_photos() -> list[Path]:
-    """A few real photos found on this machine (course data first)."""
-    found = []
+    """A few real photos found on this machine: course data first, then the libraries' sample photos."""
     data = Path(os.environ.get("TLKIT_DATA_DIR", "data")) / "cats_and_dogs_filtered" / "validation" / "cats"
-    found += sorted(data.glob("*.jpg"))[:8]
-    for mod, rel in (("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-                     ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg")):
-        try:
-            path = Path(__import__(mod).__file__).parent / rel
-        except ImportError:
-            continue
-        if path.exists():
-            found.append(path)
-    return found
-
-
-def phone_sized(photos: list[Path], folder: Path) -> list[Path]:
-    """Each non-course photo resampled to 4032x3024 (a phone camera's size), JPEG quality 90."""
-    from PIL import Image
-
-    out = []
-    for p in photos:
-        if "cats_and_dogs" in str(p):
-            continue
-        target = folder / f"{p.stem}_4032.jpg"
-        with Image.open(p) as im:
-            im.convert("RGB").resize((4032, 3024), Image.BICUBIC).save(target, quality=90)
-        out.append(target)
-    return out
+    return sorted(data.glob("*.jpg"))[:8] + library_photos()
 
 
 def rate(paths: list[Path], min_side: int | None, transform, seconds: float) -> float:
@@ -73,7 +51,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         groups = {"course photos (<=256 px)": [p for p in photos if "cats_and_dogs" in str(p)],
                   "sample photos (427-640 px)": [p for p in photos if "cats_and_dogs" not in str(p)],
-                  "phone-sized (4032x3024)": phone_sized(photos, Path(tmp))}
+                  "phone-sized (4032x3024)": phone_sized([p for p in photos if "cats_and_dogs" not in str(p)],
+                                                         Path(tmp))}
         print(f"{'photos':<28} {'n':>2} {'full img/s':>10} {'draft img/s':>11} {'speed-up':>8}")
         for label, paths in groups.items():
             if not paths:

@@ -42,3 +42,28 @@ def noisy_split(root: Path, classes=("cats", "dogs"), per_class: int = 3) -> Pat
             (root / cls).mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr.astype(np.uint8)).save(root / cls / f"{i}.jpg")
     return root
+
+
+def library_photos() -> list[Path]:
+    """Real photos that ship with installed libraries: matplotlib's portrait, scikit-learn's two photos (427-640 px)."""
+    found = []
+    for mod, rel in (("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+                     ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg")):
+        try:
+            path = Path(__import__(mod).__file__).parent / rel
+        except ImportError:
+            continue
+        if path.exists():
+            found.append(path)
+    return found
+
+
+def phone_sized(photos: list[Path], folder: Path) -> list[Path]:
+    """Each photo resampled to 4032x3024 (a phone camera's size), JPEG quality 90, written to ``folder``."""
+    out = []
+    for p in photos:
+        target = Path(folder) / f"{p.stem}_4032.jpg"
+        with Image.open(p) as im:
+            im.convert("RGB").resize((4032, 3024), Image.BICUBIC).save(target, quality=90)
+        out.append(target)
+    return out

@@ -69,23 +69,13 @@ def test_dataset_output_is_unchanged_in_size_and_close_in_pixels(tmp_path, resne
 
 
 def _real_photos(tmp_path: Path) -> list[Path]:
-    """matplotlib's sample portrait and scikit-learn's photos, each also at a phone camera's 4032x3024."""
-    found = []
-    for mod, rel in (("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-                     ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg")):
-        try:
-            path = Path(__import__(mod).__file__).parent / rel
-        except ImportError:
-            continue
-        if path.exists():
-            found.append(path)
-            big = tmp_path / f"{path.stem}_4032.jpg"
-            with Image.open(path) as im:
-                im.convert("RGB").resize((4032, 3024), Image.BICUBIC).save(big, quality=90)
-            found.append(big)
-    if not found:
+    """matplotlib's sample portrait and scikit-learn's photos, each followed by its copy at a phone's 4032x3024."""
+    from imagegen import library_photos, phone_sized
+
+    photos = library_photos()
+    if not photos:
         pytest.skip("no sample photo found (matplotlib's grace_hopper.jpg)")
-    return found
+    return [p for pair in zip(photos, phone_sized(photos, tmp_path)) for p in pair]
 
 
 def test_pretrained_features_with_draft_stay_close_on_real_photos(tmp_path):

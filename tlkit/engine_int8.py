@@ -45,7 +45,7 @@ from tlkit.data import ImageDataset
 from tlkit.engine import (ENGINES, OrtRunner, _read_json, _Sample, frozen_graph, ort_available, resolve_engine,
                           sample_images)
 from tlkit.env import env_choice
-from tlkit.storage import hash_file_stamps
+from tlkit.storage import content_hash, hash_file_stamps
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 32
@@ -132,14 +132,6 @@ def plan_int8(engine: str, precision: str, model: nn.Module, dataset: ImageDatas
                  "(%s; precision='fp32' or TLKIT_ENGINE=torch for full precision)", model.name,
                  verdict.get("measured", "shipped"))
     return _int8_runner(model, dataset, recorded, fingerprint, cache_dir)
-
-
-def content_hash(paths) -> str:
-    """SHA-1 over the bytes of ``paths``, in order: the same photos in any folder give the same hash."""
-    h = hashlib.sha1()
-    for p in paths:
-        h.update(Path(p).read_bytes())
-    return h.hexdigest()
 
 
 def shipped_calibration(verdict: dict, dataset: ImageDataset, levels: int = 4) -> ImageDataset | None:

@@ -91,10 +91,9 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
     timing = {} if timing is None else timing
     timing["load_seconds"], timing["decode_seconds"], start = 0.0, 0.0, time.perf_counter()
     batches = releasing_memory(loader, device)  # freed memory back to the OS (Binder has 2 GB)
-    if prefetch and loader.num_workers == 0:  # a thread decodes the next batches during this one's forward
+    threaded = prefetch and loader.num_workers == 0
+    if threaded:  # a thread decodes the next batches during this one's forward pass
         batches = prefetched(batches, timing=timing)
-    else:  # decoding is what the loop waits for (in worker processes, if any)
-        batches = timed(batches, timing, "decode_seconds")
     with ready_for_inference(model, device):
         for x, y, batch_kept, dropped in with_files(timed(batches, timing), dataset.files):
             kept += batch_kept
@@ -106,13 +105,15 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
             bar.update(len(batch_kept) + len(dropped))
     bar.close()
     timing["forward_seconds"] = time.perf_counter() - start - timing["load_seconds"]
+    if not threaded:  # decoding is what the loop waited for (in worker processes, if any)
+        timing["decode_seconds"] = timing["load_seconds"]
     warn_skipped(skipped, where=f" while {desc} {dataset.name}")
     return (torch.cat(outputs) if outputs else torch.empty(0, width),
             torch.cat(labels) if labels else torch.empty(0, dtype=torch.long), kept)
 
 
-def timed(batches: Iterable[T], timing: dict, key: str = "load_seconds") -> Iterator[T]:
-    """Yields from ``batches``, adding the seconds spent waiting for each to ``timing[key]``.
+def timed(batches: Iterable[T], timing: dict) -> Iterator[T]:
+    """Yields from ``batches``, adding the seconds spent waiting for each to ``timing["load_seconds"]``.
 
     Example:
         >>> timing = {"load_seconds": 0.0}
@@ -125,5 +126,5 @@ def timed(batches: Iterable[T], timing: dict, key: str = "load_seconds") -> Iter
             item = next(it)
         except StopIteration:
             return
-        timing[key] = timing.get(key, 0.0) + time.perf_counter() - start
+        timing["load_seconds"] = timing.get("load_seconds", 0.0) + time.perf_counter() - start
         yield item

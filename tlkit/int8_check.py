@@ -20,9 +20,10 @@ from torch import nn
 
 from tlkit.data import ImageDataset
 from tlkit.engine import _read_json, atomic_write_text
-from tlkit.engine_int8 import INT8_DECISIONS, calibration_id, calibration_set, content_hash, int8_key
+from tlkit.engine_int8 import INT8_DECISIONS, calibration_id, calibration_set, int8_key
 from tlkit.evaluate import binomial_interval
 from tlkit.features import body_fingerprint, default_cache_dir, evaluate_head, extract_features, train_head
+from tlkit.storage import content_hash
 
 log = logging.getLogger(__name__)
 
