@@ -152,6 +152,29 @@ def test_prefetched_keeps_the_order_and_decodes_during_the_callers_work():
     assert wall < 0.7  # one after the other would take 0.8 s; overlapped, about 0.45 s
 
 
+def test_prefetched_decodes_with_one_torch_thread_and_puts_the_setting_back():
+    import threading
+
+    from tlkit.loaders import prefetched
+
+    before = torch.get_num_threads()  # this module runs with one thread (one_torch_thread)
+    torch.set_num_threads(3)
+    try:
+        def batches():
+            for _ in range(3):
+                yield torch.get_num_threads()  # read in the producer thread
+
+        assert list(prefetched(batches())) == [1, 1, 1]
+        assert torch.get_num_threads() == 3  # the caller's thread never changed
+        seen = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert seen == [3]  # a thread started afterwards gets the caller's count again
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_prefetched_raises_the_producers_error_and_stops_when_the_caller_stops():
     import threading
     import time
@@ -207,3 +230,11 @@ def test_the_onnx_runtime_pass_decodes_in_a_thread_and_pytorchs_does_not(monkeyp
                          progress=False)
     assert calls == [1] and g.engine == "onnxruntime" and g.decode_seconds > 0 and len(g) == len(f) == 24
     assert torch.allclose(g.features, f.features, atol=1e-3, rtol=1e-3)  # same rows, same order
+
+
+def test_run_inference_names_the_engines_it_knows(tiny_datasets, resnet18_2):
+    from tlkit.inference import run_inference
+
+    val = tiny_datasets[1].with_transform(transforms_for(resnet18_2, image_size=64))
+    with pytest.raises(ValueError, match="engine must be 'torch' or 'onnxruntime', got 'ort'"):
+        run_inference(resnet18_2, val, resnet18_2.forward_pooled, 512, 8, torch.device("cpu"), engine="ort")

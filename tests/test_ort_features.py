@@ -12,6 +12,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import tlkit.engine as engine_mod  # noqa: E402
+import tlkit.engine_choice as choice_mod  # noqa: E402
 import tlkit.export.onnx_file as onnx_file  # noqa: E402
 from tlkit.backbones import load_backbone  # noqa: E402
 from tlkit.boundary.cache import extract_activations  # noqa: E402
@@ -85,6 +86,28 @@ def test_ort_matches_torch_on_real_lite0_photos(cats_dogs_dir, tmp_path):
     assert record["ok"] and record["min_cosine"] >= PARITY_MIN_COSINE
 
 
+def test_parity_uses_a_few_images_the_timing_more_and_ort_gets_nchw_batches(tiny_datasets, tmp_path, monkeypatch):
+    model = _model()
+    val = _val(tiny_datasets, model)
+    checked, timed, fed = [], [], []
+    real_check, real_call = engine_mod._export_and_check, engine_mod.OrtRunner.__call__
+    monkeypatch.setattr(engine_mod, "_export_and_check",
+                        lambda m, u, x, p: checked.append(len(x)) or real_check(m, u, x, p))
+    monkeypatch.setattr(choice_mod, "_time_torch", lambda m, u, x, prec: timed.append(len(x)) or 1.0)
+    monkeypatch.setattr(choice_mod, "_time", lambda fn, x: timed.append(len(x)) or 0.5)
+
+    def recording(self, x):
+        fed.append((tuple(x.shape), x.is_contiguous()))
+        return real_call(self, x)
+
+    monkeypatch.setattr(engine_mod.OrtRunner, "__call__", recording)
+    f = extract_features(model, val, cache=False, cache_dir=tmp_path, precision="fp32", batch_size=8, progress=False)
+    assert f.engine == "onnxruntime" and len(f) == 24
+    assert checked == [engine_mod.PARITY_SAMPLE] == [8] and timed == [engine_mod.SAMPLE] * 2 == [16, 16]
+    # the pass: three batches of 8 in NCHW order (a channels_last copy would not be contiguous)
+    assert fed[-3:] == [((8, 3, 64, 64), True)] * 3
+
+
 def test_auto_falls_back_to_torch_without_onnxruntime(tiny_datasets, tmp_path, monkeypatch):
     model = _model()
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
@@ -130,14 +153,14 @@ def test_auto_decision_is_timed_once_and_stored(tiny_datasets, tmp_path, monkeyp
     model = _model()
     val = _val(tiny_datasets, model)
     timed = []
-    monkeypatch.setattr(engine_mod, "_time_torch", lambda *a: timed.append("torch") or 1.0)
-    monkeypatch.setattr(engine_mod, "_time", lambda fn, x: 0.5)  # ORT twice as fast
+    monkeypatch.setattr(choice_mod, "_time_torch", lambda *a: timed.append("torch") or 1.0)
+    monkeypatch.setattr(choice_mod, "_time", lambda fn, x: 0.5)  # ORT twice as fast
     assert extract_features(model, val, cache_dir=tmp_path, precision="fp32", progress=False).engine == "onnxruntime"
     store = json.loads((tmp_path / "engine-choice.json").read_text())
     (key, row), = store.items()
     assert key.startswith("resnet18|head|64px|fp32|ort ") and row == {"engine": "onnxruntime", "torch_img_s": 16.0,
                                                                       "ort_img_s": 32.0}  # 16 images
-    monkeypatch.setattr(engine_mod, "_time", lambda fn, x: 2.0)  # would now say torch: but it is not asked again
+    monkeypatch.setattr(choice_mod, "_time", lambda fn, x: 2.0)  # would now say torch: but it is not asked again
     assert extract_features(model, val, cache=False, cache_dir=tmp_path, precision="fp32",
                             progress=False).engine == "onnxruntime"
     assert timed == ["torch"]

@@ -11,9 +11,7 @@ PyTorch. ``engine="auto"`` (the default of ``extract_features``,
 * the exported graph reproduces PyTorch's fp32 output on a few real images
   (:data:`PARITY_MIN_COSINE`, :data:`PARITY_REL_DIFF`), and
 * a one-time timing on this machine shows it faster than PyTorch's pass
-  (bf16 or fp32, BatchNorm folded, channels_last). The decision is kept in
-  ``engine-choice.json`` in the cache folder, keyed by backbone, boundary,
-  input size, precision, ONNX Runtime and torch versions, and the CPU.
+  (:mod:`tlkit.engine_choice`, which also holds :func:`plan_engine`, the entry point).
 
 Otherwise it uses PyTorch and says why in one warning. ``TLKIT_ENGINE``
 (``auto``, ``torch`` or ``onnxruntime``) overrides the argument.
@@ -26,10 +24,9 @@ ONNX Runtime runs fp32; its features carry the precision tag
 PyTorch's (which may be bf16).
 
 Example:
-    >>> engine, runner = plan_engine("auto", model, "head", val, body_fingerprint(model), "bf16",
-    ...                              torch.device("cpu"), cache_dir)
-    >>> engine, runner(torch.zeros(2, 3, 224, 224)).shape
-    ('onnxruntime', torch.Size([2, 1280]))
+    >>> runner = frozen_graph(model, "head", sample_images(val), body_fingerprint(model), cache_dir)
+    >>> runner(torch.zeros(2, 3, 224, 224)).shape
+    torch.Size([2, 1280])
 """
 from __future__ import annotations
 
@@ -37,7 +34,6 @@ import importlib
 import json
 import logging
 import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -46,9 +42,8 @@ import torch
 from torch import nn
 
 from tlkit.data import ImageDataset
-from tlkit.device import inference_autocast, release_memory, to_device
+from tlkit.device import release_memory
 from tlkit.env import env_choice
-from tlkit.inference import ready_for_inference
 from tlkit.modes import eval_mode
 
 log = logging.getLogger(__name__)
@@ -56,8 +51,8 @@ ENGINES = ("auto", "torch", "onnxruntime")
 ORT_TAG = "onnxruntime-fp32"  # the precision tag of ONNX Runtime's rows in cache keys
 PARITY_MIN_COSINE = 1 - 1e-5  # every row of ORT's output vs PyTorch fp32: cosine similarity at least this
 PARITY_REL_DIFF = 1e-4  # and max |ort - torch| at most this times max |torch|
-SAMPLE = 16  # real images for the parity check and the timing
-DECISIONS = "engine-choice.json"
+SAMPLE = 16  # real images for the one-time timing of the two engines
+PARITY_SAMPLE = 8  # real images for the parity check (PyTorch's fp32 reference costs ~56 ms each on 2 cores)
 
 
 def resolve_engine(engine: str, device: torch.device) -> str:
@@ -155,48 +150,20 @@ def graph_path(model: nn.Module, upto: str, size: int, fingerprint: str, cache_d
     return Path(cache_dir) / "graphs" / f"{model.name}-{upto}-{size}px-fp32-{fingerprint[:16]}.onnx"
 
 
-def plan_engine(engine: str, model: nn.Module, upto: str, dataset: ImageDataset, fingerprint: str, precision: str,
-                device: torch.device, cache_dir: Path) -> tuple[str, "OrtRunner | None"]:
-    """The engine of the frozen pass and, for ONNX Runtime, its runner: ``("torch", None)`` or ``("onnxruntime", r)``.
-
-    ``"auto"`` and ``"onnxruntime"`` export the frozen part once (:func:`frozen_graph`)
-    and fall back to PyTorch, with one warning, when it fails the parity
-    check; ``"auto"`` also asks :func:`choose_engine` whether it is faster here.
-
-    Example:
-        >>> plan_engine("auto", model, "head", val, body_fingerprint(model), "bf16", torch.device("cpu"), cache)
-        ('onnxruntime', <tlkit.engine.OrtRunner ...>)
-    """
-    engine = resolve_engine(engine, device)
-    if engine == "torch" or not (hasattr(model, "forward_pooled") or hasattr(model, "groups")) \
-            or getattr(model, "input_kind", "image") != "image":  # the graph is exported for image batches
-        return "torch", None
-    sample = _Sample(dataset)
-    size = sample.size()
-    if engine == "auto" and _read_json(Path(cache_dir) / DECISIONS).get(
-            decision_key(model, upto, size, precision), {}).get("engine") == "torch":
-        return "torch", None
-    runner = frozen_graph(model, upto, sample, fingerprint, cache_dir)
-    if runner is None:
-        return "torch", None
-    if engine == "auto" and choose_engine(model, upto, sample, runner, precision, cache_dir) == "torch":
-        return "torch", None
-    return "onnxruntime", runner
-
-
 class _Sample:
     """A few real images of a dataset, decoded only when needed (the image size needs one)."""
 
     def __init__(self, dataset: ImageDataset):
-        self.dataset, self._x = dataset, None
+        self.dataset, self._x, self._decoded_for = dataset, None, 0
 
     def size(self) -> int:
         return int((self._x if self._x is not None else sample_images(self.dataset, 1)).shape[-1])
 
-    def images(self) -> torch.Tensor:
-        if self._x is None:
-            self._x = sample_images(self.dataset)
-        return self._x
+    def images(self, n: int = SAMPLE) -> torch.Tensor:
+        """The first ``n`` readable images (decoded once; a larger ``n`` later decodes the rest)."""
+        if self._x is None or (len(self._x) < n and len(self._x) == self._decoded_for):
+            self._x, self._decoded_for = sample_images(self.dataset, n), n
+        return self._x[:n]
 
 
 def frozen_graph(model: nn.Module, upto: str, sample: "_Sample | torch.Tensor", fingerprint: str,
@@ -217,7 +184,8 @@ def frozen_graph(model: nn.Module, upto: str, sample: "_Sample | torch.Tensor", 
     info = _read_json(record)
     if not (info.get("ok") and path.exists()) and not info.get("failed"):
         try:
-            info = _export_and_check(model, upto, sample.images() if isinstance(sample, _Sample) else sample, path)
+            x = sample.images(PARITY_SAMPLE) if isinstance(sample, _Sample) else sample
+            info = _export_and_check(model, upto, x, path)
         except Exception as exc:  # noqa: BLE001 - an op ONNX cannot express, a full disk: PyTorch still works
             info = {"ok": False, "failed": True, "why": f"export failed: {type(exc).__name__}: {exc}"[:300]}
         release_memory()  # the exporter's and the parity check's memory, before the pass itself
@@ -273,73 +241,6 @@ def parity(got: torch.Tensor, ref: torch.Tensor) -> dict:
     return {"ok": ok, "min_cosine": cos, "max_abs_diff": diff,
             "why": f"min cosine {cos:.7f} (>= {PARITY_MIN_COSINE}), max |diff| {diff:.2e} "
                    f"(<= {PARITY_REL_DIFF:g} x {scale:.3g})"}
-
-
-def choose_engine(model: nn.Module, upto: str, sample: "_Sample", runner: OrtRunner, precision: str,
-                  cache_dir: Path) -> str:
-    """``"onnxruntime"`` or ``"torch"``, whichever is faster here, timed once and stored.
-
-    Times PyTorch's pass (in ``precision``, BatchNorm folded, channels_last)
-    and ONNX Runtime's on the same real images; the result goes to
-    ``engine-choice.json`` in ``cache_dir`` under :func:`decision_key`.
-
-    Example:
-        >>> choose_engine(model, "head", _Sample(val), runner, "bf16", cache_dir)
-        'onnxruntime'
-    """
-    store = Path(cache_dir) / DECISIONS
-    key = decision_key(model, upto, sample.size(), precision)
-    known = _read_json(store)
-    if key in known:
-        return known[key]["engine"]
-    x = sample.images()
-    t_torch, t_ort = _time_torch(model, upto, x, precision), _time(runner, x)
-    choice = "onnxruntime" if t_ort < t_torch else "torch"
-    known[key] = {"engine": choice, "torch_img_s": round(len(x) / t_torch, 1), "ort_img_s": round(len(x) / t_ort, 1)}
-    try:
-        atomic_write_text(store, json.dumps(known, indent=1))
-    except OSError as exc:
-        warnings.warn(f"Could not store the engine decision in {store} ({exc}).", stacklevel=3)
-    if choice == "torch":
-        warnings.warn(f"ONNX Runtime is slower than PyTorch here ({known[key]['ort_img_s']} vs "
-                      f"{known[key]['torch_img_s']} img/s): the frozen pass runs in PyTorch.", stacklevel=3)
-    log.info("engine for %s: %s", key, known[key])
-    return choice
-
-
-def decision_key(model: nn.Module, upto: str, size: int, precision: str) -> str:
-    """Backbone, boundary, size, precision, ORT and torch versions, CPU model and core count."""
-    ort = importlib.import_module("onnxruntime")
-    return (f"{model.name}|{upto}|{size}px|{precision}|ort {ort.__version__}|torch {torch.__version__}|"
-            f"{_cpu_name()}|{os.cpu_count()} cores")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@torch.no_grad()
-def _time_torch(model: nn.Module, upto: str, x: torch.Tensor, precision: str) -> float:
-    cpu = torch.device("cpu")
-    with ready_for_inference(model, cpu), inference_autocast(cpu, precision):
-        return _time(lambda b: frozen_forward(model, upto, to_device(b, cpu)), x)
-
-
-def _time(fn, x: torch.Tensor, repeats: int = 2) -> float:
-    """Best of ``repeats`` timed calls after one warm-up call, in seconds."""
-    fn(x)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def atomic_write_text(path: Path, text: str) -> None:

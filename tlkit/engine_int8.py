@@ -48,7 +48,7 @@ from tlkit.env import env_choice
 from tlkit.storage import content_hash, hash_file_stamps
 
 log = logging.getLogger(__name__)
-CALIBRATION_IMAGES = 32
+CALIBRATION_IMAGES = 16
 INT8_DECISIONS = "int8-choice.json"
 SHIPPED_VERDICTS = Path(__file__).with_name("int8_verdicts.json")
 

@@ -31,7 +31,8 @@ from tlkit.data import ImageDataset, class_folders, scan_class_folders, transfor
 from tlkit.device import default_batch_size, pick_device
 from tlkit.errors import DatasetLayoutError
 from tlkit.boundary.cache import boundary_for
-from tlkit.engine import plan_engine, resolve_engine
+from tlkit.engine import resolve_engine
+from tlkit.engine_choice import plan_engine
 from tlkit.features import Features, body_fingerprint, default_cache_dir
 from tlkit.inference import run_inference
 from tlkit.modes import eval_mode
@@ -131,7 +132,8 @@ def predict(model: nn.Module, dataset: ImageDataset, batch_size: int | None = No
     forward = _frozen_body_forward(model, dataset, device, engine) or model
     probs, labels, kept = run_inference(model, dataset, lambda x: forward(x).float().softmax(1), model.num_classes,
                                         batch_size or default_batch_size(device), device, precision, progress,
-                                        num_workers, desc="predicting", prefetch=forward is not model)
+                                        num_workers, desc="predicting",
+                                        engine="torch" if forward is model else "onnxruntime")
     return Predictions(probs, labels, kept, list(dataset.classes))
 
 

@@ -31,7 +31,8 @@ from tlkit import distributed
 from tlkit.archive import remove_stale
 from tlkit.data import ImageDataset
 from tlkit.device import default_batch_size, inference_precision, pick_device, release_memory
-from tlkit.engine import ORT_TAG, plan_engine
+from tlkit.engine import ORT_TAG
+from tlkit.engine_choice import plan_engine
 from tlkit.engine_int8 import plan_int8
 from tlkit.env import env_folder
 from tlkit.guard import NON_FINITE_LOSS, NON_FINITE_WEIGHTS, first_non_finite
@@ -201,7 +202,7 @@ def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistConte
     feats, labels, files = run_inference(model, shard, forward, model.num_features, batch_size, device,
                                          "fp32" if runner is not None else precision, progress, num_workers,
                                          desc="extracting features of", timing=timing,
-                                         prefetch=runner is not None)  # ONNX Runtime leaves room to decode
+                                         engine="onnxruntime" if runner is not None else "torch")
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
     return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start,
                     engine="onnxruntime" if runner is not None else "torch", **timing)

@@ -51,7 +51,7 @@ def ready_for_inference(model: nn.Module, device: torch.device) -> Iterator[nn.M
 def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[torch.Tensor], torch.Tensor],
                   width: int, batch_size: int, device: torch.device, precision: str = "auto",
                   progress: bool = False, num_workers: int | None = None, desc: str = "running",
-                  timing: dict | None = None, prefetch: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                  timing: dict | None = None, engine: str = "torch") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``forward`` over every readable image of ``dataset``, in file order.
 
     Args:
@@ -66,14 +66,16 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
             also names the pass in the warning about skipped images.
         timing: a dict that receives where the time went: ``load_seconds`` (waiting
             for decoded batches), ``forward_seconds`` (the rest: the forward pass and
-            its copies) and ``decode_seconds`` (making the batches; with ``prefetch``
+            its copies) and ``decode_seconds`` (making the batches; with the decoding thread
             this overlaps the other two).
-        prefetch: without DataLoader workers, decode the next batches in a thread
-            during the forward pass (:func:`tlkit.loaders.prefetched`). It pays where the
-            forward pass leaves the cores room: on 2 cores, ONNX Runtime's int8 pass over
-            the 3,000 course photos took 10.9 s instead of 13.4 s (fp32: 18.5-19.4 s either
-            way), while PyTorch's took 30-36 s instead of 25-28 s (its threads and the
-            decoder's fight for the cores), so PyTorch's passes do not ask for it.
+        engine: what ``forward`` runs on. ``"onnxruntime"``: batches reach it as decoded
+            (NCHW, not copied to channels_last, which ONNX Runtime would copy back) and, without
+            DataLoader workers, the next batches decode in a thread during the forward pass
+            (:func:`tlkit.loaders.prefetched`). The thread pays where the forward pass leaves
+            the cores room: on 2 cores, ONNX Runtime's int8 pass over the 3,000 course photos
+            took 10.9 s instead of 13.4 s (fp32: 18.5-19.4 s either way), while PyTorch's took
+            30-36 s instead of 25-28 s (its threads and the decoder's fight for the cores), so
+            ``"torch"`` decodes in the loop.
 
     Returns:
         ``(outputs (N, width) float32 on the CPU, labels (N,), files kept)``.
@@ -82,6 +84,8 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
         >>> probs, labels, files = run_inference(model, val, lambda x: model(x).softmax(1), width=2,
         ...                                      batch_size=16, device=torch.device("cpu"))
     """
+    if engine not in ("torch", "onnxruntime"):
+        raise ValueError(f"engine must be 'torch' or 'onnxruntime', got {engine!r}.")
     from tqdm.auto import tqdm
 
     outputs, labels, kept, skipped = [], [], [], []
@@ -91,7 +95,7 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
     timing = {} if timing is None else timing
     timing["load_seconds"], timing["decode_seconds"], start = 0.0, 0.0, time.perf_counter()
     batches = releasing_memory(loader, device)  # freed memory back to the OS (Binder has 2 GB)
-    threaded = prefetch and loader.num_workers == 0
+    threaded = engine == "onnxruntime" and loader.num_workers == 0
     if threaded:  # a thread decodes the next batches during this one's forward pass
         batches = prefetched(batches, timing=timing)
     with ready_for_inference(model, device):
@@ -100,7 +104,8 @@ def run_inference(model: nn.Module, dataset: ImageDataset, forward: Callable[[to
             skipped += dropped
             if len(y):
                 with inference_autocast(device, precision):
-                    outputs.append(forward(to_device(x, device)).float().cpu())  # (B, width)
+                    x = x if engine == "onnxruntime" else to_device(x, device)  # ORT reads NCHW
+                    outputs.append(forward(x).float().cpu())  # (B, width)
                 labels.append(y)
             bar.update(len(batch_kept) + len(dropped))
     bar.close()

@@ -38,7 +38,8 @@ from torch import nn
 from tlkit.data import ImageDataset
 from tlkit.device import (default_batch_size, inference_autocast, inference_precision, pick_device,
                           releasing_memory, to_device)
-from tlkit.engine import ORT_TAG, plan_engine
+from tlkit.engine import ORT_TAG
+from tlkit.engine_choice import plan_engine
 from tlkit.features import default_cache_dir
 from tlkit.images import DECODE_VERSION, warn_skipped
 from tlkit.inference import ready_for_inference
