@@ -154,15 +154,15 @@ class _Sample:
     """A few real images of a dataset, decoded only when needed (the image size needs one)."""
 
     def __init__(self, dataset: ImageDataset):
-        self.dataset, self._x, self._decoded_for = dataset, None, 0
+        self.dataset, self._x = dataset, None
 
     def size(self) -> int:
         return int((self._x if self._x is not None else sample_images(self.dataset, 1)).shape[-1])
 
     def images(self, n: int = SAMPLE) -> torch.Tensor:
-        """The first ``n`` readable images (decoded once; a larger ``n`` later decodes the rest)."""
-        if self._x is None or (len(self._x) < n and len(self._x) == self._decoded_for):
-            self._x, self._decoded_for = sample_images(self.dataset, n), n
+        """The first ``n`` (at most :data:`SAMPLE`) readable images; the :data:`SAMPLE` are decoded once."""
+        if self._x is None:
+            self._x = sample_images(self.dataset)
         return self._x[:n]
 
 
