@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from tlkit.data import ImageDataset
-from tlkit.device import release_memory
+from tlkit.device import trim_heap
 from tlkit.env import env_choice
 from tlkit.modes import eval_mode
 
@@ -188,7 +188,7 @@ def frozen_graph(model: nn.Module, upto: str, sample: "_Sample | torch.Tensor", 
             info = _export_and_check(model, upto, x, path)
         except Exception as exc:  # noqa: BLE001 - an op ONNX cannot express, a full disk: PyTorch still works
             info = {"ok": False, "failed": True, "why": f"export failed: {type(exc).__name__}: {exc}"[:300]}
-        release_memory()  # the exporter's and the parity check's memory, before the pass itself
+        trim_heap()  # the exporter's and the parity check's memory, before the pass itself (no cycles to collect)
         try:
             atomic_write_text(record, json.dumps(info))
         except OSError as exc:

@@ -48,7 +48,8 @@ from tlkit.env import env_choice
 from tlkit.storage import content_hash, hash_file_stamps
 
 log = logging.getLogger(__name__)
-CALIBRATION_IMAGES = 16
+CALIBRATION_IMAGES = 8  # Lite0, 224 px, cats vs dogs: 8, 16 and 32 photos gave the same head accuracy (0.988)
+# and the same int8-vs-fp32 feature cosine (mean 0.9929); 8 quantize 0.2 s sooner than 16
 INT8_DECISIONS = "int8-choice.json"
 SHIPPED_VERDICTS = Path(__file__).with_name("int8_verdicts.json")
 
