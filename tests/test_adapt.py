@@ -5,7 +5,8 @@ import torch
 from tlkit.adapt import adapt_batchnorm, adapted_copy, batchnorm_layers
 from tlkit.backbones import list_backbones, load_backbone
 from tlkit.data import transforms_for
-from tlkit.features import body_fingerprint, extract_features
+from tlkit.feature_cache import body_fingerprint
+from tlkit.features import extract_features
 from tlkit.freezing import freeze
 from tlkit.shifts import shifted
 

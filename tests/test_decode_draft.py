@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 import tlkit.boundary.cache as boundary_cache
-import tlkit.features as features_mod
+import tlkit.feature_cache as feature_cache
 from tlkit.data import ImageDataset, transforms_for
-from tlkit.features import cache_key
+from tlkit.feature_cache import cache_key
 from tlkit.images import draft_scale, draft_side, open_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -102,7 +102,7 @@ def test_pretrained_features_with_draft_stay_close_on_real_photos(tmp_path):
 def test_the_decoder_version_is_part_of_the_cache_keys(monkeypatch, tiny_datasets, resnet18_2):
     train = tiny_datasets[0].with_transform(transforms_for(resnet18_2, image_size=64))
     key = cache_key(resnet18_2, train)
-    monkeypatch.setattr(features_mod, "DECODE_VERSION", 1)  # the decoder before draft
+    monkeypatch.setattr(feature_cache, "DECODE_VERSION", 1)  # the decoder before draft
     assert cache_key(resnet18_2, train) != key
     act = boundary_cache.activation_key(resnet18_2, train, "stage4")
     monkeypatch.setattr(boundary_cache, "DECODE_VERSION", 1)

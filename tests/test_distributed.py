@@ -256,8 +256,8 @@ def drive_features(data: Path, out: Path) -> None:
     from tlkit import features
 
     rank, saves = int(os.environ["RANK"]), []
-    real_save = features._save_cache
-    features._save_cache = lambda *a: (saves.append(1), real_save(*a))  # count writes on this rank
+    real_save = features.save_cache
+    features.save_cache = lambda *a: (saves.append(1), real_save(*a))  # count writes on this rank
     model = _tiny_model(seed=0)
     dataset = _dataset_with_broken_file(data, model) if rank == 0 else None
     try:

@@ -8,7 +8,8 @@ import torch
 from imagegen import make_dataset, write_image
 from tlkit import freeze, load_backbone
 from tlkit.data import image_folder, transforms_for
-from tlkit.features import Features, cache_key, extract_features, train_head
+from tlkit.feature_cache import cache_key
+from tlkit.features import Features, extract_features, train_head
 
 
 @pytest.fixture
@@ -168,7 +169,7 @@ def test_body_fingerprint_is_remembered_until_a_weight_changes_in_place():
     import torch
     from torch import nn
 
-    from tlkit import features as F
+    from tlkit import feature_cache as F
 
     class Tiny(nn.Module):
         def __init__(self):

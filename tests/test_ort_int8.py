@@ -13,7 +13,8 @@ pytest.importorskip("onnxruntime")
 import tlkit.engine_int8 as int8_mod  # noqa: E402
 from tlkit.int8_check import check_int8  # noqa: E402
 from tlkit.data import ImageDataset, transforms_for  # noqa: E402
-from tlkit.features import body_fingerprint, cache_key, extract_features  # noqa: E402
+from tlkit.feature_cache import body_fingerprint, cache_key  # noqa: E402
+from tlkit.features import extract_features  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

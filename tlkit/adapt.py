@@ -13,7 +13,7 @@ the *source* photos (``adapt_batchnorm(model, train)`` first) is the case
 AdaBN is made for. Notebook 06 measures both.
 
 ``adapt_batchnorm`` changes only the BatchNorm buffers (``running_mean``,
-``running_var``, ``num_batches_tracked``), so :func:`tlkit.features.body_fingerprint`
+``running_var``, ``num_batches_tracked``), so :func:`tlkit.feature_cache.body_fingerprint`
 changes with them and cached features or ONNX graphs of the old statistics
 are never reused. It runs on the plain (unfolded) modules: BatchNorm in
 training mode is never folded (:mod:`tlkit.fold`).

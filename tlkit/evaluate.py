@@ -33,7 +33,8 @@ from tlkit.errors import DatasetLayoutError
 from tlkit.boundary.cache import boundary_for
 from tlkit.engine import resolve_engine
 from tlkit.engine_choice import plan_engine
-from tlkit.features import Features, body_fingerprint, default_cache_dir
+from tlkit.feature_cache import body_fingerprint, default_cache_dir
+from tlkit.features import Features
 from tlkit.inference import run_inference
 from tlkit.modes import eval_mode
 

@@ -13,14 +13,10 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
 import os
-import re
 import time
 import warnings
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,25 +24,19 @@ import torch
 from torch import nn
 
 from tlkit import distributed
-from tlkit.archive import remove_stale
 from tlkit.data import ImageDataset
 from tlkit.device import default_batch_size, inference_precision, pick_device, trim_heap
 from tlkit.engine import ORT_TAG
 from tlkit.engine_choice import plan_engine
 from tlkit.engine_int8 import plan_int8
-from tlkit.env import env_folder
+from tlkit.feature_cache import body_fingerprint, cache_file, cache_key, default_cache_dir, load_cache, save_cache
 from tlkit.guard import NON_FINITE_LOSS, NON_FINITE_WEIGHTS, first_non_finite
 from tlkit.heads import make_head
-from tlkit.images import DECODE_VERSION
 from tlkit.history import History
 from tlkit.inference import run_inference
 from tlkit.meter import NonFiniteLossError
 from tlkit.modes import eval_mode
-from tlkit.storage import atomic_save, cache_root, hash_file_stamps, safe_load
 
-log = logging.getLogger(__name__)
-CACHE_VERSION = 2
-_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -67,49 +57,6 @@ class Features:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def default_cache_dir() -> Path:
-    """``$TLKIT_CACHE_DIR`` or ``~/.cache/tlkit/features``."""
-    env = env_folder("TLKIT_CACHE_DIR")  # EnvironmentSettingError if it names a file
-    return (env if env is not None else cache_root()) / "features"
-
-
-def body_fingerprint(model: nn.Module) -> str:
-    """Hash of every tensor before the head: fine-tuned weights give a new cache key.
-
-    Hashing a body (90 MB for MiniLM) takes a noticeable fraction of a second, so the hash is kept
-    per model with a stamp of each tensor's storage and version counter: any in-place change
-    (an optimizer step, ``load_state_dict``, BatchNorm statistics, AdaBN) bumps a version and
-    the hash is computed again.
-    """
-    tensors = [(name, t) for name, t in model.state_dict().items() if not name.startswith("groups.head.")]
-    stamp = tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for name, t in tensors)
-    known = _FINGERPRINTS.get(model)
-    if known is not None and known[0] == stamp:
-        return known[1]
-    h = hashlib.sha1()
-    for name, t in tensors:
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    _FINGERPRINTS[model] = (stamp, h.hexdigest())
-    return h.hexdigest()
-
-
-def cache_key(model: nn.Module, dataset: ImageDataset, precision: str = "fp32") -> str:
-    """Key over backbone weights, precision, decoder version, transform, and each file's path, size and mtime.
-
-    A dataset with a ``fingerprint()`` method (:class:`tlkit.text.TextDataset`) is keyed by it instead.
-    """
-    h = hashlib.sha256()
-    h.update(f"v{CACHE_VERSION}|d{DECODE_VERSION}|{model.name}|{model.weights}|{body_fingerprint(model)}|"
-             f"{precision}|".encode())
-    h.update(repr(dataset.transform).encode())  # text: the tokenizer's name and max_length
-    if hasattr(dataset, "fingerprint"):  # a dataset that hashes its own content (text: sentences and labels)
-        h.update(f"|content|{dataset.fingerprint()}".encode())
-        return h.hexdigest()
-    hash_file_stamps(h, dataset.files, dataset.targets)
-    return h.hexdigest()
 
 
 def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | None = None,
@@ -154,9 +101,8 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
     shown = "int8" if tag.startswith("onnxruntime-int8") else "fp32" if tag == ORT_TAG else precision  # what ran
     if cache:
         key = cache_key(model, dataset, tag)
-        # one file name, whatever the model is called ("hf:org/model" names a text encoder)
-        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model.name)[-60:]}-{key[:24]}.pt"
-        hit = ctx.broadcast_object(_load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
+        path = cache_file(folder, model, key)
+        hit = ctx.broadcast_object(load_cache(path, key) if ctx.is_main else None)  # rank 0 decides
         if hit == "unusable":  # damaged and cannot be removed (read-only folder): compute without the cache
             path = None
         elif hit is not None:
@@ -165,7 +111,7 @@ def extract_features(model: nn.Module, dataset: ImageDataset, batch_size: int | 
                    num_workers, precision, runner)
     out.precision = shown
     if path is not None and ctx.is_main:
-        _save_cache(path, key, out)
+        save_cache(path, key, out.features, out.labels, out.files)
     trim_heap()  # the batches' activations, kept by the allocator otherwise (no cycles: gc.collect would
     # cost 0.12 s per call here and free nothing)
     return out
@@ -207,42 +153,6 @@ def _extract(model: nn.Module, dataset: ImageDataset, ctx: distributed.DistConte
     feats, labels, files = distributed.gather_rows(ctx, dataset, files, feats, labels)
     return Features(feats, labels, files, dataset.classes, seconds=time.perf_counter() - start,
                     engine="onnxruntime" if runner is not None else "torch", **timing)
-
-
-def _load_cache(path: Path, key: str):
-    if not path.exists():
-        return None
-    try:
-        blob = safe_load(path, "feature cache")
-        ok = (blob.get("key") == key and blob["features"].ndim == 2
-              and len(blob["features"]) == len(blob["labels"]) == len(blob["files"])
-              and bool(torch.isfinite(blob["features"]).all()))
-        if not ok:
-            raise ValueError("key or shapes do not match")
-    except Exception as exc:  # noqa: BLE001 - any damage means "rebuild"
-        why = f"{type(exc).__name__}: {exc}"
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as gone:  # read-only or immutable cache folder: one warning, then no cache at all
-            warnings.warn(f"Feature cache {path} is damaged ({why}) and cannot be removed ({gone}); "
-                          "continuing without the cache. Fix the folder's permissions or set TLKIT_CACHE_DIR "
-                          "to a writable folder.", stacklevel=3)
-            return "unusable"
-        warnings.warn(f"Feature cache {path} is damaged ({why}); rebuilding it.", stacklevel=3)
-        return None
-    log.info("feature cache hit: %s", path)
-    return blob["features"], blob["labels"], list(blob["files"])
-
-
-def _save_cache(path: Path, key: str, f: Features) -> None:
-    """Atomic write (:func:`tlkit.storage.atomic_save`): a half-written cache file never has the final name."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for prefix in (f".{path.name}.", f"{path.stem}.tmp"):  # temp files a killed run left (now; before 2026-12)
-            remove_stale(path.parent, prefix)
-        atomic_save({"key": key, "features": f.features, "labels": f.labels, "files": f.files}, path)
-    except (OSError, RuntimeError) as exc:  # torch.save says RuntimeError on a full disk or a read-only folder
-        warnings.warn(f"Could not write the feature cache {path} ({exc}); continuing without it.", stacklevel=3)
 
 
 def train_head(train: Features, val: Features | None = None, epochs: int = 30, lr: float = 1e-3,

@@ -22,7 +22,8 @@ from tlkit.data import ImageDataset
 from tlkit.engine import _read_json, atomic_write_text
 from tlkit.engine_int8 import INT8_DECISIONS, calibration_id, calibration_set, int8_key
 from tlkit.evaluate import binomial_interval
-from tlkit.features import body_fingerprint, default_cache_dir, evaluate_head, extract_features, train_head
+from tlkit.feature_cache import body_fingerprint, default_cache_dir
+from tlkit.features import evaluate_head, extract_features, train_head
 from tlkit.storage import content_hash
 
 log = logging.getLogger(__name__)

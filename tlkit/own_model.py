@@ -44,7 +44,8 @@ from tlkit.checkpoint import load_head
 from tlkit.data import ImageDataset, transforms_for
 from tlkit.evaluate import binomial_interval
 from tlkit.explain import classify_image
-from tlkit.features import Features, body_fingerprint, extract_features, train_head
+from tlkit.feature_cache import body_fingerprint
+from tlkit.features import Features, extract_features, train_head
 from tlkit.own_data import PhotoStore, decode_upload
 from tlkit.storage import atomic_save, safe_load
 

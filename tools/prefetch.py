@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tlkit.backbones import list_backbones, load_backbone  # noqa: E402
 from tlkit.errors import WeightsUnavailableError  # noqa: E402
 from tlkit.data import cats_vs_dogs, transforms_for  # noqa: E402
-from tlkit.features import default_cache_dir, extract_features  # noqa: E402
+from tlkit.feature_cache import default_cache_dir  # noqa: E402
+from tlkit.features import extract_features  # noqa: E402
 
 log = logging.getLogger("prefetch")
 DEFAULT_BACKBONES = ("efficientnet_lite0", "resnet18")

@@ -27,7 +27,7 @@ from tlkit.backbones import load_backbone  # noqa: E402
 from tlkit.data import cats_vs_dogs, transforms_for  # noqa: E402
 from tlkit.engine import atomic_write_text  # noqa: E402
 from tlkit.engine_int8 import SHIPPED_VERDICTS, int8_key  # noqa: E402
-from tlkit.features import body_fingerprint  # noqa: E402
+from tlkit.feature_cache import body_fingerprint  # noqa: E402
 from tlkit.freezing import freeze  # noqa: E402
 from tlkit.int8_check import check_int8, shipped_form  # noqa: E402
 

@@ -40,7 +40,7 @@ from tlkit.device import (default_batch_size, inference_autocast, inference_prec
                           releasing_memory, to_device)
 from tlkit.engine import ORT_TAG
 from tlkit.engine_choice import plan_engine
-from tlkit.features import default_cache_dir
+from tlkit.feature_cache import default_cache_dir
 from tlkit.images import DECODE_VERSION, warn_skipped
 from tlkit.inference import ready_for_inference
 from tlkit.loaders import make_loader, with_files
