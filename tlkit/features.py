@@ -4,6 +4,7 @@ With the backbone frozen, its output for an image never changes, so there is
 no reason to compute it every epoch. ``extract_features`` runs the body once
 per (backbone weights, transform, file list) and caches the pooled vectors;
 ``train_head`` then trains a new classifier on them in well under a second.
+Where and under which key the vectors are kept is :mod:`tlkit.feature_cache`.
 
 Example:
     >>> feats = extract_features(model, val.with_transform(transforms_for(model)))
@@ -36,7 +37,6 @@ from tlkit.history import History
 from tlkit.inference import run_inference
 from tlkit.meter import NonFiniteLossError
 from tlkit.modes import eval_mode
-
 
 
 @dataclass
