@@ -273,6 +273,43 @@ def test_widget_state_is_kept_and_its_machine_paths_scrubbed():
     assert len(leaks) == 2 and all(x.startswith("widget state:") and "/home/me/photo.jpg" in x for x in leaks)
 
 
+def test_widget_models_no_output_shows_are_dropped():
+    """A redraw's replaced rows and never-displayed panels leave models behind; drawn ones and their links stay."""
+    view = "application/vnd.jupyter.widget-view+json"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("panel")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={view: {"model_id": "aa", "version_major": 2}}),
+                    nbformat.v4.new_output("display_data", data={view: {"model_id": "0e", "version_major": 2}})]
+    nb.cells.append(cell)
+    nb.metadata["widgets"] = {mk.WIDGET_STATE: {"version_major": 2, "version_minor": 0, "state": {
+        "aa": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_bb"], "layout": "IPY_MODEL_1a"}},
+        "bb": {"model_name": "IntSliderModel", "state": {"value": 7, "layout": "IPY_MODEL_1b"}},
+        "1a": {"model_name": "LayoutModel", "state": {}},
+        "1b": {"model_name": "LayoutModel", "state": {}},
+        "0e": {"model_name": "OutputModel", "state": {"outputs": [{"output_type": "display_data",
+                                                               "data": {view: {"model_id": "cc"}}}]}},
+        "cc": {"model_name": "LabelModel", "state": {"value": "inside an Output"}},
+        "11": {"model_name": "LinkModel", "state": {"source": ["IPY_MODEL_bb", "value"], "target": ["IPY_MODEL_cc", "value"]}},
+        "dd": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_ee"]}},  # a replaced row
+        "ee": {"model_name": "ImageModel", "state": {"format": "png"}},
+        "ff": {"model_name": "LinkModel", "state": {"source": ["IPY_MODEL_dd", "value"], "target": ["IPY_MODEL_ee", "value"]}},
+    }}}
+    assert mk.drop_unseen_widgets(nb) == 3
+    assert sorted(nb.metadata["widgets"][mk.WIDGET_STATE]["state"]) == ["0e", "11", "1a", "1b", "aa", "bb", "cc"]
+    assert mk.drop_unseen_widgets(nb) == 0 and mk.drop_unseen_widgets(nbformat.v4.new_notebook()) == 0
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_committed_notebooks_save_every_shown_widget_and_nothing_else(name):
+    """Each widget an output shows has its saved model (so GitHub and nbviewer can draw it); no other model is kept."""
+    nb = _committed(name)
+    state = nb.metadata.get("widgets", {}).get(mk.WIDGET_STATE, {}).get("state", {})
+    shown = {o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for c in nb.cells
+             for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})}
+    assert shown <= set(state), f"{name}: widget outputs without a saved model"
+    assert mk.drop_unseen_widgets(nb) == 0, f"{name}: saved widget models no output shows"
+
+
 def test_execute_saves_the_widget_state_and_sends_runs_to_the_given_folder(tmp_path):
     # Starts a real kernel (a few seconds): the state must come from nbclient, not from us.
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": mk.KERNELSPEC})

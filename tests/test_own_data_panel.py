@@ -104,6 +104,33 @@ def test_own_data_panel_bad_files_are_listed_by_name_and_the_rest_kept(tmp_path)
     assert "copy.jpg: already there" in panel.messages.value and panel.store.counts() == {"cats": 1}
 
 
+def live_widgets() -> int:
+    """Widget models open in this kernel (ipywidgets 8 keeps them in ``_instances``, 7.7.1 in ``Widget.widgets``)."""
+    import ipywidgets as W
+    from ipywidgets.widgets import widget as registry
+    return len(registry._instances if hasattr(registry, "_instances") else W.Widget.widgets)
+
+
+def test_own_data_panel_redraws_close_the_widgets_they_replace(tmp_path):
+    """Each upload redraws the class rows. The old rows (thumbnails, upload button, layouts) are closed, so a
+    long session, the browser and the notebook's saved widget state do not keep them."""
+    import ipywidgets as W
+    from widgets._base import widget_tree
+    panel = panel_on(tmp_path / "own")
+    panel.add_class("cats")
+    panel.add_images("cats", [(f"cats{i}.jpg", photo("cats", i, tmp_path)) for i in range(3)])
+    old = widget_tree([panel.rows["cats"]])
+    assert sum(isinstance(w, W.Image) for w in old.values()) == 3 and all(w.comm is not None for w in old.values())
+    before = live_widgets()
+    for i in range(3, 6):  # three redraws; the row gains a thumbnail each time
+        panel.add_images("cats", [(f"cats{i}.jpg", photo("cats", i, tmp_path))])
+    assert all(w.comm is None for w in old.values())  # the replaced row, closed down to its layouts
+    new = widget_tree([panel.rows["cats"]])
+    assert sum(isinstance(w, W.Image) for w in new.values()) == 6 and all(w.comm is not None for w in new.values())
+    assert live_widgets() - before == 3 * 2  # three more thumbnails, each an Image and its Layout; nothing else
+    assert panel.class_name.comm is not None and panel.classes_box.children == (panel.rows["cats"],)
+
+
 def test_own_data_panel_zip_folder_too_few_and_remove(tmp_path):
     panel = panel_on(tmp_path / "own")
     simulate_upload(panel.zip_upload, [("set.zip", make_zip({f"birds/{i}.jpg": photo("birds", i, tmp_path)

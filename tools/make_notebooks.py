@@ -42,6 +42,8 @@ same feature cache (claims about cache reuse are judged only then).
 The widgets' final state is saved in the notebook's metadata (nbclient's
 ``store_widget_state``), so JupyterLab, Notebook 7 and nbviewer draw the panels
 as they were, not as ``VBox(children=...)`` text, before anyone runs a cell.
+Models that no output shows (closed or replaced widgets, panels never displayed) are
+dropped from it (:func:`drop_unseen_widgets`).
 What the notebooks save (``runs/``) goes to a temporary folder.
 
 Usage:
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import sys
@@ -110,6 +113,8 @@ PROFILE = "test" if FAST else ("gpu" if torch.cuda.is_available() else "cpu")
 """
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# a reference to a widget model: in a model's state ("IPY_MODEL_<id>") or in an output ("model_id": "<id>")
+MODEL_REF = re.compile(r'IPY_MODEL_([0-9a-f]+)|"model_id": ?"([0-9a-f]+)"')
 
 
 # --------------------------------------------------------------------------
@@ -292,6 +297,37 @@ def _widget_texts(nb: nbformat.NotebookNode) -> list[tuple[object, object]]:
             elif isinstance(value, (dict, list)):
                 stack.append(value)
     return fields
+
+
+def drop_unseen_widgets(nb: nbformat.NotebookNode) -> int:
+    """Drops the saved widget models that no output shows; returns how many (in place).
+
+    nbclient saves every model the kernel ever opened, closed ones included. A
+    front end draws a model only from an output's widget view, directly or
+    through another drawn model (children, layout, style, a nested output), or
+    as a link between drawn models. The rest (a panel driven in code but never
+    displayed, a redraw's replaced rows) made notebook 05 7.0 MB instead of 1.6 MB.
+    """
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state")
+    if not state:
+        return 0
+
+    def refs(obj) -> set[str]:
+        return {a or b for a, b in MODEL_REF.findall(json.dumps(obj))}
+
+    seen: set[str] = set()
+    stack = list(refs([cell.get("outputs", []) for cell in nb.cells]))
+    while stack:
+        key = stack.pop()
+        if key not in seen and key in state:
+            seen.add(key)
+            stack.extend(refs(state[key]))
+    links = {k for k, m in state.items() if m.get("model_name") in ("LinkModel", "DirectionalLinkModel")
+             and refs(m) & seen}
+    gone = [k for k in state if k not in seen and k not in links]
+    for key in gone:
+        del state[key]
+    return len(gone)
 
 
 def scrub_outputs(nb: nbformat.NotebookNode, replacements: list[tuple[str, str]]) -> None:
@@ -526,6 +562,7 @@ def make(src: Path, fast: bool, run: bool, cache_dir: str | None = None, runs_di
                          f"{wrong}\nNothing was written for this notebook.")
     strip_solution_outputs(nb)
     extra = [(cache_dir, "$TLKIT_CACHE_DIR")] if cache_dir else []
+    drop_unseen_widgets(nb)
     scrub_outputs(nb, sorted(path_replacements() + extra, key=lambda kv: -len(kv[0])))
     leaks = find_machine_paths(nb)
     if leaks:

@@ -64,6 +64,41 @@ class Throttle:
             return False
 
 
+def widget_tree(roots) -> dict[int, W.Widget]:
+    """Every widget model reachable from ``roots``: children, layouts, styles (any synced trait holding one)."""
+    found: dict[int, W.Widget] = {}
+    stack = list(roots)
+    while stack:
+        w = stack.pop()
+        if not isinstance(w, W.Widget) or id(w) in found:
+            continue
+        found[id(w)] = w
+        for name in w.keys:
+            value = getattr(w, name, None)
+            stack.extend(value if isinstance(value, (list, tuple)) else [value])
+    return found
+
+
+def replace_children(box: W.Box, children, root: W.Widget | None = None) -> None:
+    """``box.children = children``, then closes every widget model that left the panel with the old ones.
+
+    A redraw that builds new rows would otherwise leave the old rows (their
+    thumbnails, upload buttons, layouts) alive in the kernel and the browser for
+    the rest of the session, and in the notebook's saved widget state. Models
+    still reachable from ``root`` (default: ``box``), shared layouts included,
+    stay open.
+
+    Example:
+        >>> replace_children(self.classes_box, new_rows, root=self.widget)
+    """
+    old = widget_tree(box.children)
+    box.children = tuple(children)
+    keep = widget_tree([root if root is not None else box])
+    for key, w in old.items():
+        if key not in keep:
+            w.close()
+
+
 def error_html(message: str) -> str:
     """A red one-line message for an HTML widget (the text is escaped)."""
     return f"<span style='color:#b00020'><b>Error:</b> {html.escape(message)}</span>"

@@ -41,7 +41,7 @@ from tlkit.images import open_image
 from tlkit.own_data import DEFAULT_FOLDER, AddReport, PhotoStore
 from tlkit.own_model import FeatureBank, OwnDataResult, predict_bytes, train_on_store
 from tlkit.data import transforms_for
-from widgets._base import ThreadedPanel, describe_error, error_html, keep_global_rng
+from widgets._base import ThreadedPanel, describe_error, error_html, keep_global_rng, replace_children
 from widgets._compat import IPYWIDGETS_MAJOR, uploaded_files
 from widgets.predict_panel import PredictPanel
 
@@ -147,7 +147,7 @@ class OwnDataPanel(ThreadedPanel):
         """Redraws the class rows (count, thumbnails, upload) from the folder; returns the counts."""
         counts = self.store.counts()
         self.rows = {name: self._class_row(name, n) for name, n in counts.items()}
-        self.classes_box.children = tuple(self.rows.values())
+        replace_children(self.classes_box, self.rows.values(), root=self.widget)  # old rows closed
         self.remove_pick.options = list(counts)
         return counts
 
@@ -262,14 +262,14 @@ class OwnDataPanel(ThreadedPanel):
                              f"{result.method}).")
         self.report.value = _confusion_html(result) + "".join(
             f"<div style='color:#8a5300'>{html.escape(n)}</div>" for n in result.notes)
-        self.mistakes.children = tuple(
+        replace_children(self.mistakes, (
             W.VBox([W.Image(value=png, format="png", layout=W.Layout(width="64px")),
                     W.HTML(f"<small>{html.escape(t)} &rarr; {html.escape(p)}</small>")])
-            for f, t, p in result.mistakes[:THUMBS] for png in [thumbnail_png(f)] if png)
+            for f, t, p in result.mistakes[:THUMBS] for png in [thumbnail_png(f)] if png), root=self.widget)
         if not hasattr(self, "try_panel"):
             self.try_panel = PredictPanel(result.model, topk=len(result.classes))
         self.try_panel.model, self.try_panel.topk = result.model, len(result.classes)
-        self.try_box.children = (self.try_panel.widget,)
+        replace_children(self.try_box, (self.try_panel.widget,), root=self.widget)
 
     @property
     def accuracy(self) -> float | None:
