@@ -289,12 +289,16 @@ def test_widget_models_no_output_shows_are_dropped():
         "0e": {"model_name": "OutputModel", "state": {"outputs": [{"output_type": "display_data",
                                                                "data": {view: {"model_id": "cc"}}}]}},
         "cc": {"model_name": "LabelModel", "state": {"value": "inside an Output"}},
-        "11": {"model_name": "LinkModel", "state": {"source": ["IPY_MODEL_bb", "value"], "target": ["IPY_MODEL_cc", "value"]}},
+        "11": {"model_name": "LinkModel",
+               "state": {"source": ["IPY_MODEL_bb", "value"], "target": ["IPY_MODEL_cc", "value"]}},
         "dd": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_ee"]}},  # a replaced row
         "ee": {"model_name": "ImageModel", "state": {"format": "png"}},
-        "ff": {"model_name": "LinkModel", "state": {"source": ["IPY_MODEL_dd", "value"], "target": ["IPY_MODEL_ee", "value"]}},
+        "ff": {"model_name": "LinkModel",
+               "state": {"source": ["IPY_MODEL_dd", "value"], "target": ["IPY_MODEL_ee", "value"]}},
+        "12": {"model_name": "LinkModel",
+               "state": {"source": ["IPY_MODEL_bb", "value"], "target": ["IPY_MODEL_ee", "value"]}},
     }}}
-    assert mk.drop_unseen_widgets(nb) == 3
+    assert mk.drop_unseen_widgets(nb) == 4  # dd, ee, and the links to them
     assert sorted(nb.metadata["widgets"][mk.WIDGET_STATE]["state"]) == ["0e", "11", "1a", "1b", "aa", "bb", "cc"]
     assert mk.drop_unseen_widgets(nb) == 0 and mk.drop_unseen_widgets(nbformat.v4.new_notebook()) == 0
 

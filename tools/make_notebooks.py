@@ -323,7 +323,7 @@ def drop_unseen_widgets(nb: nbformat.NotebookNode) -> int:
             seen.add(key)
             stack.extend(refs(state[key]))
     links = {k for k, m in state.items() if m.get("model_name") in ("LinkModel", "DirectionalLinkModel")
-             and refs(m) & seen}
+             and refs(m) and refs(m) <= seen}  # both ends drawn
     gone = [k for k in state if k not in seen and k not in links]
     for key in gone:
         del state[key]
