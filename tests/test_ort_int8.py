@@ -162,7 +162,8 @@ def test_the_shipped_verdicts_are_consistent_and_match_the_course_setting(cats_d
     shipped = json.loads(int8_mod.SHIPPED_VERDICTS.read_text())
     assert shipped
     for key, v in shipped.items():
-        name, fp, tf_hash, classes = key.split("|")
+        name, fp, tf_hash, classes, quantizer = key.split("|")
+        assert quantizer == int8_mod.QUANTIZER  # a verdict about another quantizer's graphs would never be used
         assert v["ok"] == (v["acc_int8"] >= v["interval"][0]) and v["interval"][0] <= v["acc_fp32"] <= v["interval"][1]
         assert len(v["calibration_files"]) == int8_mod.CALIBRATION_IMAGES and len(v["calibration_sha1"]) == 40
         assert all(not f.startswith("/") and ".." not in f for f in v["calibration_files"])
