@@ -40,6 +40,7 @@ from tlkit.images import (IMAGE_EXTENSIONS, check_image_size, draft_side, header
                           warn_skipped)
 from tlkit.outputs import OUTPUT_MARKER
 from tlkit.storage import cache_root
+from tlkit.tensorize import apply_transform
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class ImageDataset(Dataset):
             img = open_image(self.files[i], min_side=draft_side(self.transform))
         except ImageReadError:
             return None, self.files[i]
-        return (self.transform(img) if self.transform else img), self.targets[i]
+        return (apply_transform(self.transform, img) if self.transform else img), self.targets[i]
 
     def with_transform(self, transform: Callable | None) -> "ImageDataset":
         """The same files and labels with another transform."""

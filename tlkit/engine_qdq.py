@@ -130,8 +130,7 @@ def _drop_unused_initializers(graph) -> None:
 
 
 def _clip_min(node, inits) -> float | None:
-    from onnx import numpy_helper
-
+    numpy_helper = require("onnx.numpy_helper")
     if len(node.input) > 1 and node.input[1]:
         t = inits.get(node.input[1])
         return None if t is None else float(numpy_helper.to_array(t))
@@ -210,8 +209,7 @@ def weight_params(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _quantize_conv_params(node, inits: dict, ranges: dict, graph) -> list:
     """DequantizeLinear nodes for a Conv's int8 weight and int32 bias; rewires the Conv to read them."""
-    from onnx import helper, numpy_helper
-
+    helper, numpy_helper = require("onnx.helper"), require("onnx.numpy_helper")
     w_name = node.input[1]
     if w_name not in inits:
         return []  # a weight computed at run time: the Conv stays in float
@@ -239,8 +237,7 @@ def _quantize_conv_params(node, inits: dict, ranges: dict, graph) -> list:
 
 def _insert_qdq(graph, tensors: list[str], ranges: dict) -> None:
     """A QuantizeLinear -> DequantizeLinear pair on each tensor; its readers read the dequantized copy."""
-    from onnx import helper, numpy_helper
-
+    helper, numpy_helper = require("onnx.helper"), require("onnx.numpy_helper")
     readers = _consumers(graph)
     position = {o: i for i, n in enumerate(graph.node) for o in n.output}
     graph_inputs = {i.name for i in graph.input}

@@ -28,6 +28,7 @@ from PIL import Image
 
 from tlkit.data import ImageDataset
 from tlkit.shift_kinds import make_shift, sketch_of
+from tlkit.tensorize import apply_transform
 
 Shift = Callable[[Image.Image], Image.Image]
 
@@ -60,7 +61,7 @@ class Then:
         self.shift, self.transform = shift, transform
 
     def __call__(self, img):
-        return self.transform(self.shift(img))
+        return apply_transform(self.transform, self.shift(img))
 
     def __repr__(self) -> str:
         # The caches key on this text: the shift's class (and its ``version``, if it has one) is part
