@@ -4,8 +4,8 @@
 
 For EfficientNet-Lite0 at 224 px on cats vs dogs (the setting of ``make demo``
 and ``bench/peers.py``), :func:`tlkit.int8_check.check_int8` trains the course
-head on fp32 and on int8 features (ONNX Runtime, calibration on 8 training
-photos) and compares their validation accuracy. The verdict is written with
+head on fp32 and on int8 features (ONNX Runtime, tlkit's quantizer, calibration
+on 8 training photos) and compares their validation accuracy. The verdict is written with
 its calibration photos named relative to the dataset's folder, so that
 ``precision="auto"`` can use int8 on any copy of the dataset, and only if the
 check passed. Takes about 40 s on a quiet 2-core machine.

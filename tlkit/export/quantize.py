@@ -91,7 +91,8 @@ def quantize_batches(onnx_path: str | os.PathLike, batches: list[np.ndarray], ou
                      per_channel: bool = True) -> Path:
     """Static int8 (QDQ) copy of any ONNX file with one input, calibrated on ``batches`` (MinMax ranges).
 
-    :func:`quantize_int8` uses it for classifiers; :mod:`tlkit.engine_int8` for a frozen body.
+    :func:`quantize_int8` uses it for exported classifiers. The frozen feature pass uses tlkit's own,
+    faster quantizer instead (:func:`tlkit.engine_qdq.quantize_frozen`).
 
     Example:
         >>> quantize_batches("body.onnx", [x.numpy() for x in train_batches], "body.int8.onnx")
