@@ -127,3 +127,33 @@ def test_no_calibration_image_or_nothing_to_quantize_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no Conv or Add"):
         quantize_frozen(linear, [_images(2, 0)], tmp_path / "int8.onnx")
     assert not (tmp_path / "int8.onnx").exists()
+
+
+class Tied(nn.Module):
+    """One 1x1 convolution applied twice: two Conv nodes read the same weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.pw = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        x = self.pw(torch.relu(self.pw(torch.relu(self.stem(x)))))
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+
+
+def test_two_convolutions_sharing_a_weight_get_their_own_int8_copies(tmp_path):
+    torch.manual_seed(0)
+    fp32 = tmp_path / "tied.onnx"
+    _torch_export(Tied().eval(), fp32, 32)
+    graph = onnx.load(str(fp32)).graph
+    weights = [n.input[1] for n in graph.node if n.op_type == "Conv"]
+    assert len(weights) == 3 and len(set(weights)) == 2  # the exporter shares the tied weight
+    out = quantize_frozen(fp32, [_images(4, 0)], tmp_path / "int8.onnx")
+    saved = onnx.load(str(out))
+    onnx.checker.check_model(saved)
+    names = [t.name for t in saved.graph.initializer]
+    assert len(names) == len(set(names))
+    x = _images(6, 1)
+    ref, got = _session(fp32).run(None, {"images": x})[0], _session(out).run(None, {"images": x})[0]
+    cos = (ref * got).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(got, axis=1)
+    assert cos.min() > 0.99

@@ -33,15 +33,16 @@ from pathlib import Path
 import numpy as np
 
 
+QUANTIZER = "tlkit-qdq-1"  # in int8 cache tags and verdict keys: a new quantizer never reuses old int8 features
+QUANTIZED_OPS = ("Conv", "Add")  # inputs and outputs in uint8; every other op stays in float
+CALIBRATION_CHUNK = 2  # images per calibration run, all of whose activations come back (Lite0, 224 px: ~40 MB an image)
+
+
 def require(module: str):
     """onnx or onnxruntime, or an ImportError saying how to install them (:func:`tlkit.export.runtime.require`)."""
     from tlkit.export.runtime import require as _require  # not at import time: tlkit.export imports tlkit.features
 
     return _require(module)
-
-QUANTIZER = "tlkit-qdq-1"  # in int8 cache tags and verdict keys: a new quantizer never reuses old int8 features
-QUANTIZED_OPS = ("Conv", "Add")  # inputs and outputs in uint8; every other op stays in float
-CALIBRATION_CHUNK = 2  # images per calibration run, all of whose activations come back (Lite0, 224 px: ~40 MB an image)
 
 
 def quantize_frozen(fp32_path: str | os.PathLike, batches: list[np.ndarray], out_path: str | os.PathLike) -> Path:
@@ -216,21 +217,21 @@ def _quantize_conv_params(node, inits: dict, ranges: dict, graph) -> list:
     w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
     q, w_scale = weight_params(w)
     in_scale, _ = activation_params(*ranges[node.input[0]])
-    new = [numpy_helper.from_array(q, f"{w_name}_q"), numpy_helper.from_array(w_scale, f"{w_name}_scale"),
-           numpy_helper.from_array(np.zeros(len(w), np.int8), f"{w_name}_zp")]
-    made = [helper.make_node("DequantizeLinear", [f"{w_name}_q", f"{w_name}_scale", f"{w_name}_zp"],
-                             [f"{w_name}_dq"], axis=0)]
-    node.input[1] = f"{w_name}_dq"
+    own = node.output[0]  # names from the Conv's output, which is unique, even if two Convs share a weight
+    new = [numpy_helper.from_array(q, f"{own}_w_q"), numpy_helper.from_array(w_scale, f"{own}_w_scale"),
+           numpy_helper.from_array(np.zeros(len(w), np.int8), f"{own}_w_zp")]
+    made = [helper.make_node("DequantizeLinear", [f"{own}_w_q", f"{own}_w_scale", f"{own}_w_zp"],
+                             [f"{own}_w_dq"], axis=0)]
+    node.input[1] = f"{own}_w_dq"
     if len(node.input) > 2 and node.input[2] in inits:
-        b_name = node.input[2]
-        b = numpy_helper.to_array(inits[b_name]).astype(np.float64)
+        b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
         b_scale = (np.float64(in_scale) * w_scale.astype(np.float64)).astype(np.float32)
         bq = np.clip(np.round(b / b_scale), -2**31, 2**31 - 1).astype(np.int32)
-        new += [numpy_helper.from_array(bq, f"{b_name}_q"), numpy_helper.from_array(b_scale, f"{b_name}_scale"),
-                numpy_helper.from_array(np.zeros(len(bq), np.int32), f"{b_name}_zp")]
-        made.append(helper.make_node("DequantizeLinear", [f"{b_name}_q", f"{b_name}_scale", f"{b_name}_zp"],
-                                     [f"{b_name}_dq"], axis=0))
-        node.input[2] = f"{b_name}_dq"
+        new += [numpy_helper.from_array(bq, f"{own}_b_q"), numpy_helper.from_array(b_scale, f"{own}_b_scale"),
+                numpy_helper.from_array(np.zeros(len(bq), np.int32), f"{own}_b_zp")]
+        made.append(helper.make_node("DequantizeLinear", [f"{own}_b_q", f"{own}_b_scale", f"{own}_b_zp"],
+                                     [f"{own}_b_dq"], axis=0))
+        node.input[2] = f"{own}_b_dq"
     graph.initializer.extend(new)
     return made
 
