@@ -37,6 +37,9 @@ def test_the_table_gives_torchvisions_floats_bit_for_bit(train):
     assert torch.equal(apply_transform(plain, every_value), plain(every_value))
     one = T.Compose([T.ToTensor(), T.Normalize((0.5,), (0.2,))])  # one mean for all channels broadcasts
     assert torch.equal(apply_transform(one, every_value), one(every_value))
+    tensors = T.Compose([T.ToTensor(), T.Normalize(torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64),
+                                                   torch.tensor([0.7, 0.8, 0.9]))])  # mean and std as tensors
+    assert torch.equal(apply_transform(tensors, every_value), tensors(every_value))
 
 
 def test_the_table_path_is_taken_for_rgb_and_not_for_other_images(monkeypatch):

@@ -55,14 +55,19 @@ def _split(transform) -> tuple[list, tuple] | None:
     to_tensor, norm = steps[-2], steps[-1]
     if type(to_tensor) is not T.ToTensor or type(norm) is not T.Normalize:
         return None
-    try:
-        mean = tuple(float(v) for v in torch.as_tensor(norm.mean).flatten())
-        std = tuple(float(v) for v in torch.as_tensor(norm.std).flatten())
+    try:  # per image, so cheap: plain floats from a tuple, a list or a tensor
+        mean, std = _floats(norm.mean), _floats(norm.std)
     except (TypeError, ValueError):
         return None
     if len(mean) not in (1, 3) or len(std) not in (1, 3) or 0.0 in std:
         return None  # torchvision's own errors and broadcasting rules apply
     return steps[:-2], _tables(mean * (3 // len(mean)), std * (3 // len(std)))
+
+
+def _floats(values) -> tuple[float, ...]:
+    if isinstance(values, torch.Tensor):
+        return tuple(values.flatten().tolist())
+    return tuple(float(v) for v in values)
 
 
 @lru_cache(maxsize=16)

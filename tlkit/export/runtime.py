@@ -76,8 +76,9 @@ def _parse_metadata(props: dict, path: Path) -> dict:
     return meta
 
 
-def open_session(path: str | os.PathLike, threads: int | None = None, spinning: bool = True, arena: bool = True):
-    """An ONNX Runtime CPU session (``threads`` None: ORT's default, one per core).
+def open_session(path: str | os.PathLike | bytes, threads: int | None = None, spinning: bool = True,
+                 arena: bool = True):
+    """An ONNX Runtime CPU session (``threads`` None: ORT's default, one per core) for a file or a serialized model.
 
     ``spinning=False``: idle worker threads sleep instead of spinning, which
     leaves the cores to DataLoader workers decoding JPEGs at the same time.
@@ -93,7 +94,8 @@ def open_session(path: str | os.PathLike, threads: int | None = None, spinning: 
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.enable_cpu_mem_arena = arena
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxClassifier(nn.Module):
